@@ -1,0 +1,57 @@
+use std::path::Path;
+use std::process::ExitCode;
+
+use envstore::{Filter, IngestReport, Store};
+use serde_json::json;
+
+use crate::printer::{Printer, human_bytes};
+
+pub fn run(
+    store: &Store,
+    dir: &Path,
+    filter: &Filter,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
+    let report = store.ingest(dir, filter)?;
+    describe(&report, printer);
+    if printer.json() {
+        printer.json_value(&json!({
+            "id": report.id.to_hex(),
+            "created": report.created,
+            "files": report.stats.files,
+            "dirs": report.stats.dirs,
+            "symlinks": report.stats.symlinks,
+            "bytes": report.stats.bytes,
+            "excluded": report.stats.excluded,
+            "new_objects": report.new_objects,
+            "new_bytes": report.new_bytes,
+        }));
+    } else {
+        printer.data(&report.id.to_hex());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The stderr summary of an ingest, shared with `materialize`.
+pub fn describe(report: &IngestReport, printer: &Printer) {
+    let s = &report.stats;
+    if report.created {
+        printer.info(format_args!(
+            "stored {} files, {} ({} new objects, {} new)",
+            s.files,
+            human_bytes(s.bytes),
+            report.new_objects,
+            human_bytes(report.new_bytes)
+        ));
+    } else {
+        printer.detail(format_args!(
+            "the store already has this tree ({} files)",
+            s.files
+        ));
+    }
+    if let Some(warning) = &report.index_warning {
+        printer.warn(format_args!(
+            "the index was not updated ({warning}); it will be rebuilt"
+        ));
+    }
+}

@@ -1,0 +1,242 @@
+//! The store's catalogue in redb: snapshot metadata by id.
+//!
+//! redb lets one process open a database at a time, so the index is opened only when a command
+//! needs it (never on the hot path of materializing a known environment), under an exclusive
+//! lock of our own with a deadline, and closed right after. It is never the only copy of
+//! anything: each snapshot also has a small file under `snapshots/` (see [`SnapshotMeta`]), pins
+//! are files, and [`Index::rebuild`] recreates the database from those files.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use envstore_lock::{FileLock, LockError, LockKind};
+use envstore_tree::SnapshotId;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
+
+/// redb's cache; the catalogue is small, and envstore keeps its memory bounded.
+const CACHE_BYTES: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(
+        "the index {path} cannot be used ({source}); run `envstore verify --repair` to rebuild it"
+    )]
+    Database {
+        path: PathBuf,
+        source: Box<redb::Error>,
+    },
+    #[error("bad snapshot record for {id}: {reason}")]
+    BadRecord { id: String, reason: String },
+}
+
+/// What the store knows about a snapshot besides its trees.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SnapshotMeta {
+    /// Unix seconds when it was first stored.
+    pub created: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Sum of the sizes of its regular files.
+    pub bytes: u64,
+    /// Where it was first ingested from (informational; lossy for non-UTF-8 paths).
+    pub source: String,
+}
+
+const META_HEADER: &str = "envstore-snapshot 1";
+
+impl SnapshotMeta {
+    /// The record's text form, used both for `snapshots/<id>` and as the index value.
+    pub fn to_text(&self) -> String {
+        let source = self.source.replace(['\n', '\r'], " ");
+        format!(
+            "{META_HEADER}\ncreated {}\nfiles {}\ndirs {}\nsymlinks {}\nbytes {}\nsource {source}\n",
+            self.created, self.files, self.dirs, self.symlinks, self.bytes
+        )
+    }
+
+    pub fn from_text(text: &str) -> Result<SnapshotMeta, String> {
+        let mut lines = text.lines();
+        if lines.next() != Some(META_HEADER) {
+            return Err(format!("does not start with `{META_HEADER}`"));
+        }
+        let mut meta = SnapshotMeta::default();
+        for line in lines {
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            let number = || {
+                value
+                    .parse::<u64>()
+                    .map_err(|e| format!("bad {key} `{value}`: {e}"))
+            };
+            match key {
+                "created" => meta.created = number()?,
+                "files" => meta.files = number()?,
+                "dirs" => meta.dirs = number()?,
+                "symlinks" => meta.symlinks = number()?,
+                "bytes" => meta.bytes = number()?,
+                "source" => meta.source = value.to_owned(),
+                // Newer versions may add keys; ignore them.
+                _ => {}
+            }
+        }
+        Ok(meta)
+    }
+}
+
+/// An open index. Holds the index lock until dropped: keep it short-lived.
+#[derive(Debug)]
+pub struct Index {
+    db: Database,
+    path: PathBuf,
+    _lock: FileLock,
+}
+
+impl Index {
+    /// Opens (creating if needed) `<store>/index.redb`, waiting at most `timeout` for the lock.
+    pub fn open(store: &Path, timeout: Duration) -> Result<Index, IndexError> {
+        let lock = FileLock::acquire(
+            &store.join("index.lock"),
+            LockKind::Exclusive,
+            timeout,
+            "the index lock",
+        )?;
+        let path = store.join("index.redb");
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| IndexError::Database {
+                path: path.clone(),
+                source: Box::new(e.into()),
+            })?;
+        Ok(Index {
+            db,
+            path,
+            _lock: lock,
+        })
+    }
+
+    fn db_err(&self) -> impl Fn(redb::Error) -> IndexError + '_ {
+        |e| IndexError::Database {
+            path: self.path.clone(),
+            source: Box::new(e),
+        }
+    }
+
+    /// Records snapshots (insert or replace), in one transaction.
+    pub fn put_snapshots(&self, records: &[(SnapshotId, SnapshotMeta)]) -> Result<(), IndexError> {
+        let err = self.db_err();
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut table = txn.open_table(SNAPSHOTS).map_err(|e| err(e.into()))?;
+            for (id, meta) in records {
+                table
+                    .insert(&id.as_bytes()[..], meta.to_text().as_bytes())
+                    .map_err(|e| err(e.into()))?;
+            }
+        }
+        txn.commit().map_err(|e| err(e.into()))
+    }
+
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), IndexError> {
+        let err = self.db_err();
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut table = txn.open_table(SNAPSHOTS).map_err(|e| err(e.into()))?;
+            table
+                .remove(&id.as_bytes()[..])
+                .map_err(|e| err(e.into()))?;
+        }
+        txn.commit().map_err(|e| err(e.into()))
+    }
+
+    /// Every recorded snapshot, in id order.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, SnapshotMeta)>, IndexError> {
+        let err = self.db_err();
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = match txn.open_table(SNAPSHOTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(e.into())),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| err(e.into()))? {
+            let (key, value) = row.map_err(|e| err(e.into()))?;
+            let bytes: [u8; 32] = key.value().try_into().map_err(|_| IndexError::BadRecord {
+                id: format!("{:?}", key.value()),
+                reason: "key is not 32 bytes".into(),
+            })?;
+            let id = SnapshotId::from_bytes(bytes);
+            let text = String::from_utf8_lossy(value.value());
+            let meta = SnapshotMeta::from_text(&text).map_err(|reason| IndexError::BadRecord {
+                id: id.to_hex(),
+                reason,
+            })?;
+            out.push((id, meta));
+        }
+        Ok(out)
+    }
+
+    /// Replaces the whole catalogue with `records` (used to rebuild it from the store's files).
+    pub fn rebuild(&self, records: &[(SnapshotId, SnapshotMeta)]) -> Result<(), IndexError> {
+        let err = self.db_err();
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        txn.delete_table(SNAPSHOTS).map_err(|e| err(e.into()))?;
+        txn.commit().map_err(|e| err(e.into()))?;
+        self.put_snapshots(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(n: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            created: n,
+            files: 2,
+            dirs: 1,
+            symlinks: 0,
+            bytes: 10,
+            source: "/tmp/x y".into(),
+        }
+    }
+
+    #[test]
+    fn meta_text_round_trips() {
+        let m = meta(5);
+        assert_eq!(SnapshotMeta::from_text(&m.to_text()).unwrap(), m);
+        assert!(SnapshotMeta::from_text("garbage").is_err());
+    }
+
+    #[test]
+    fn put_list_remove_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SnapshotId::from_bytes([1; 32]);
+        let b = SnapshotId::from_bytes([2; 32]);
+        {
+            let index = Index::open(dir.path(), Duration::from_secs(1)).unwrap();
+            index.put_snapshots(&[(a, meta(1)), (b, meta(2))]).unwrap();
+        }
+        let index = Index::open(dir.path(), Duration::from_secs(1)).unwrap();
+        assert_eq!(index.snapshots().unwrap().len(), 2);
+        index.remove_snapshot(&a).unwrap();
+        assert_eq!(index.snapshots().unwrap(), vec![(b, meta(2))]);
+        index.rebuild(&[(a, meta(3))]).unwrap();
+        assert_eq!(index.snapshots().unwrap(), vec![(a, meta(3))]);
+    }
+
+    #[test]
+    fn a_second_opener_times_out_instead_of_failing_or_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Index::open(dir.path(), Duration::from_secs(1)).unwrap();
+        let err = Index::open(dir.path(), Duration::from_millis(30)).unwrap_err();
+        assert!(
+            matches!(err, IndexError::Lock(LockError::TimedOut { .. })),
+            "{err}"
+        );
+    }
+}

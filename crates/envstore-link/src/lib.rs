@@ -1,0 +1,407 @@
+//! Lays files out of the store: reflink, then hardlink, then copy.
+//!
+//! `auto` probes once per [`Linker`] (one `Linker` serves one materialization, whose files all
+//! go from `objects/` to `envs/` on the store's file system) and keeps the first mode that
+//! works; the fallback and its reason are reported, never silent (ROCm/rocm-cli#352). An explicit
+//! mode is strict and fails with a clear error. Empty files are never hardlinked: one write
+//! would change them everywhere (ostree#925, pnpm#4382). A file whose object has too many links
+//! (EMLINK) is copied instead (ostree#2197).
+
+use std::fmt;
+use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use envstore_tree::fixed_mtime;
+
+/// How a file was laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinkMode {
+    /// A copy-on-write clone: no data blocks, an inode of its own.
+    Reflink,
+    /// The object's own inode: no data blocks, but shared mode and mtime, and writes through it
+    /// would damage the store (files are read-only and `verify` detects it).
+    Hardlink,
+    /// A full copy.
+    Copy,
+}
+
+impl LinkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkMode::Reflink => "reflink",
+            LinkMode::Hardlink => "hardlink",
+            LinkMode::Copy => "copy",
+        }
+    }
+}
+
+impl fmt::Display for LinkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the user asked for: `auto` or one strict mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinkPolicy {
+    #[default]
+    Auto,
+    Only(LinkMode),
+}
+
+impl FromStr for LinkPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => LinkPolicy::Auto,
+            "reflink" => LinkPolicy::Only(LinkMode::Reflink),
+            "hardlink" => LinkPolicy::Only(LinkMode::Hardlink),
+            "copy" => LinkPolicy::Only(LinkMode::Copy),
+            other => {
+                return Err(format!(
+                    "unknown link mode `{other}` (use auto, reflink, hardlink or copy)"
+                ));
+            }
+        })
+    }
+}
+
+/// A failure to lay out one file.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(
+        "--link-mode {mode} is not possible here: failed to {mode} {from} to {to}: {source}; \
+         use --link-mode auto{hint}"
+    )]
+    Unsupported {
+        mode: LinkMode,
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+        hint: &'static str,
+    },
+    #[error("failed to {mode} {from} to {to}: {source}")]
+    Failed {
+        mode: LinkMode,
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+    #[error("failed to prepare {path}: {source}")]
+    Source {
+        path: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Whether an error says "this file system (or this pair of paths) cannot do that at all",
+/// as opposed to a failure of this one file.
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EOPNOTSUPP
+                | libc::EXDEV
+                | libc::EINVAL
+                | libc::ENOTTY
+                | libc::ENOSYS
+                | libc::EPERM
+        )
+    ) || e.kind() == io::ErrorKind::Unsupported
+}
+
+const UNKNOWN: u8 = 0;
+
+fn encode(mode: LinkMode) -> u8 {
+    mode as u8 + 1
+}
+
+fn decode(v: u8) -> Option<LinkMode> {
+    [LinkMode::Reflink, LinkMode::Hardlink, LinkMode::Copy]
+        .get(usize::from(v).checked_sub(1)?)
+        .copied()
+}
+
+/// Lays out files for one materialization. Shared between threads.
+#[derive(Debug)]
+pub struct Linker {
+    policy: LinkPolicy,
+    state: AtomicU8,
+    fallback: Mutex<Option<String>>,
+    counts: [AtomicU64; 3],
+}
+
+impl Linker {
+    pub fn new(policy: LinkPolicy) -> Self {
+        let state = match policy {
+            LinkPolicy::Auto => UNKNOWN,
+            LinkPolicy::Only(mode) => encode(mode),
+        };
+        Linker {
+            policy,
+            state: AtomicU8::new(state),
+            fallback: Mutex::new(None),
+            counts: Default::default(),
+        }
+    }
+
+    /// The mode in use (after the probe), if any file has been linked yet or the mode is strict.
+    pub fn mode(&self) -> Option<LinkMode> {
+        decode(self.state.load(Ordering::Acquire))
+    }
+
+    /// Why `auto` did not use reflinks, if it fell back.
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.fallback
+            .lock()
+            .expect("no panics while locked")
+            .clone()
+    }
+
+    /// How many files were laid out with each mode (empty files count as copies).
+    pub fn counts(&self) -> [(LinkMode, u64); 3] {
+        [LinkMode::Reflink, LinkMode::Hardlink, LinkMode::Copy]
+            .map(|m| (m, self.counts[m as usize].load(Ordering::Relaxed)))
+    }
+
+    /// Creates `dest` (which must not exist) with the content of the object at `object`, mode
+    /// 0444 or 0555, and the fixed mtime. `exec_object` gives the object's executable twin for
+    /// hardlinks (an inode's mode is shared by all its links). Returns the mode used.
+    pub fn link(
+        &self,
+        object: &Path,
+        dest: &Path,
+        executable: bool,
+        size: u64,
+        exec_object: impl FnOnce() -> Result<PathBuf, LinkError>,
+    ) -> Result<LinkMode, LinkError> {
+        let used = self.link_inner(object, dest, executable, size, exec_object)?;
+        self.counts[used as usize].fetch_add(1, Ordering::Relaxed);
+        Ok(used)
+    }
+
+    fn link_inner(
+        &self,
+        object: &Path,
+        dest: &Path,
+        executable: bool,
+        size: u64,
+        exec_object: impl FnOnce() -> Result<PathBuf, LinkError>,
+    ) -> Result<LinkMode, LinkError> {
+        let mode = if executable { 0o555 } else { 0o444 };
+        if size == 0 {
+            create_empty(dest, mode)
+                .map_err(|source| failed(LinkMode::Copy, object, dest, source))?;
+            return Ok(LinkMode::Copy);
+        }
+        let mut exec_object = Some(exec_object);
+        loop {
+            let current = decode(self.state.load(Ordering::Acquire)).unwrap_or(LinkMode::Reflink);
+            let result = match current {
+                LinkMode::Reflink => reflink(object, dest, mode),
+                LinkMode::Hardlink => {
+                    let from = if executable {
+                        (exec_object
+                            .take()
+                            .expect("hardlink is attempted once per file"))(
+                        )?
+                    } else {
+                        object.to_owned()
+                    };
+                    match fs::hard_link(&from, dest) {
+                        // Too many links to this object: copy this one file.
+                        Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
+                            copy(object, dest, mode)
+                                .map_err(|source| failed(LinkMode::Copy, object, dest, source))?;
+                            return Ok(LinkMode::Copy);
+                        }
+                        other => other,
+                    }
+                }
+                LinkMode::Copy => copy(object, dest, mode),
+            };
+            match result {
+                Ok(()) => {
+                    if self.policy == LinkPolicy::Auto {
+                        let _ = self.state.compare_exchange(
+                            UNKNOWN,
+                            encode(current),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                    }
+                    return Ok(current);
+                }
+                Err(source) if is_unsupported(&source) => {
+                    let next = match (self.policy, current) {
+                        (LinkPolicy::Auto, LinkMode::Reflink) => LinkMode::Hardlink,
+                        (LinkPolicy::Auto, LinkMode::Hardlink) => LinkMode::Copy,
+                        _ => {
+                            let hint = match current {
+                                LinkMode::Reflink => {
+                                    ", or put the store on a file system that can clone (XFS with reflink=1, btrfs)"
+                                }
+                                LinkMode::Hardlink => ", or keep the store on one file system",
+                                LinkMode::Copy => "",
+                            };
+                            return Err(LinkError::Unsupported {
+                                mode: current,
+                                from: object.to_owned(),
+                                to: dest.to_owned(),
+                                source,
+                                hint,
+                            });
+                        }
+                    };
+                    // A partially created destination must not block the next attempt.
+                    let _ = fs::remove_file(dest);
+                    let mut fallback = self.fallback.lock().expect("no panics while locked");
+                    if fallback.is_none() {
+                        *fallback = Some(format!("{current} not possible: {source}"));
+                    }
+                    self.state.store(encode(next), Ordering::Release);
+                }
+                Err(source) => return Err(failed(current, object, dest, source)),
+            }
+        }
+    }
+}
+
+fn failed(mode: LinkMode, from: &Path, to: &Path, source: io::Error) -> LinkError {
+    LinkError::Failed {
+        mode,
+        from: from.to_owned(),
+        to: to.to_owned(),
+        source,
+    }
+}
+
+fn finish(file: &File, mode: u32) -> io::Result<()> {
+    file.set_permissions(Permissions::from_mode(mode))?;
+    let t = fixed_mtime();
+    file.set_times(FileTimes::new().set_modified(t).set_accessed(t))
+}
+
+fn create_empty(dest: &Path, mode: u32) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).create_new(true).open(dest)?;
+    finish(&file, mode)
+}
+
+fn reflink(object: &Path, dest: &Path, mode: u32) -> io::Result<()> {
+    reflink_copy::reflink(object, dest)?;
+    // FICLONE copies no permissions (uv#18181): set them, through a read-only handle, which is
+    // enough for the owner to chmod and set times.
+    finish(&File::open(dest)?, mode)
+}
+
+fn copy(object: &Path, dest: &Path, mode: u32) -> io::Result<()> {
+    let mut src = File::open(object)?;
+    let mut out = OpenOptions::new().write(true).create_new(true).open(dest)?;
+    // std uses copy_file_range here, which the kernel may turn into a clone.
+    io::copy(&mut src, &mut out)?;
+    finish(&out, mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn object(dir: &Path, content: &[u8]) -> PathBuf {
+        let path = dir.join("obj");
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o444)).unwrap();
+        path
+    }
+
+    #[test]
+    fn copy_sets_mode_and_fixed_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let obj = object(dir.path(), b"data");
+        let linker = Linker::new(LinkPolicy::Only(LinkMode::Copy));
+        let dest = dir.path().join("out");
+        assert_eq!(
+            linker
+                .link(&obj, &dest, true, 4, || unreachable!())
+                .unwrap(),
+            LinkMode::Copy
+        );
+        let meta = fs::metadata(&dest).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o555);
+        assert_eq!(meta.mtime() as u64, envstore_tree::FIXED_MTIME_SECS);
+        assert_eq!(fs::read(&dest).unwrap(), b"data");
+        assert_ne!(meta.ino(), fs::metadata(&obj).unwrap().ino());
+    }
+
+    #[test]
+    fn empty_files_are_never_hardlinked() {
+        let dir = tempfile::tempdir().unwrap();
+        let obj = object(dir.path(), b"");
+        let linker = Linker::new(LinkPolicy::Only(LinkMode::Hardlink));
+        let dest = dir.path().join("out");
+        linker
+            .link(&obj, &dest, false, 0, || unreachable!())
+            .unwrap();
+        assert_ne!(
+            fs::metadata(&dest).unwrap().ino(),
+            fs::metadata(&obj).unwrap().ino()
+        );
+        assert_eq!(fs::metadata(&dest).unwrap().mode() & 0o777, 0o444);
+    }
+
+    #[test]
+    fn hardlink_of_executable_uses_the_exec_twin() {
+        let dir = tempfile::tempdir().unwrap();
+        let obj = object(dir.path(), b"#!/bin/sh\n");
+        let twin = dir.path().join("obj.x");
+        fs::copy(&obj, &twin).unwrap();
+        fs::set_permissions(&twin, Permissions::from_mode(0o555)).unwrap();
+        let linker = Linker::new(LinkPolicy::Only(LinkMode::Hardlink));
+        let dest = dir.path().join("out");
+        let used = linker
+            .link(&obj, &dest, true, 10, || Ok(twin.clone()))
+            .unwrap();
+        assert_eq!(used, LinkMode::Hardlink);
+        assert_eq!(
+            fs::metadata(&dest).unwrap().ino(),
+            fs::metadata(&twin).unwrap().ino()
+        );
+    }
+
+    #[test]
+    fn auto_falls_back_once_and_says_why() {
+        // The root file system here is ext4 (no reflinks); on a reflink file system the probe
+        // succeeds instead, which is equally correct.
+        let dir = tempfile::tempdir().unwrap();
+        let obj = object(dir.path(), b"abc");
+        let linker = Linker::new(LinkPolicy::Auto);
+        let first = linker
+            .link(&obj, &dir.path().join("a"), false, 3, || unreachable!())
+            .unwrap();
+        let second = linker
+            .link(&obj, &dir.path().join("b"), false, 3, || unreachable!())
+            .unwrap();
+        assert_eq!(first, second);
+        assert_eq!(linker.mode(), Some(first));
+        assert_eq!(
+            linker.fallback_reason().is_some(),
+            first != LinkMode::Reflink
+        );
+    }
+
+    #[test]
+    fn policy_parses_the_cli_spellings() {
+        assert_eq!("auto".parse::<LinkPolicy>().unwrap(), LinkPolicy::Auto);
+        assert_eq!(
+            "copy".parse::<LinkPolicy>().unwrap(),
+            LinkPolicy::Only(LinkMode::Copy)
+        );
+        assert!("symlink".parse::<LinkPolicy>().is_err());
+    }
+}

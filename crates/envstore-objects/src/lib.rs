@@ -1,0 +1,284 @@
+//! Loose objects and trees, each named by its blake3 hash.
+//!
+//! `objects/ab/cdef...` holds one file's bytes, uncompressed (reflinks and hardlinks need whole
+//! files), read-only (0444) with the fixed mtime. Because a hardlinked materialization shares the
+//! object's inode and so its mode, an executable file is linked from a sibling variant
+//! `objects/ab/cdef....x` (0555), made on demand. `trees/ab/cdef...` holds canonical tree
+//! encodings. Everything is written to a temporary file in `tmp/` and published by a rename that
+//! never replaces an existing entry, so readers see whole files or nothing, and a process that
+//! loses a race simply uses the winner's identical copy.
+
+use std::fs::{self, File, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use envstore_tree::{DecodeError, ObjectId, Tree, TreeId, fixed_mtime};
+use tempfile::NamedTempFile;
+
+/// What went wrong with an object or tree. Every variant names the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("failed to {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Source(#[from] envstore_walk::WalkError),
+    #[error(
+        "{path} changed while it was being stored (expected {expected}, read {actual}); run again once nothing writes to it"
+    )]
+    SourceChanged {
+        path: PathBuf,
+        expected: ObjectId,
+        actual: ObjectId,
+    },
+    #[error("{path} is missing from the store; run `envstore verify --repair`")]
+    Missing { path: PathBuf },
+    #[error("{path} is damaged: its content hashes to {actual}; run `envstore verify --repair`")]
+    Corrupt { path: PathBuf, actual: String },
+    #[error("{path} is not a valid tree: {source}; run `envstore verify --repair`")]
+    BadTree { path: PathBuf, source: DecodeError },
+}
+
+fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> ObjectError + 'p {
+    move |source| ObjectError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+const READ_ONLY: u32 = 0o444;
+const READ_ONLY_EXEC: u32 = 0o555;
+const COPY_BUF: usize = 256 << 10;
+
+fn shard_path(dir: &Path, hex: &str) -> PathBuf {
+    let mut path = dir.join(&hex[..2]);
+    path.push(&hex[2..]);
+    path
+}
+
+fn create_shards(dir: &Path) -> Result<(), ObjectError> {
+    for i in 0..=255u8 {
+        let shard = dir.join(format!("{i:02x}"));
+        match fs::create_dir(&shard) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("create", &shard)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Publishes `tmp` at `dest` unless something is there already (then the existing, identical
+/// copy wins and `tmp` is removed). Returns whether this call published it.
+fn publish(tmp: NamedTempFile, dest: &Path) -> Result<bool, ObjectError> {
+    match tmp.persist_noclobber(dest) {
+        Ok(_) => Ok(true),
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_err("publish", dest)(e.error)),
+    }
+}
+
+/// The loose-object tier.
+#[derive(Debug, Clone)]
+pub struct ObjectStore {
+    dir: PathBuf,
+    tmp: PathBuf,
+}
+
+impl ObjectStore {
+    /// `dir` is `<store>/objects`; `tmp` must be on the same file system.
+    pub fn new(dir: PathBuf, tmp: PathBuf) -> Self {
+        ObjectStore { dir, tmp }
+    }
+
+    /// Creates the 256 shard directories (idempotent, safe to race).
+    pub fn init(&self) -> Result<(), ObjectError> {
+        create_shards(&self.dir)
+    }
+
+    pub fn path(&self, id: &ObjectId) -> PathBuf {
+        shard_path(&self.dir, &id.to_hex())
+    }
+
+    /// The executable (0555) twin of an object, used only by hardlink materializations.
+    pub fn exec_path(&self, id: &ObjectId) -> PathBuf {
+        let mut path = self.path(id).into_os_string();
+        path.push(".x");
+        path.into()
+    }
+
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        fs::symlink_metadata(self.path(id)).is_ok()
+    }
+
+    /// Stores the regular file at `source`, which the walk hashed as `expected`. The bytes are
+    /// hashed again while they are copied, so an object's content always matches its name even
+    /// if the source changes in between. The source is only read. Returns the bytes written
+    /// (0 when another process stored the same object first).
+    pub fn insert_file(&self, source: &Path, expected: ObjectId) -> Result<u64, ObjectError> {
+        let (mut src, _) = envstore_walk::open_source_file(source)?;
+        let (tmp, size, actual) = self.copy_to_temp(&mut src, source, false)?;
+        if actual != expected {
+            return Err(ObjectError::SourceChanged {
+                path: source.to_owned(),
+                expected,
+                actual,
+            });
+        }
+        Ok(if publish(tmp, &self.path(&expected))? {
+            size
+        } else {
+            0
+        })
+    }
+
+    /// The path of the executable twin of `id`, creating it from the object if needed.
+    pub fn ensure_exec_variant(&self, id: &ObjectId) -> Result<PathBuf, ObjectError> {
+        let dest = self.exec_path(id);
+        if fs::symlink_metadata(&dest).is_ok() {
+            return Ok(dest);
+        }
+        let path = self.path(id);
+        let mut src = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ObjectError::Missing { path: path.clone() },
+            _ => io_err("open", &path)(e),
+        })?;
+        let (tmp, _, actual) = self.copy_to_temp(&mut src, &path, true)?;
+        if actual != *id {
+            return Err(ObjectError::Corrupt {
+                path,
+                actual: actual.to_hex(),
+            });
+        }
+        publish(tmp, &dest)?;
+        Ok(dest)
+    }
+
+    /// Copies `src` into a new temp file while hashing it, then makes the copy read-only with
+    /// the fixed mtime.
+    fn copy_to_temp(
+        &self,
+        src: &mut File,
+        src_path: &Path,
+        executable: bool,
+    ) -> Result<(NamedTempFile, u64, ObjectId), ObjectError> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".obj-")
+            .tempfile_in(&self.tmp)
+            .map_err(io_err("create a temporary file in", &self.tmp))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut size = 0u64;
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("read", src_path)(e)),
+            };
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n])
+                .map_err(io_err("write", tmp.path()))?;
+            size += n as u64;
+        }
+        finish_file(
+            tmp.as_file(),
+            tmp.path(),
+            if executable {
+                READ_ONLY_EXEC
+            } else {
+                READ_ONLY
+            },
+        )?;
+        Ok((tmp, size, ObjectId::from(hasher.finalize())))
+    }
+
+    /// Re-hashes a stored object; `Ok(None)` when it is missing.
+    pub fn rehash(&self, path: &Path) -> Result<Option<ObjectId>, ObjectError> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open", path)(e)),
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; COPY_BUF];
+        envstore_walk::hash_reader(&mut file, &mut buf, &mut hasher)
+            .map_err(io_err("read", path))?;
+        Ok(Some(ObjectId::from(hasher.finalize())))
+    }
+}
+
+/// Sets a stored file's mode and the fixed mtime through its open handle.
+fn finish_file(file: &File, path: &Path, mode: u32) -> Result<(), ObjectError> {
+    file.set_permissions(Permissions::from_mode(mode))
+        .map_err(io_err("chmod", path))?;
+    let t = fixed_mtime();
+    file.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+        .map_err(io_err("set the mtime of", path))
+}
+
+/// The tree store: canonical encodings under `trees/ab/cdef...`.
+#[derive(Debug, Clone)]
+pub struct TreeStore {
+    dir: PathBuf,
+    tmp: PathBuf,
+}
+
+impl TreeStore {
+    pub fn new(dir: PathBuf, tmp: PathBuf) -> Self {
+        TreeStore { dir, tmp }
+    }
+
+    pub fn init(&self) -> Result<(), ObjectError> {
+        create_shards(&self.dir)
+    }
+
+    pub fn path(&self, id: &TreeId) -> PathBuf {
+        shard_path(&self.dir, &id.to_hex())
+    }
+
+    pub fn contains(&self, id: &TreeId) -> bool {
+        fs::symlink_metadata(self.path(id)).is_ok()
+    }
+
+    /// Stores `tree` under its id unless it is there already.
+    pub fn insert(&self, tree: &Tree) -> Result<TreeId, ObjectError> {
+        let bytes = tree.encode();
+        let id = TreeId::from(blake3::hash(&bytes));
+        let dest = self.path(&id);
+        if fs::symlink_metadata(&dest).is_ok() {
+            return Ok(id);
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tree-")
+            .tempfile_in(&self.tmp)
+            .map_err(io_err("create a temporary file in", &self.tmp))?;
+        tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
+        finish_file(tmp.as_file(), tmp.path(), READ_ONLY)?;
+        publish(tmp, &dest)?;
+        Ok(id)
+    }
+
+    /// Reads, verifies and decodes a tree. A tree that does not hash to its name, or does not
+    /// decode, is reported as damage rather than trusted.
+    pub fn get(&self, id: &TreeId) -> Result<Tree, ObjectError> {
+        let path = self.path(id);
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ObjectError::Missing { path: path.clone() },
+            _ => io_err("read", &path)(e),
+        })?;
+        let actual = TreeId::from(blake3::hash(&bytes));
+        if actual != *id {
+            return Err(ObjectError::Corrupt {
+                path,
+                actual: actual.to_hex(),
+            });
+        }
+        Tree::decode(&bytes).map_err(|source| ObjectError::BadTree { path, source })
+    }
+}

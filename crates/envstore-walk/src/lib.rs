@@ -1,0 +1,315 @@
+//! Walks a directory tree in parallel and hashes it into envstore trees.
+//!
+//! The walk is the whole cost of the hot path (`materialize` of an environment the store already
+//! has), so it does one `open` + `fstat` + read per file and nothing else: entry types come from
+//! `readdir`, directories are visited in parallel with rayon, small files are read into a
+//! per-thread buffer, large ones are hashed through memory-map windows. Source files are only
+//! ever opened for reading.
+
+mod filter;
+mod mmap;
+
+pub use filter::{DEFAULT_EXCLUDES, Filter};
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, FileType, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use envstore_tree::{Entry, EntryKind, MAX_NAME_LEN, ObjectId, Tree, TreeId};
+use rayon::prelude::*;
+
+/// Files at least this large are hashed through memory maps instead of `read`.
+const MMAP_THRESHOLD: u64 = 1 << 20;
+/// Per-thread read buffer for smaller files.
+const BUF_SIZE: usize = 256 << 10;
+
+/// What went wrong while walking. Every variant names the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("{path} does not exist")]
+    NotFound { path: PathBuf },
+    #[error("{path} is not a directory; give the directory of the environment")]
+    NotADirectory { path: PathBuf },
+    #[error("failed to {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "{path} is a {kind}; envstore stores only regular files, directories and symlinks \
+         (remove it, or skip it with --exclude)"
+    )]
+    SpecialFile { path: PathBuf, kind: &'static str },
+    #[error("{path}: the name is longer than {MAX_NAME_LEN} bytes")]
+    NameTooLong { path: PathBuf },
+    #[error("invalid exclude pattern `{pattern}`: {source}")]
+    BadPattern {
+        pattern: String,
+        source: globset::Error,
+    },
+}
+
+impl WalkError {
+    /// A lazy error constructor for `map_err`: the path is copied only when an error happens.
+    fn io<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> WalkError + 'p {
+        move |source| WalkError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// A regular file found by the walk, with its content id.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub object: ObjectId,
+    pub size: u64,
+}
+
+/// Counts of what the walk saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalkStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub excluded: u64,
+}
+
+/// A walked directory: its root tree id, every tree in it, and every regular file.
+#[derive(Debug)]
+pub struct Walked {
+    pub root: TreeId,
+    pub trees: HashMap<TreeId, Tree>,
+    pub files: Vec<SourceFile>,
+    pub stats: WalkStats,
+}
+
+/// Walks and hashes `root`, which must be a directory (a symlink to one is followed; symlinks
+/// inside it are not). `skip` names a directory that is never entered (the store itself, when it
+/// lives inside the tree being stored).
+pub fn walk(root: &Path, filter: &Filter, skip: Option<&Path>) -> Result<Walked, WalkError> {
+    let meta = fs::metadata(root).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => WalkError::NotFound {
+            path: root.to_owned(),
+        },
+        _ => WalkError::Io {
+            op: "read",
+            path: root.to_owned(),
+            source,
+        },
+    })?;
+    if !meta.is_dir() {
+        return Err(WalkError::NotADirectory {
+            path: root.to_owned(),
+        });
+    }
+    let walker = Walker {
+        filter,
+        skip: skip
+            .and_then(|s| fs::metadata(s).ok())
+            .map(|m| (m.dev(), m.ino())),
+        trees: Mutex::new(HashMap::new()),
+        files: Mutex::new(Vec::new()),
+        stats: Default::default(),
+    };
+    let root_id = walker.walk_dir(root, Path::new(""))?;
+    let s = &walker.stats;
+    Ok(Walked {
+        root: root_id,
+        trees: walker.trees.into_inner().expect("no panics while locked"),
+        files: walker.files.into_inner().expect("no panics while locked"),
+        stats: WalkStats {
+            files: s.files.load(Ordering::Relaxed),
+            dirs: s.dirs.load(Ordering::Relaxed),
+            symlinks: s.symlinks.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            excluded: s.excluded.load(Ordering::Relaxed),
+        },
+    })
+}
+
+#[derive(Default)]
+struct AtomicStats {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    symlinks: AtomicU64,
+    bytes: AtomicU64,
+    excluded: AtomicU64,
+}
+
+struct Walker<'a> {
+    filter: &'a Filter,
+    skip: Option<(u64, u64)>,
+    trees: Mutex<HashMap<TreeId, Tree>>,
+    files: Mutex<Vec<SourceFile>>,
+    stats: AtomicStats,
+}
+
+impl Walker<'_> {
+    fn walk_dir(&self, dir: &Path, rel: &Path) -> Result<TreeId, WalkError> {
+        let mut children: Vec<(OsString, FileType)> = Vec::new();
+        for entry in fs::read_dir(dir).map_err(WalkError::io("read directory", dir))? {
+            let entry = entry.map_err(WalkError::io("read directory", dir))?;
+            let name = entry.file_name();
+            // d_type from readdir: no stat unless the file system does not report it.
+            let file_type = entry
+                .file_type()
+                .map_err(WalkError::io("stat", &entry.path()))?;
+            if self.filter.excludes(rel, &name, file_type.is_dir()) {
+                self.stats.excluded.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if name.len() > MAX_NAME_LEN {
+                return Err(WalkError::NameTooLong { path: entry.path() });
+            }
+            children.push((name, file_type));
+        }
+        let entries = children
+            .into_par_iter()
+            .filter_map(|(name, file_type)| self.visit(dir, rel, name, file_type).transpose())
+            .collect::<Result<Vec<Entry>, WalkError>>()?;
+        let tree = Tree::new(entries);
+        let id = tree.id();
+        self.stats.dirs.fetch_add(1, Ordering::Relaxed);
+        self.trees
+            .lock()
+            .expect("no panics while locked")
+            .insert(id, tree);
+        Ok(id)
+    }
+
+    fn visit(
+        &self,
+        dir: &Path,
+        rel: &Path,
+        name: OsString,
+        file_type: FileType,
+    ) -> Result<Option<Entry>, WalkError> {
+        let path = dir.join(&name);
+        let kind = if file_type.is_symlink() {
+            let target = fs::read_link(&path).map_err(WalkError::io("read symlink", &path))?;
+            self.stats.symlinks.fetch_add(1, Ordering::Relaxed);
+            EntryKind::Symlink {
+                target: target.into_os_string().into_encoded_bytes(),
+            }
+        } else if file_type.is_dir() {
+            if let Some(skip) = self.skip {
+                let meta = fs::symlink_metadata(&path).map_err(WalkError::io("stat", &path))?;
+                if (meta.dev(), meta.ino()) == skip {
+                    self.stats.excluded.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                }
+            }
+            EntryKind::Dir {
+                tree: self.walk_dir(&path, &rel.join(&name))?,
+            }
+        } else if file_type.is_file() {
+            let (object, size, executable) = hash_file(&path)?;
+            self.stats.files.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(size, Ordering::Relaxed);
+            self.files
+                .lock()
+                .expect("no panics while locked")
+                .push(SourceFile { path, object, size });
+            EntryKind::File {
+                object,
+                size,
+                executable,
+            }
+        } else {
+            return Err(WalkError::SpecialFile {
+                kind: special_kind(&file_type),
+                path,
+            });
+        };
+        Ok(Some(Entry {
+            name: name.as_bytes().to_vec(),
+            kind,
+        }))
+    }
+}
+
+fn special_kind(file_type: &FileType) -> &'static str {
+    if file_type.is_fifo() {
+        "fifo"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
+
+/// Opens a regular file for reading without following a symlink or blocking on a fifo that
+/// replaced it since `readdir`.
+pub fn open_source_file(path: &Path) -> Result<(File, std::fs::Metadata), WalkError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(WalkError::io("open", path))?;
+    let meta = file.metadata().map_err(WalkError::io("stat", path))?;
+    if !meta.is_file() {
+        return Err(WalkError::SpecialFile {
+            kind: special_kind(&meta.file_type()),
+            path: path.to_owned(),
+        });
+    }
+    Ok((file, meta))
+}
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; BUF_SIZE]);
+}
+
+/// Hashes one regular file: (content id, size, owner-exec bit).
+fn hash_file(path: &Path) -> Result<(ObjectId, u64, bool), WalkError> {
+    let (mut file, meta) = open_source_file(path)?;
+    let executable = meta.mode() & 0o100 != 0;
+    let mut hasher = blake3::Hasher::new();
+    let size = if meta.len() >= MMAP_THRESHOLD {
+        // SAFETY: see `hash_mapped`: sources are environments nobody writes to meanwhile.
+        #[allow(unsafe_code)]
+        unsafe { mmap::hash_mapped(&file, meta.len(), &mut hasher) }
+            .map_err(WalkError::io("read", path))?;
+        meta.len()
+    } else {
+        BUF.with_borrow_mut(|buf| hash_reader(&mut file, buf, &mut hasher))
+            .map_err(WalkError::io("read", path))?
+    };
+    Ok((ObjectId::from(hasher.finalize()), size, executable))
+}
+
+/// Feeds everything `reader` yields to `hasher` through `buf`; returns the byte count.
+pub fn hash_reader(
+    reader: &mut impl Read,
+    buf: &mut [u8],
+    hasher: &mut blake3::Hasher,
+) -> io::Result<u64> {
+    let mut total = 0;
+    loop {
+        match reader.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                total += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+use std::io;
+use std::path::PathBuf;
+
+use envstore_index::IndexError;
+use envstore_link::LinkError;
+use envstore_lock::LockError;
+use envstore_objects::ObjectError;
+use envstore_walk::WalkError;
+
+/// Everything the facade can fail with. Messages name the path or input and say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("failed to {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{path} is not a directory, so it cannot hold a store; choose another --store")]
+    StoreNotADirectory { path: PathBuf },
+    #[error(
+        "{path} is not empty and is not an envstore store (it has no FORMAT file); \
+         give --store a new or empty directory"
+    )]
+    NotAStore { path: PathBuf },
+    #[error(
+        "the store at {path} has format `{found}`, which this envstore (format {supported}) \
+         cannot use; use a matching envstore or another --store"
+    )]
+    UnsupportedFormat {
+        path: PathBuf,
+        found: String,
+        supported: u32,
+    },
+    #[error("`{spec}` is not a directory, a snapshot id or id prefix (8+ hex digits), or a pin")]
+    UnknownSource { spec: String },
+    #[error("`{spec}` is too short for an id prefix; give at least 8 hex digits")]
+    PrefixTooShort { spec: String },
+    #[error(
+        "no snapshot in the store has an id starting with `{prefix}`; `envstore ls` lists them"
+    )]
+    UnknownSnapshot { prefix: String },
+    #[error("the id prefix `{prefix}` is ambiguous; it matches:\n{}", candidates.join("\n"))]
+    AmbiguousPrefix {
+        prefix: String,
+        candidates: Vec<String>,
+    },
+}
+
+impl Error {
+    pub(crate) fn io<'p>(
+        op: &'static str,
+        path: &'p std::path::Path,
+    ) -> impl FnOnce(io::Error) -> Error + 'p {
+        move |source| Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,133 @@
+//! Laying a snapshot out as a real directory under `envs/`.
+
+use std::borrow::Cow;
+use std::ffi::OsStr;
+use std::fs::{self, Permissions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+use envstore_link::{LinkError, LinkMode, LinkPolicy, Linker};
+use envstore_objects::ObjectError;
+use envstore_tree::{EntryKind, SnapshotId, Tree, TreeId};
+use rayon::prelude::*;
+
+use crate::{Error, Result, Store};
+
+/// How a materialization's files were laid out.
+#[derive(Debug, Clone)]
+pub struct LinkReport {
+    /// The mode used for the non-empty files (`auto` resolves to the first mode that worked).
+    pub mode: LinkMode,
+    /// Files laid out with each mode; empty files and EMLINK fallbacks count as copies.
+    pub counts: [(LinkMode, u64); 3],
+    /// Why `auto` did not get reflinks, when it fell back.
+    pub fallback: Option<String>,
+}
+
+type TreeLookup<'a> = dyn Fn(&TreeId) -> Result<Cow<'a, Tree>> + Sync + 'a;
+
+struct Ctx<'s, 'a> {
+    store: &'s Store,
+    linker: Linker,
+    trees: &'s TreeLookup<'a>,
+}
+
+/// Builds the tree of `id` in a fresh temporary directory under `envs/`, then renames it to
+/// `envs/<id>`: nobody ever sees half a tree. If another process renamed its copy first, ours is
+/// discarded and theirs is used. Returns whether this call created the materialization.
+pub(crate) fn lay_out<'a>(
+    store: &Store,
+    id: &SnapshotId,
+    trees: &TreeLookup<'a>,
+    policy: LinkPolicy,
+) -> Result<(bool, LinkReport)> {
+    let envs = store.envs_dir();
+    let hex = id.to_hex();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".tmp-{}-", &hex[..16]))
+        .tempdir_in(&envs)
+        .map_err(Error::io("create a temporary directory in", &envs))?;
+    let ctx = Ctx {
+        store,
+        linker: Linker::new(policy),
+        trees,
+    };
+    let root = trees(&id.root())?;
+    fill(&ctx, tmp.path(), &root)?;
+    // tempdir() makes the directory 0700; a materialization is for everyone to read.
+    fs::set_permissions(tmp.path(), Permissions::from_mode(0o755))
+        .map_err(Error::io("chmod", tmp.path()))?;
+
+    let dest = store.env_path(id);
+    let created = match fs::rename(tmp.path(), &dest) {
+        Ok(()) => {
+            let _ = tmp.keep();
+            true
+        }
+        // Lost the race: an identical tree is already in place. Dropping `tmp` removes ours.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists
+            ) =>
+        {
+            false
+        }
+        Err(e) => return Err(Error::io("rename into place", &dest)(e)),
+    };
+    let linker = ctx.linker;
+    let report = LinkReport {
+        mode: linker.mode().unwrap_or(match policy {
+            LinkPolicy::Only(mode) => mode,
+            LinkPolicy::Auto => LinkMode::Copy,
+        }),
+        counts: linker.counts(),
+        fallback: linker.fallback_reason(),
+    };
+    Ok((created, report))
+}
+
+fn fill(ctx: &Ctx<'_, '_>, dir: &Path, tree: &Tree) -> Result<()> {
+    tree.entries().par_iter().try_for_each(|entry| {
+        // Names are valid single components (checked by the decoder and true of anything read
+        // from a directory), so `dest` is always inside `dir`.
+        let dest = dir.join(OsStr::from_bytes(&entry.name));
+        match &entry.kind {
+            EntryKind::File {
+                object,
+                size,
+                executable,
+            } => {
+                let objects = ctx.store.objects();
+                let path = objects.path(object);
+                let exec_twin = || {
+                    objects
+                        .ensure_exec_variant(object)
+                        .map_err(|e| LinkError::Source {
+                            path: objects.exec_path(object),
+                            source: Box::new(e),
+                        })
+                };
+                match ctx.linker.link(&path, &dest, *executable, *size, exec_twin) {
+                    Ok(_) => Ok(()),
+                    Err(LinkError::Failed { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound
+                            && !objects.contains(object) =>
+                    {
+                        Err(ObjectError::Missing { path }.into())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            EntryKind::Dir { tree } => {
+                fs::create_dir(&dest).map_err(Error::io("create", &dest))?;
+                let sub = (ctx.trees)(tree)?;
+                fill(ctx, &dest, &sub)
+            }
+            EntryKind::Symlink { target } => symlink(OsStr::from_bytes(target), &dest)
+                .map_err(Error::io("create the symlink", &dest)),
+        }
+    })
+}

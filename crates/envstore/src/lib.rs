@@ -1,0 +1,28 @@
+//! envstore: a content-addressed store that gives every environment a stable, content-named path.
+//!
+//! [`Store`] is the facade the `envstore` binary and other tools use: [`Store::ingest`] stores a
+//! directory tree by content, [`Store::materialize`] lays a snapshot out at
+//! `<store>/envs/<id>` (a path that depends only on the content) and returns that path. The
+//! layers below do the work: `envstore-walk` hashes, `envstore-tree` defines identity,
+//! `envstore-objects` keeps files and trees, `envstore-link` clones or links them out,
+//! `envstore-index` keeps the redb catalogue. Nothing here prints.
+//!
+//! # Concurrency
+//! Every write goes to a temporary name and is published by rename; a process that loses a race
+//! uses the winner's identical result. Storing new content holds the store lock shared, so a
+//! future `prune` (exclusive) never deletes what an ingest is about to reference; the hot path
+//! (materializing a known environment) takes no lock at all and never opens the index.
+
+mod error;
+mod layout;
+mod store;
+
+pub use envstore_index::SnapshotMeta;
+pub use envstore_link::{LinkMode, LinkPolicy};
+pub use envstore_tree::{ObjectId, SnapshotId, TreeId};
+pub use envstore_walk::{DEFAULT_EXCLUDES, Filter, WalkStats};
+pub use error::{Error, Result};
+pub use layout::LinkReport;
+pub use store::{
+    FORMAT_VERSION, IngestReport, Materialized, Source, Store, StoreOptions, default_store_path,
+};
