@@ -1,1 +1,7 @@
+//! Integration tests: they drive the real `envstore` binary on real trees.
 
+mod bad_input;
+mod common;
+mod identity;
+mod links;
+mod materialize;

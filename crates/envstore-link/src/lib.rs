@@ -171,17 +171,18 @@ impl Linker {
     }
 
     /// Creates `dest` (which must not exist) with the content of the object at `object`, mode
-    /// 0444 or 0555, and the fixed mtime. `exec_object` gives the object's executable twin for
-    /// hardlinks (an inode's mode is shared by all its links). Returns the mode used.
+    /// 0444 or 0555, and the fixed mtime. `hardlink_source` gives the object's variant whose
+    /// mode matches `executable`, for hardlinks (all links of an inode share its mode); it is
+    /// called only if a hardlink is attempted. Returns the mode used.
     pub fn link(
         &self,
         object: &Path,
         dest: &Path,
         executable: bool,
         size: u64,
-        exec_object: impl FnOnce() -> Result<PathBuf, LinkError>,
+        hardlink_source: impl FnOnce() -> Result<PathBuf, LinkError>,
     ) -> Result<LinkMode, LinkError> {
-        let used = self.link_inner(object, dest, executable, size, exec_object)?;
+        let used = self.link_inner(object, dest, executable, size, hardlink_source)?;
         self.counts[used as usize].fetch_add(1, Ordering::Relaxed);
         Ok(used)
     }
@@ -192,7 +193,7 @@ impl Linker {
         dest: &Path,
         executable: bool,
         size: u64,
-        exec_object: impl FnOnce() -> Result<PathBuf, LinkError>,
+        hardlink_source: impl FnOnce() -> Result<PathBuf, LinkError>,
     ) -> Result<LinkMode, LinkError> {
         let mode = if executable { 0o555 } else { 0o444 };
         if size == 0 {
@@ -200,20 +201,16 @@ impl Linker {
                 .map_err(|source| failed(LinkMode::Copy, object, dest, source))?;
             return Ok(LinkMode::Copy);
         }
-        let mut exec_object = Some(exec_object);
+        let mut hardlink_source = Some(hardlink_source);
         loop {
             let current = decode(self.state.load(Ordering::Acquire)).unwrap_or(LinkMode::Reflink);
             let result = match current {
                 LinkMode::Reflink => reflink(object, dest, mode),
                 LinkMode::Hardlink => {
-                    let from = if executable {
-                        (exec_object
-                            .take()
-                            .expect("hardlink is attempted once per file"))(
-                        )?
-                    } else {
-                        object.to_owned()
-                    };
+                    let source = hardlink_source
+                        .take()
+                        .expect("hardlink is attempted once per file");
+                    let from = source()?;
                     match fs::hard_link(&from, dest) {
                         // Too many links to this object: copy this one file.
                         Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
@@ -341,6 +338,7 @@ mod tests {
 
     #[test]
     fn empty_files_are_never_hardlinked() {
+        // (The hardlink source closure is never called for them.)
         let dir = tempfile::tempdir().unwrap();
         let obj = object(dir.path(), b"");
         let linker = Linker::new(LinkPolicy::Only(LinkMode::Hardlink));
@@ -382,10 +380,10 @@ mod tests {
         let obj = object(dir.path(), b"abc");
         let linker = Linker::new(LinkPolicy::Auto);
         let first = linker
-            .link(&obj, &dir.path().join("a"), false, 3, || unreachable!())
+            .link(&obj, &dir.path().join("a"), false, 3, || Ok(obj.clone()))
             .unwrap();
         let second = linker
-            .link(&obj, &dir.path().join("b"), false, 3, || unreachable!())
+            .link(&obj, &dir.path().join("b"), false, 3, || Ok(obj.clone()))
             .unwrap();
         assert_eq!(first, second);
         assert_eq!(linker.mode(), Some(first));

@@ -1,9 +1,11 @@
 //! Loose objects and trees, each named by its blake3 hash.
 //!
 //! `objects/ab/cdef...` holds one file's bytes, uncompressed (reflinks and hardlinks need whole
-//! files), read-only (0444) with the fixed mtime. Because a hardlinked materialization shares the
-//! object's inode and so its mode, an executable file is linked from a sibling variant
-//! `objects/ab/cdef....x` (0555), made on demand. `trees/ab/cdef...` holds canonical tree
+//! files), read-only with the fixed mtime. A hardlinked materialization shares the object's
+//! inode and so its mode, so objects come in two variants: `cdef...` (0444) for plain files and
+//! `cdef....x` (0555) for executables. Each object is stored in the variant its first file
+//! needs; the other variant is made only when the same bytes also appear with the other exec
+//! bit (rare), so executables are not stored twice. `trees/ab/cdef...` holds canonical tree
 //! encodings. Everything is written to a temporary file in `tmp/` and published by a rename that
 //! never replaces an existing entry, so readers see whole files or nothing, and a process that
 //! loses a race simply uses the winner's identical copy.
@@ -101,28 +103,56 @@ impl ObjectStore {
         create_shards(&self.dir)
     }
 
-    pub fn path(&self, id: &ObjectId) -> PathBuf {
-        shard_path(&self.dir, &id.to_hex())
+    /// The path of one variant of an object: `ab/<rest>` (0444) or `ab/<rest>.x` (0555).
+    pub fn path(&self, id: &ObjectId, executable: bool) -> PathBuf {
+        let path = shard_path(&self.dir, &id.to_hex());
+        if executable {
+            let mut path = path.into_os_string();
+            path.push(".x");
+            path.into()
+        } else {
+            path
+        }
     }
 
-    /// The executable (0555) twin of an object, used only by hardlink materializations.
-    pub fn exec_path(&self, id: &ObjectId) -> PathBuf {
-        let mut path = self.path(id).into_os_string();
-        path.push(".x");
-        path.into()
+    fn exists(path: &Path) -> bool {
+        fs::symlink_metadata(path).is_ok()
     }
 
+    /// Whether the store has the object in either variant.
     pub fn contains(&self, id: &ObjectId) -> bool {
-        fs::symlink_metadata(self.path(id)).is_ok()
+        self.find(id, false).is_some()
     }
 
-    /// Stores the regular file at `source`, which the walk hashed as `expected`. The bytes are
-    /// hashed again while they are copied, so an object's content always matches its name even
-    /// if the source changes in between. The source is only read. Returns the bytes written
-    /// (0 when another process stored the same object first).
-    pub fn insert_file(&self, source: &Path, expected: ObjectId) -> Result<u64, ObjectError> {
+    /// An existing variant of the object, preferring the one with the given exec bit. Either
+    /// serves as the source of a reflink or copy; hardlinks need [`Self::ensure_variant`].
+    pub fn find(&self, id: &ObjectId, executable: bool) -> Option<PathBuf> {
+        [executable, !executable]
+            .into_iter()
+            .map(|x| self.path(id, x))
+            .find(|p| Self::exists(p))
+    }
+
+    /// Stores the regular file at `source`, which the walk hashed as `expected`, in the variant
+    /// for `executable`. The bytes are hashed again while they are copied, so an object's
+    /// content always matches its name even if the source changes in between. The source is
+    /// only read. Returns the bytes written (0 when the variant was there already).
+    pub fn insert_file(
+        &self,
+        source: &Path,
+        expected: ObjectId,
+        executable: bool,
+    ) -> Result<u64, ObjectError> {
+        let dest = self.path(&expected, executable);
+        if Self::exists(&dest) {
+            return Ok(0);
+        }
+        if Self::exists(&self.path(&expected, !executable)) {
+            // Same bytes, other exec bit: derive the variant from the stored, verified copy.
+            return self.make_variant(&expected, executable);
+        }
         let (mut src, _) = envstore_walk::open_source_file(source)?;
-        let (tmp, size, actual) = self.copy_to_temp(&mut src, source, false)?;
+        let (tmp, size, actual) = self.copy_to_temp(&mut src, source, executable)?;
         if actual != expected {
             return Err(ObjectError::SourceChanged {
                 path: source.to_owned(),
@@ -130,33 +160,38 @@ impl ObjectStore {
                 actual,
             });
         }
-        Ok(if publish(tmp, &self.path(&expected))? {
+        Ok(if publish(tmp, &dest)? { size } else { 0 })
+    }
+
+    /// The path of the variant of `id` with the given exec bit, creating it from the other
+    /// variant if needed (hardlinks need the inode with the right mode).
+    pub fn ensure_variant(&self, id: &ObjectId, executable: bool) -> Result<PathBuf, ObjectError> {
+        let dest = self.path(id, executable);
+        if !Self::exists(&dest) {
+            self.make_variant(id, executable)?;
+        }
+        Ok(dest)
+    }
+
+    /// Copies the other variant of `id` (verifying it) into the variant for `executable`.
+    fn make_variant(&self, id: &ObjectId, executable: bool) -> Result<u64, ObjectError> {
+        let from = self.path(id, !executable);
+        let mut src = File::open(&from).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ObjectError::Missing { path: from.clone() },
+            _ => io_err("open", &from)(e),
+        })?;
+        let (tmp, size, actual) = self.copy_to_temp(&mut src, &from, executable)?;
+        if actual != *id {
+            return Err(ObjectError::Corrupt {
+                path: from,
+                actual: actual.to_hex(),
+            });
+        }
+        Ok(if publish(tmp, &self.path(id, executable))? {
             size
         } else {
             0
         })
-    }
-
-    /// The path of the executable twin of `id`, creating it from the object if needed.
-    pub fn ensure_exec_variant(&self, id: &ObjectId) -> Result<PathBuf, ObjectError> {
-        let dest = self.exec_path(id);
-        if fs::symlink_metadata(&dest).is_ok() {
-            return Ok(dest);
-        }
-        let path = self.path(id);
-        let mut src = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => ObjectError::Missing { path: path.clone() },
-            _ => io_err("open", &path)(e),
-        })?;
-        let (tmp, _, actual) = self.copy_to_temp(&mut src, &path, true)?;
-        if actual != *id {
-            return Err(ObjectError::Corrupt {
-                path,
-                actual: actual.to_hex(),
-            });
-        }
-        publish(tmp, &dest)?;
-        Ok(dest)
     }
 
     /// Copies `src` into a new temp file while hashing it, then makes the copy read-only with

@@ -74,6 +74,7 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub object: ObjectId,
     pub size: u64,
+    pub executable: bool,
 }
 
 /// Counts of what the walk saw.
@@ -221,7 +222,12 @@ impl Walker<'_> {
             self.files
                 .lock()
                 .expect("no panics while locked")
-                .push(SourceFile { path, object, size });
+                .push(SourceFile {
+                    path,
+                    object,
+                    size,
+                    executable,
+                });
             EntryKind::File {
                 object,
                 size,

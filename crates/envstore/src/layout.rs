@@ -101,25 +101,20 @@ fn fill(ctx: &Ctx<'_, '_>, dir: &Path, tree: &Tree) -> Result<()> {
                 executable,
             } => {
                 let objects = ctx.store.objects();
-                let path = objects.path(object);
-                let exec_twin = || {
+                let Some(path) = objects.find(object, *executable) else {
+                    let path = objects.path(object, *executable);
+                    return Err(ObjectError::Missing { path }.into());
+                };
+                let exact = || {
                     objects
-                        .ensure_exec_variant(object)
+                        .ensure_variant(object, *executable)
                         .map_err(|e| LinkError::Source {
-                            path: objects.exec_path(object),
+                            path: objects.path(object, *executable),
                             source: Box::new(e),
                         })
                 };
-                match ctx.linker.link(&path, &dest, *executable, *size, exec_twin) {
-                    Ok(_) => Ok(()),
-                    Err(LinkError::Failed { source, .. })
-                        if source.kind() == io::ErrorKind::NotFound
-                            && !objects.contains(object) =>
-                    {
-                        Err(ObjectError::Missing { path }.into())
-                    }
-                    Err(e) => Err(e.into()),
-                }
+                ctx.linker.link(&path, &dest, *executable, *size, exact)?;
+                Ok(())
             }
             EntryKind::Dir { tree } => {
                 fs::create_dir(&dest).map_err(Error::io("create", &dest))?;

@@ -361,12 +361,14 @@ impl Store {
             return Ok(self.existing_report(walked));
         }
         let mut todo: Vec<&SourceFile> = walked.files.iter().collect();
-        todo.sort_unstable_by_key(|f| f.object);
-        todo.dedup_by_key(|f| f.object);
+        todo.sort_unstable_by_key(|f| (f.object, f.executable));
+        todo.dedup_by_key(|f| (f.object, f.executable));
         let (new_objects, new_bytes) = todo
             .par_iter()
-            .filter(|f| !self.objects.contains(&f.object))
-            .map(|f| Ok((1, self.objects.insert_file(&f.path, f.object)?)))
+            .map(|f| {
+                let written = self.objects.insert_file(&f.path, f.object, f.executable)?;
+                Ok((u64::from(written > 0), written))
+            })
             .try_reduce(|| (0, 0), |a, b| Ok((a.0 + b.0, a.1 + b.1)))
             .map_err(|e: ObjectError| Error::from(e))?;
         walked

@@ -1,0 +1,226 @@
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_envstore");
+
+/// A scratch directory with a store in it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env::in_dir(&std::env::temp_dir())
+    }
+
+    /// A scratch directory under `parent` (used to put stores on a reflink file system).
+    pub fn in_dir(parent: &Path) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("envstore-test-")
+            .tempdir_in(parent)
+            .unwrap();
+        let store = dir.path().join("store");
+        Env { dir, store }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env("ENVSTORE_DIR", &self.store)
+            .env_remove("ENVSTORE_LINK_MODE");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "envstore {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects exit code 2; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(2), "envstore {args:?}: {out:?}");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing on stdout when failing: {out:?}"
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn materialize(&self, source: &Path) -> PathBuf {
+        let out = self.ok(&["materialize", source.to_str().unwrap()]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "exactly one line on stdout: {out:?}");
+        PathBuf::from(lines[0])
+    }
+
+    pub fn ingest(&self, source: &Path) -> String {
+        self.ok(&["ingest", source.to_str().unwrap()])
+            .trim()
+            .to_owned()
+    }
+}
+
+pub fn write(path: &Path, content: &[u8]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A small environment shaped like a Python prefix: nested packages, an executable, a symlink,
+/// an empty file, an empty directory, a non-UTF-8 name and bytecode caches to be filtered.
+pub fn sample_env(root: &Path) {
+    write(
+        &root.join("lib/python3.11/site-packages/pkg/__init__.py"),
+        b"VALUE = 1\n",
+    );
+    write(
+        &root.join("lib/python3.11/site-packages/pkg/core.py"),
+        b"def f():\n    return 2\n",
+    );
+    write(
+        &root.join("lib/python3.11/site-packages/pkg/__pycache__/core.cpython-311.pyc"),
+        b"\x00junk",
+    );
+    write(
+        &root.join("lib/python3.11/site-packages/stray.pyc"),
+        b"\x00junk",
+    );
+    write(
+        &root.join("include/pkg/header.h"),
+        b"#pragma once\nint f(void);\n",
+    );
+    write(&root.join("bin/tool"), b"#!/bin/sh\necho tool\n");
+    chmod(&root.join("bin/tool"), 0o755);
+    write(&root.join("share/empty-file"), b"");
+    fs::create_dir_all(root.join("share/empty-dir")).unwrap();
+    std::os::unix::fs::symlink("tool", root.join("bin/tool-link")).unwrap();
+    write(
+        &root.join(OsStr::from_bytes(b"share/caf\xe9.txt")),
+        b"latin-1 name\n",
+    );
+    write(&root.join("lib/big.bin"), &pseudo_random(3 << 20, 7));
+}
+
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// What a tree looks like to a user: every path with its kind, content or target, and exec bit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Node {
+    File { content: Vec<u8>, exec: bool },
+    Dir,
+    Symlink(PathBuf),
+}
+
+pub fn snapshot_of(root: &Path, skip: &dyn Fn(&Path) -> bool) -> BTreeMap<PathBuf, Node> {
+    let mut out = BTreeMap::new();
+    fn visit(
+        root: &Path,
+        dir: &Path,
+        skip: &dyn Fn(&Path) -> bool,
+        out: &mut BTreeMap<PathBuf, Node>,
+    ) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_owned();
+            if skip(&rel) {
+                continue;
+            }
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let node = if meta.file_type().is_symlink() {
+                Node::Symlink(fs::read_link(&path).unwrap())
+            } else if meta.is_dir() {
+                visit(root, &path, skip, out);
+                Node::Dir
+            } else {
+                Node::File {
+                    content: fs::read(&path).unwrap(),
+                    exec: meta.mode() & 0o100 != 0,
+                }
+            };
+            out.insert(rel, node);
+        }
+    }
+    visit(root, root, skip, &mut out);
+    out
+}
+
+pub fn is_bytecode(rel: &Path) -> bool {
+    rel.file_name() == Some(OsStr::new("__pycache__")) || rel.extension() == Some(OsStr::new("pyc"))
+}
+
+/// Every regular file under `root` with its metadata, to prove a source was not modified.
+pub fn metadata_of(root: &Path) -> BTreeMap<PathBuf, (u64, u32, i64, i64, u64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            let content = if meta.is_file() {
+                fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
+            out.insert(
+                path,
+                (
+                    meta.ino(),
+                    meta.mode(),
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                    meta.nlink(),
+                    content,
+                ),
+            );
+        }
+    }
+    out
+}
+
+pub fn is_root() -> bool {
+    // SAFETY-free check: root's home is usually /root, but ask the kernel through /proc.
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
