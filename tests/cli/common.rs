@@ -181,8 +181,18 @@ pub fn is_bytecode(rel: &Path) -> bool {
     rel.file_name() == Some(OsStr::new("__pycache__")) || rel.extension() == Some(OsStr::new("pyc"))
 }
 
-/// Every regular file under `root` with its metadata, to prove a source was not modified.
-pub fn metadata_of(root: &Path) -> BTreeMap<PathBuf, (u64, u32, i64, i64, u64, Vec<u8>)> {
+/// What must not change about a source file when envstore reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FileState {
+    ino: u64,
+    mode: u32,
+    mtime: (i64, i64),
+    nlink: u64,
+    content: Vec<u8>,
+}
+
+/// Every entry under `root` with its state, to prove a source was not modified.
+pub fn metadata_of(root: &Path) -> BTreeMap<PathBuf, FileState> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -197,17 +207,14 @@ pub fn metadata_of(root: &Path) -> BTreeMap<PathBuf, (u64, u32, i64, i64, u64, V
             } else {
                 Vec::new()
             };
-            out.insert(
-                path,
-                (
-                    meta.ino(),
-                    meta.mode(),
-                    meta.mtime(),
-                    meta.mtime_nsec(),
-                    meta.nlink(),
-                    content,
-                ),
-            );
+            let state = FileState {
+                ino: meta.ino(),
+                mode: meta.mode(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                nlink: meta.nlink(),
+                content,
+            };
+            out.insert(path, state);
         }
     }
     out

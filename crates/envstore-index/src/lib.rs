@@ -14,6 +14,8 @@ use envstore_tree::SnapshotId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
+/// How each materialization was laid out (`reflink`, `hardlink` or `copy`).
+const MATERIALIZED: TableDefinition<&[u8], &str> = TableDefinition::new("materialized");
 
 /// redb's cache; the catalogue is small, and envstore keeps its memory bounded.
 const CACHE_BYTES: usize = 4 << 20;
@@ -141,16 +143,62 @@ impl Index {
         txn.commit().map_err(|e| err(e.into()))
     }
 
-    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), IndexError> {
+    /// Forgets snapshots (and how they were materialized), in one transaction.
+    pub fn remove_snapshots(&self, ids: &[SnapshotId]) -> Result<(), IndexError> {
         let err = self.db_err();
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
-            let mut table = txn.open_table(SNAPSHOTS).map_err(|e| err(e.into()))?;
+            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(|e| err(e.into()))?;
+            let mut materialized = txn.open_table(MATERIALIZED).map_err(|e| err(e.into()))?;
+            for id in ids {
+                snapshots
+                    .remove(&id.as_bytes()[..])
+                    .map_err(|e| err(e.into()))?;
+                materialized
+                    .remove(&id.as_bytes()[..])
+                    .map_err(|e| err(e.into()))?;
+            }
+        }
+        txn.commit().map_err(|e| err(e.into()))
+    }
+
+    /// Forgets how `id` was materialized (its materialization was removed).
+    pub fn remove_link_mode(&self, id: &SnapshotId) -> Result<(), IndexError> {
+        let err = self.db_err();
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut table = txn.open_table(MATERIALIZED).map_err(|e| err(e.into()))?;
             table
                 .remove(&id.as_bytes()[..])
                 .map_err(|e| err(e.into()))?;
         }
         txn.commit().map_err(|e| err(e.into()))
+    }
+
+    /// Records how snapshot `id` was materialized.
+    pub fn put_link_mode(&self, id: &SnapshotId, mode: &str) -> Result<(), IndexError> {
+        let err = self.db_err();
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut table = txn.open_table(MATERIALIZED).map_err(|e| err(e.into()))?;
+            table
+                .insert(&id.as_bytes()[..], mode)
+                .map_err(|e| err(e.into()))?;
+        }
+        txn.commit().map_err(|e| err(e.into()))
+    }
+
+    /// How snapshot `id` was materialized, if recorded.
+    pub fn link_mode(&self, id: &SnapshotId) -> Result<Option<String>, IndexError> {
+        let err = self.db_err();
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = match txn.open_table(MATERIALIZED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(e.into())),
+        };
+        let value = table.get(&id.as_bytes()[..]).map_err(|e| err(e.into()))?;
+        Ok(value.map(|v| v.value().to_owned()))
     }
 
     /// Every recorded snapshot, in id order.
@@ -223,7 +271,10 @@ mod tests {
         }
         let index = Index::open(dir.path(), Duration::from_secs(1)).unwrap();
         assert_eq!(index.snapshots().unwrap().len(), 2);
-        index.remove_snapshot(&a).unwrap();
+        index.put_link_mode(&a, "hardlink").unwrap();
+        assert_eq!(index.link_mode(&a).unwrap().as_deref(), Some("hardlink"));
+        index.remove_snapshots(&[a]).unwrap();
+        assert_eq!(index.link_mode(&a).unwrap(), None);
         assert_eq!(index.snapshots().unwrap(), vec![(b, meta(2))]);
         index.rebuild(&[(a, meta(3))]).unwrap();
         assert_eq!(index.snapshots().unwrap(), vec![(a, meta(3))]);

@@ -5,11 +5,12 @@
 //! one way, and its id is the blake3 hash of that encoding. `docs/format.md` specifies the bytes;
 //! the test vectors below pin them, so any change to the encoding fails loudly.
 
+pub mod diff;
 mod id;
 mod tree;
 
 pub use id::{IdParseError, ObjectId, SnapshotId, TreeId};
-pub use tree::{DecodeError, Entry, EntryKind, MAX_NAME_LEN, TREE_MAGIC, Tree};
+pub use tree::{DecodeError, Entry, EntryKind, MAX_NAME_LEN, TREE_MAGIC, Tree, is_valid_name};
 
 use std::time::{Duration, SystemTime};
 
