@@ -55,6 +55,59 @@ pub enum Command {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Name a snapshot so it is kept and easy to find (replaces an existing pin of that name)
+    #[command(
+        after_help = "Examples:\n  envstore pin bench-2026-11 ./venv\n  envstore pin release-2.3 0eaa7ea5"
+    )]
+    Pin {
+        /// Letters, digits, `.`, `_`, `-`, `+`; not starting with `.`
+        name: String,
+        /// A directory (stored first), a snapshot id or prefix, or another pin
+        source: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Remove a pin (the snapshot stays until prune removes it)
+    #[command(after_help = "Example:\n  envstore unpin bench-2026-11")]
+    Unpin { name: String },
+    /// List the snapshots in the store, newest first
+    #[command(after_help = "Examples:\n  envstore ls\n  envstore ls --json | jq '.[].id'")]
+    Ls,
+    /// Show one snapshot: size, unique bytes, pins, where and how it is materialized
+    #[command(after_help = "Example:\n  envstore show release-2.3")]
+    Show {
+        /// A directory (hashed, not stored), a snapshot id or prefix, or a pin
+        source: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Show what changed between two environments (reads trees, not files)
+    #[command(after_help = "Example:\n  envstore diff release-2.2 release-2.3")]
+    Diff {
+        /// The old side: a directory, a snapshot id or prefix, or a pin
+        old: String,
+        /// The new side
+        new: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Print the materialized path without doing any work; exit 1 if it is not materialized
+    #[command(
+        after_help = "Example:\n  envstore path release-2.3 || envstore materialize release-2.3"
+    )]
+    Path {
+        source: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Store size, counts, deduplication, and which link modes the file system supports
+    #[command(after_help = "Example:\n  envstore stats --json")]
+    Stats,
+    /// Print a shell completion script
+    #[command(
+        after_help = "Example:\n  envstore completions bash > /etc/bash_completion.d/envstore"
+    )]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,7 @@
 mod ingest;
+mod inspect;
 mod materialize;
+mod pin;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,6 +13,11 @@ use crate::cli::{Cli, Command, FilterArgs};
 use crate::printer::Printer;
 
 pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
+    if let Command::Completions { shell } = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "envstore", &mut std::io::stdout());
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open_store(&cli)?;
     match cli.command {
         Command::Ingest { dir, filter } => ingest::run(&store, &dir, &filter.build()?, printer),
@@ -19,6 +26,24 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             link_mode,
             filter,
         } => materialize::run(&store, &source, &filter.build()?, link_mode.into(), printer),
+        Command::Pin {
+            name,
+            source,
+            filter,
+        } => pin::pin(&store, &name, &source, &filter.build()?, printer),
+        Command::Unpin { name } => pin::unpin(&store, &name, printer),
+        Command::Ls => inspect::ls(&store, printer),
+        Command::Show { source, filter } => {
+            inspect::show(&store, &source, &filter.build()?, printer)
+        }
+        Command::Diff { old, new, filter } => {
+            inspect::diff(&store, &old, &new, &filter.build()?, printer)
+        }
+        Command::Path { source, filter } => {
+            inspect::path(&store, &source, &filter.build()?, printer)
+        }
+        Command::Stats => inspect::stats(&store, printer),
+        Command::Completions { .. } => unreachable!("handled before opening the store"),
     }
 }
 

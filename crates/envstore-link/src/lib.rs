@@ -270,6 +270,37 @@ impl Linker {
     }
 }
 
+/// Which link modes work in `dir` (a directory on the store's file system), tried on a small
+/// scratch file: for `stats`.
+pub fn probe(dir: &Path) -> Vec<(LinkMode, Result<(), String>)> {
+    let scratch = dir.join(format!(".probe-{}", std::process::id()));
+    let source = scratch.with_extension("src");
+    let result = |r: io::Result<()>| r.map_err(|e| e.to_string());
+    let out = match fs::write(&source, b"envstore link probe") {
+        Err(e) => {
+            let reason = format!("cannot write in {}: {e}", dir.display());
+            [LinkMode::Reflink, LinkMode::Hardlink, LinkMode::Copy]
+                .map(|m| (m, Err(reason.clone())))
+                .to_vec()
+        }
+        Ok(()) => [LinkMode::Reflink, LinkMode::Hardlink, LinkMode::Copy]
+            .into_iter()
+            .map(|mode| {
+                let _ = fs::remove_file(&scratch);
+                let r = match mode {
+                    LinkMode::Reflink => reflink_copy::reflink(&source, &scratch),
+                    LinkMode::Hardlink => fs::hard_link(&source, &scratch),
+                    LinkMode::Copy => fs::copy(&source, &scratch).map(drop),
+                };
+                (mode, result(r))
+            })
+            .collect(),
+    };
+    let _ = fs::remove_file(&scratch);
+    let _ = fs::remove_file(&source);
+    out
+}
+
 fn failed(mode: LinkMode, from: &Path, to: &Path, source: io::Error) -> LinkError {
     LinkError::Failed {
         mode,

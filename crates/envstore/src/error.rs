@@ -42,8 +42,19 @@ pub enum Error {
         found: String,
         supported: u32,
     },
-    #[error("`{spec}` is not a directory, a snapshot id or id prefix (8+ hex digits), or a pin")]
-    UnknownSource { spec: String },
+    #[error(
+        "`{spec}` is not a directory, a snapshot id or id prefix (8+ hex digits), or a pin{}",
+        did_you_mean(near)
+    )]
+    UnknownSource { spec: String, near: Vec<String> },
+    #[error(
+        "invalid pin name `{name}`: use letters, digits, `.`, `_`, `-` and `+`, not starting with `.`"
+    )]
+    BadPinName { name: String },
+    #[error("no pin named `{name}`{}", did_you_mean(near))]
+    UnknownPin { name: String, near: Vec<String> },
+    #[error("the pin file {path} does not hold a snapshot id; remove it or pin it again")]
+    BadPinFile { path: PathBuf },
     #[error("`{spec}` is too short for an id prefix; give at least 8 hex digits")]
     PrefixTooShort { spec: String },
     #[error(
@@ -55,6 +66,20 @@ pub enum Error {
         prefix: String,
         candidates: Vec<String>,
     },
+}
+
+fn did_you_mean(near: &[String]) -> String {
+    if near.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; did you mean {}?",
+            near.iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
 }
 
 impl Error {

@@ -13,12 +13,15 @@
 //! future `prune` (exclusive) never deletes what an ingest is about to reference; the hot path
 //! (materializing a known environment) takes no lock at all and never opens the index.
 
+mod catalog;
 mod error;
 mod layout;
 mod store;
 
+pub use catalog::{SnapshotDetail, SnapshotInfo, StoreStats, validate_pin_name};
 pub use envstore_index::SnapshotMeta;
 pub use envstore_link::{LinkMode, LinkPolicy};
+pub use envstore_tree::diff::{Change, Kind};
 pub use envstore_tree::{ObjectId, SnapshotId, TreeId};
 pub use envstore_walk::{DEFAULT_EXCLUDES, Filter, WalkStats};
 pub use error::{Error, Result};

@@ -101,6 +101,8 @@ pub struct Materialized {
     pub link: Option<LinkReport>,
     /// What was stored, when the source was a directory the store did not have yet.
     pub ingest: Option<IngestReport>,
+    /// Set when the materialization exists but the index could not record it.
+    pub index_warning: Option<String>,
 }
 
 /// An open store. Cheap to open: reads one small file.
@@ -223,6 +225,10 @@ impl Store {
         &self.objects
     }
 
+    pub(crate) fn trees(&self) -> &TreeStore {
+        &self.trees
+    }
+
     fn snapshot_file(&self, id: &SnapshotId) -> PathBuf {
         self.root.join("snapshots").join(id.to_hex())
     }
@@ -276,11 +282,15 @@ impl Store {
     }
 
     /// Interprets a command-line SOURCE: a directory (anything containing `/`, `.`, `..`, or an
-    /// existing directory), else a snapshot id or unique id prefix of at least 8 hex digits.
+    /// existing directory), else a pin name, else a snapshot id or unique id prefix of at least
+    /// 8 hex digits.
     pub fn resolve(&self, spec: &str) -> Result<Source> {
         let path = Path::new(spec);
         if spec.contains('/') || spec == "." || spec == ".." || path.is_dir() {
             return Ok(Source::Dir(path.to_owned()));
+        }
+        if let Some(id) = self.pin_target(spec)? {
+            return Ok(Source::Snapshot(id));
         }
         if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_hexdigit()) && spec.len() <= 64 {
             if spec.len() < 8 {
@@ -296,9 +306,30 @@ impl Store {
             }
             .into());
         }
+        let near = match self.unknown_pin(spec)? {
+            Error::UnknownPin { near, .. } => near,
+            _ => Vec::new(),
+        };
         Err(Error::UnknownSource {
             spec: spec.to_owned(),
+            near,
         })
+    }
+
+    /// Resolves SOURCE to a snapshot that is in the store, storing a directory first.
+    pub fn resolve_stored(&self, spec: &str, filter: &Filter) -> Result<SnapshotId> {
+        match self.resolve(spec)? {
+            Source::Snapshot(id) => Ok(id),
+            Source::Dir(dir) => Ok(self.ingest(&dir, filter)?.id),
+        }
+    }
+
+    /// The snapshot id of SOURCE without storing anything (a directory is only hashed).
+    pub fn identify(&self, source: &Source, filter: &Filter) -> Result<SnapshotId> {
+        match source {
+            Source::Snapshot(id) => Ok(*id),
+            Source::Dir(dir) => Ok(self.walk(dir, filter)?.root.into()),
+        }
     }
 
     /// The one snapshot whose id starts with `prefix` (case-insensitive).
@@ -393,10 +424,7 @@ impl Store {
         }
         // The index is a rebuildable cache of the records: a busy or damaged index must not
         // fail a build that has stored everything it needs.
-        let index_warning = Index::open(&self.root, self.options.lock_timeout)
-            .and_then(|index| index.put_snapshots(&[(id, meta)]))
-            .err()
-            .map(|e| e.to_string());
+        let index_warning = self.update_index(|index| index.put_snapshots(&[(id, meta)]));
         Ok(IngestReport {
             id,
             stats: walked.stats,
@@ -431,13 +459,7 @@ impl Store {
                     }
                 };
                 let (created, link) = lay_out(self, &id, &lookup, policy)?;
-                Ok(Materialized {
-                    id,
-                    path: self.env_path(&id),
-                    created,
-                    link: Some(link),
-                    ingest: Some(ingest),
-                })
+                Ok(self.laid_out(id, created, link, Some(ingest)))
             }
             Source::Snapshot(id) => {
                 if self.is_materialized(id) {
@@ -452,24 +474,56 @@ impl Store {
                 let lookup =
                     |t: &TreeId| -> Result<Cow<'_, Tree>> { Ok(Cow::Owned(self.trees.get(t)?)) };
                 let (created, link) = lay_out(self, id, &lookup, policy)?;
-                Ok(Materialized {
-                    id: *id,
-                    path: self.env_path(id),
-                    created,
-                    link: Some(link),
-                    ingest: None,
-                })
+                Ok(self.laid_out(*id, created, link, None))
             }
         }
     }
 
+    /// A materialization that was there already: record the use and return it.
     fn existing(&self, id: SnapshotId) -> Materialized {
+        self.touch(&id);
         Materialized {
             id,
             path: self.env_path(&id),
             created: false,
             link: None,
             ingest: None,
+            index_warning: None,
         }
+    }
+
+    /// Records how a new materialization was laid out (for `show`); the index is a cache, so a
+    /// failure to update it is a warning, not an error.
+    fn laid_out(
+        &self,
+        id: SnapshotId,
+        created: bool,
+        link: LinkReport,
+        ingest: Option<IngestReport>,
+    ) -> Materialized {
+        let index_warning = if created {
+            self.update_index(|index| index.put_link_mode(&id, link.mode.as_str()))
+        } else {
+            None
+        };
+        Materialized {
+            id,
+            path: self.env_path(&id),
+            created,
+            link: Some(link),
+            ingest,
+            index_warning,
+        }
+    }
+
+    /// Runs `f` on the index; returns the failure as a warning instead of an error.
+    pub(crate) fn update_index(
+        &self,
+        f: impl FnOnce(&Index) -> Result<(), envstore_index::IndexError>,
+    ) -> Option<String> {
+        Index::open(&self.root, self.options.lock_timeout)
+            .and_then(|index| f(&index))
+            .err()
+            .map(|e| e.to_string())
     }
 }

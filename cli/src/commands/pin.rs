@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use envstore::{Filter, Store, validate_pin_name};
+use serde_json::json;
+
+use crate::printer::Printer;
+
+pub fn pin(
+    store: &Store,
+    name: &str,
+    spec: &str,
+    filter: &Filter,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
+    // Check the name before doing any work (storing a directory can take a while).
+    validate_pin_name(name)?;
+    let id = store.resolve_stored(spec, filter)?;
+    let previous = store.pin(name, &id)?;
+    match previous {
+        Some(old) if old != id => printer.info(format_args!(
+            "moved pin {name} from {} to {}",
+            &old.to_hex()[..12],
+            &id.to_hex()[..12]
+        )),
+        Some(_) => printer.detail(format_args!("pin {name} already points at {id}")),
+        None => printer.info(format_args!("pinned {} as {name}", &id.to_hex()[..12])),
+    }
+    if printer.json() {
+        printer.json_value(
+            &json!({"name": name, "id": id.to_hex(), "previous": previous.map(|p| p.to_hex())}),
+        );
+    } else {
+        printer.data(&id.to_hex());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn unpin(store: &Store, name: &str, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let id = store.unpin(name)?;
+    printer.info(format_args!(
+        "removed pin {name} (was {})",
+        &id.to_hex()[..12]
+    ));
+    if printer.json() {
+        printer.json_value(&json!({"name": name, "id": id.to_hex()}));
+    }
+    Ok(ExitCode::SUCCESS)
+}
