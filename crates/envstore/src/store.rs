@@ -119,8 +119,8 @@ impl Store {
     pub fn open(root: &Path, options: StoreOptions) -> Result<Store> {
         let root = std::path::absolute(root).map_err(Error::io("resolve", root))?;
         let store = Store {
-            objects: ObjectStore::new(root.join("objects"), root.join("tmp")),
-            trees: TreeStore::new(root.join("trees"), root.join("tmp")),
+            objects: ObjectStore::new(root.join("objects")),
+            trees: TreeStore::new(root.join("trees")),
             root,
             options,
         };
