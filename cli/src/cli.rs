@@ -103,6 +103,51 @@ pub enum Command {
     /// Store size, counts, deduplication, and which link modes the file system supports
     #[command(after_help = "Example:\n  envstore stats --json")]
     Stats,
+    /// Run a command with an environment materialized and leased for as long as it runs
+    ///
+    /// The command gets the path in ENVSTORE_PATH (and the id in ENVSTORE_ID); prune leaves the
+    /// environment alone while the command runs. Exits with the command's exit code.
+    #[command(
+        after_help = "Example:\n  envstore run ./build-env -- sh -c 'cmake -DCMAKE_PREFIX_PATH=$ENVSTORE_PATH ..'"
+    )]
+    Run {
+        /// A directory, a snapshot id or prefix, or a pin
+        source: String,
+        /// The command and its arguments
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+        #[arg(long, value_enum, default_value_t = LinkModeArg::Auto, env = "ENVSTORE_LINK_MODE")]
+        link_mode: LinkModeArg,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Remove what is not pinned, not in use and not used lately; then unreferenced objects
+    #[command(
+        after_help = "Examples:\n  envstore prune --dry-run\n  envstore prune --older-than 7d --max-size 20G"
+    )]
+    Prune {
+        /// Keep what was used more recently than this (s, m, h, d, w)
+        #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+        older_than: std::time::Duration,
+        /// Then remove more, least recently used first, until objects fit in SIZE (K, M, G, T)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_size: Option<u64>,
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check objects, trees and materializations; exit 1 if anything is wrong
+    #[command(
+        after_help = "Examples:\n  envstore verify\n  envstore verify --repair\n  envstore verify release-2.3"
+    )]
+    Verify {
+        /// Check only this snapshot (and its materialization)
+        source: Option<String>,
+        /// Mend what can be mended: remove leftovers, restore objects from intact copies,
+        /// rebuild materializations and the index
+        #[arg(long)]
+        repair: bool,
+    },
     /// Print a shell completion script
     #[command(
         after_help = "Example:\n  envstore completions bash > /etc/bash_completion.d/envstore"
@@ -139,5 +184,69 @@ impl From<LinkModeArg> for envstore::LinkPolicy {
             LinkModeArg::Hardlink => LinkPolicy::Only(LinkMode::Hardlink),
             LinkModeArg::Copy => LinkPolicy::Only(LinkMode::Copy),
         }
+    }
+}
+
+/// `30d`, `12h`, `90m`, `45s`, `2w`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.trim().len()),
+    );
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30d, 12h, 90m or 45s"))?;
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        "w" => 7.0 * 86_400.0,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}` (use s, m, h, d or w)"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs_f64(value * scale))
+}
+
+/// `20G`, `500M`, `64K`, `1T`, or plain bytes (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches(['B', 'b']).trim_end_matches('i');
+    let (number, unit) = t.split_at(
+        t.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len()),
+    );
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 20G, 500M or 64K"))?;
+    let scale: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use K, M, G or T)")),
+    };
+    Ok((value * scale as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("30d").unwrap().as_secs(), 30 * 86_400);
+        assert_eq!(parse_duration("0").unwrap().as_secs(), 0);
+        assert_eq!(parse_duration("1.5h").unwrap().as_secs(), 5400);
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3y").is_err());
+        assert_eq!(parse_size("20G").unwrap(), 20 << 30);
+        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
+        assert_eq!(parse_size("1234").unwrap(), 1234);
+        assert!(parse_size("big").is_err());
     }
 }

@@ -2,6 +2,8 @@
 
 mod bad_input;
 mod common;
+mod crash;
+mod gc;
 mod identity;
 mod inspect;
 mod links;

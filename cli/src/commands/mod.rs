@@ -1,7 +1,9 @@
+mod gc;
 mod ingest;
 mod inspect;
 mod materialize;
 mod pin;
+mod run;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,6 +45,35 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             inspect::path(&store, &source, &filter.build()?, printer)
         }
         Command::Stats => inspect::stats(&store, printer),
+        Command::Run {
+            source,
+            command,
+            link_mode,
+            filter,
+        } => run::run(
+            &store,
+            &source,
+            &command,
+            &filter.build()?,
+            link_mode.into(),
+            printer,
+        ),
+        Command::Prune {
+            older_than,
+            max_size,
+            dry_run,
+        } => gc::prune(
+            &store,
+            &envstore::PruneOptions {
+                older_than,
+                max_size,
+            },
+            dry_run,
+            printer,
+        ),
+        Command::Verify { source, repair } => {
+            gc::verify(&store, source.as_deref(), repair, printer)
+        }
         Command::Completions { .. } => unreachable!("handled before opening the store"),
     }
 }

@@ -14,8 +14,7 @@ pub fn pin(
 ) -> anyhow::Result<ExitCode> {
     // Check the name before doing any work (storing a directory can take a while).
     validate_pin_name(name)?;
-    let id = store.resolve_stored(spec, filter)?;
-    let previous = store.pin(name, &id)?;
+    let (id, previous) = store.pin_source(name, spec, filter)?;
     match previous {
         Some(old) if old != id => printer.info(format_args!(
             "moved pin {name} from {} to {}",

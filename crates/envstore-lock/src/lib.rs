@@ -7,6 +7,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -50,30 +51,35 @@ impl FileLock {
         timeout: Duration,
         what: &'static str,
     ) -> Result<FileLock, LockError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|source| LockError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
         let start = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|source| LockError::Open {
+                    path: path.to_owned(),
+                    source,
+                })?;
             let attempt = match kind {
                 LockKind::Shared => file.try_lock_shared(),
                 LockKind::Exclusive => file.try_lock(),
             };
             match attempt {
-                Ok(()) => {
+                // The lock file may have been removed (prune removes the lease files of the
+                // snapshots it deletes) between our open and our lock: then we hold a lock on
+                // a file nobody else will ever open. Only a lock on the inode that the path
+                // names now counts.
+                Ok(()) if same_file(&file, path) => {
                     return Ok(FileLock {
                         file,
                         path: path.to_owned(),
                     });
                 }
+                Ok(()) => continue,
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(source)) => {
                     return Err(LockError::Lock {
@@ -95,6 +101,15 @@ impl FileLock {
         }
     }
 
+    /// Removes the lock file while holding the lock (exclusively), so that waiters retry on a
+    /// new file instead of locking the removed one.
+    pub fn remove(self) -> Result<(), LockError> {
+        std::fs::remove_file(&self.path).map_err(|source| LockError::Lock {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
     /// Takes the lock only if it is free right now.
     pub fn try_acquire(path: &Path, kind: LockKind) -> Result<Option<FileLock>, LockError> {
         match Self::acquire(path, kind, Duration::ZERO, "a lock") {
@@ -108,8 +123,28 @@ impl FileLock {
         &self.path
     }
 
+    /// Lets child processes inherit the locked descriptor, so the lock lives as long as the
+    /// last of them (a `flock` belongs to the open file description, shared by inherited
+    /// descriptors). `envstore run` uses this so that killing envstore does not end a lease
+    /// while the command still runs.
+    pub fn make_inheritable(&self) -> Result<(), LockError> {
+        rustix::io::fcntl_setfd(&self.file, rustix::io::FdFlags::empty()).map_err(|e| {
+            LockError::Lock {
+                path: self.path.clone(),
+                source: e.into(),
+            }
+        })
+    }
+
     pub fn file(&self) -> &File {
         &self.file
+    }
+}
+
+fn same_file(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 
@@ -130,6 +165,35 @@ mod tests {
         );
         drop(a);
         drop(_b);
+        assert!(
+            FileLock::try_acquire(&path, LockKind::Exclusive)
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_lock_on_a_removed_file_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let held = FileLock::acquire(&path, LockKind::Exclusive, Duration::ZERO, "x").unwrap();
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                FileLock::acquire(&path, LockKind::Shared, Duration::from_secs(5), "x").unwrap()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        held.remove().unwrap();
+        let lease = waiter.join().unwrap();
+        // The waiter holds the file that exists now, so an exclusive locker is kept out.
+        assert!(path.exists());
+        assert!(
+            FileLock::try_acquire(&path, LockKind::Exclusive)
+                .unwrap()
+                .is_none()
+        );
+        drop(lease);
         assert!(
             FileLock::try_acquire(&path, LockKind::Exclusive)
                 .unwrap()

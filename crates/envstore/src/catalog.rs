@@ -15,8 +15,9 @@ use std::time::SystemTime;
 use envstore_index::{Index, SnapshotMeta};
 use envstore_link::LinkMode;
 use envstore_tree::diff::{self, Change};
-use envstore_tree::{EntryKind, ObjectId, SnapshotId, Tree, TreeId};
+use envstore_tree::{ObjectId, SnapshotId, Tree, TreeId};
 
+use crate::reach::TreeCache;
 use crate::{Error, Result, Source, Store};
 
 /// Longest pin name.
@@ -81,7 +82,7 @@ pub struct StoreStats {
     pub link_support: Vec<(LinkMode, std::result::Result<(), String>)>,
 }
 
-fn unix_secs(t: SystemTime) -> u64 {
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
@@ -108,9 +109,25 @@ impl Store {
         }
     }
 
+    /// Points pin `name` at SOURCE (a directory is stored first); returns the new and the
+    /// previous target. Holds the store lock shared throughout, so a prune cannot remove the
+    /// snapshot between storing and pinning.
+    pub fn pin_source(
+        &self,
+        name: &str,
+        spec: &str,
+        filter: &envstore_walk::Filter,
+    ) -> Result<(SnapshotId, Option<SnapshotId>)> {
+        validate_pin_name(name)?;
+        let _lock = self.lock_shared()?;
+        let id = self.resolve_stored(spec, filter)?;
+        Ok((id, self.pin(name, &id)?))
+    }
+
     /// Points pin `name` at `id` (replacing what it pointed at); returns the previous target.
     pub fn pin(&self, name: &str, id: &SnapshotId) -> Result<Option<SnapshotId>> {
         validate_pin_name(name)?;
+        let _lock = self.lock_shared()?;
         if !self.has_snapshot(id) {
             return Err(Error::UnknownSnapshot {
                 prefix: id.to_hex(),
@@ -167,19 +184,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Records that snapshot `id` was used now (the mtime of its materialization). Cheap: one
-    /// `open` and one `futimens`; failures (a read-only store) are ignored.
+    /// Records that snapshot `id` was used now: the mtime of its record `snapshots/<id>`.
+    /// Cheap (one `open` and one `futimens`, no index); failures (a read-only store) are
+    /// ignored. Prune keeps what was used within its window.
     pub fn touch(&self, id: &SnapshotId) {
-        if let Ok(dir) = fs::File::open(self.env_path(id)) {
-            let _ = dir.set_modified(SystemTime::now());
+        if let Ok(record) = fs::File::open(self.snapshot_file(id)) {
+            let _ = record.set_modified(SystemTime::now());
         }
     }
 
-    /// When snapshot `id` was last used: its materialization's mtime, else its creation.
+    /// When snapshot `id` was last used (unix seconds): its record's mtime, which starts at its
+    /// creation and moves with every use.
     pub fn last_used(&self, id: &SnapshotId, meta: &SnapshotMeta) -> u64 {
-        fs::metadata(self.env_path(id))
+        fs::metadata(self.snapshot_file(id))
             .and_then(|m| m.modified())
-            .map_or(meta.created, |t| unix_secs(t).max(meta.created))
+            .map_or(meta.created, unix_secs)
     }
 
     /// Every snapshot, newest first, from the index (reconciled with `snapshots/` first).
@@ -243,16 +262,17 @@ impl Store {
             .filter(|(_, p)| p == id)
             .map(|(n, _)| n)
             .collect();
+        let mut cache = TreeCache::default();
         let mut others: HashSet<ObjectId> = HashSet::new();
         let mut seen = HashSet::new();
         for other in self.snapshot_ids()?.iter().filter(|o| *o != id) {
-            self.collect_objects(&other.root(), &mut seen, &mut |o, _| {
+            cache.walk_all(self, other.root(), &mut seen, &mut |o, _| {
                 others.insert(o);
             })?;
         }
         let mut unique_bytes = 0;
         let mut mine = HashSet::new();
-        self.collect_objects(&id.root(), &mut HashSet::new(), &mut |o, size| {
+        cache.walk_all(self, id.root(), &mut HashSet::new(), &mut |o, size| {
             if !others.contains(&o) && mine.insert(o) {
                 unique_bytes += size;
             }
@@ -271,27 +291,6 @@ impl Store {
                 materialized,
             },
         })
-    }
-
-    /// Calls `f` for every file object below `tree` (once per distinct subtree).
-    pub(crate) fn collect_objects(
-        &self,
-        tree: &TreeId,
-        seen: &mut HashSet<TreeId>,
-        f: &mut dyn FnMut(ObjectId, u64),
-    ) -> Result<()> {
-        if !seen.insert(*tree) {
-            return Ok(());
-        }
-        let tree = self.trees().get(tree)?;
-        for entry in tree.entries() {
-            match &entry.kind {
-                EntryKind::File { object, size, .. } => f(*object, *size),
-                EntryKind::Dir { tree } => self.collect_objects(tree, seen, f)?,
-                EntryKind::Symlink { .. } => {}
-            }
-        }
-        Ok(())
     }
 
     /// The differences from `old` to `new`. Directories are hashed, not stored; subtrees with

@@ -15,8 +15,11 @@
 
 mod catalog;
 mod error;
+mod gc;
 mod layout;
+mod reach;
 mod store;
+mod verify;
 
 pub use catalog::{SnapshotDetail, SnapshotInfo, StoreStats, validate_pin_name};
 pub use envstore_index::SnapshotMeta;
@@ -25,7 +28,10 @@ pub use envstore_tree::diff::{Change, Kind};
 pub use envstore_tree::{ObjectId, SnapshotId, TreeId};
 pub use envstore_walk::{DEFAULT_EXCLUDES, Filter, WalkStats};
 pub use error::{Error, Result};
+pub use gc::{PruneOptions, PrunePlan, Reason, Removal};
 pub use layout::LinkReport;
 pub use store::{
-    FORMAT_VERSION, IngestReport, Materialized, Source, Store, StoreOptions, default_store_path,
+    FORMAT_VERSION, IngestReport, Lease, Materialized, Source, Store, StoreOptions,
+    default_store_path,
 };
+pub use verify::{Problem, VerifyReport};

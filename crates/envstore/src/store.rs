@@ -105,6 +105,25 @@ pub struct Materialized {
     pub index_warning: Option<String>,
 }
 
+/// A lease on a snapshot: while it lives, prune leaves the snapshot and its materialization
+/// alone. See docs/leases.md for the protocol other tools can follow without this library.
+#[derive(Debug)]
+pub struct Lease {
+    id: SnapshotId,
+    lock: FileLock,
+}
+
+impl Lease {
+    pub fn id(&self) -> &SnapshotId {
+        &self.id
+    }
+
+    /// Lets child processes inherit the lease, so it lasts as long as they run.
+    pub fn make_inheritable(&self) -> Result<()> {
+        Ok(self.lock.make_inheritable()?)
+    }
+}
+
 /// An open store. Cheap to open: reads one small file.
 #[derive(Debug)]
 pub struct Store {
@@ -229,7 +248,7 @@ impl Store {
         &self.trees
     }
 
-    fn snapshot_file(&self, id: &SnapshotId) -> PathBuf {
+    pub(crate) fn snapshot_file(&self, id: &SnapshotId) -> PathBuf {
         self.root.join("snapshots").join(id.to_hex())
     }
 
@@ -272,7 +291,7 @@ impl Store {
 
     /// Takes the store lock shared: held while new content is stored or laid out, so that prune
     /// (which takes it exclusively) never sweeps objects an ingest is about to reference.
-    fn lock_shared(&self) -> Result<FileLock> {
+    pub(crate) fn lock_shared(&self) -> Result<FileLock> {
         Ok(FileLock::acquire(
             &self.root.join("store.lock"),
             LockKind::Shared,
@@ -365,7 +384,9 @@ impl Store {
     /// Stores the directory tree at `dir` and returns its snapshot id.
     pub fn ingest(&self, dir: &Path, filter: &Filter) -> Result<IngestReport> {
         let walked = self.walk(dir, filter)?;
-        if self.has_snapshot(&walked.root.into()) {
+        let id = SnapshotId::from(walked.root);
+        if self.has_snapshot(&id) {
+            self.touch(&id);
             return Ok(self.existing_report(&walked));
         }
         let _lock = self.lock_shared()?;
@@ -436,7 +457,8 @@ impl Store {
     }
 
     /// Makes `source` available at its stable path and returns it. A directory is hashed (and
-    /// stored if new); a materialization that exists is returned without touching anything else.
+    /// stored if new); a materialization that exists is returned without touching anything but
+    /// its last-use time.
     pub fn materialize(
         &self,
         source: &Source,
@@ -444,39 +466,83 @@ impl Store {
         policy: LinkPolicy,
     ) -> Result<Materialized> {
         match source {
+            Source::Dir(dir) => self.materialize_walked(dir, &self.walk(dir, filter)?, policy),
+            Source::Snapshot(id) => self.materialize_stored(id, policy),
+        }
+    }
+
+    /// Like [`Store::materialize`], holding a lease on the snapshot (taken before it is laid
+    /// out, so prune cannot remove it in between) for as long as the [`Lease`] lives.
+    pub fn materialize_leased(
+        &self,
+        source: &Source,
+        filter: &Filter,
+        policy: LinkPolicy,
+    ) -> Result<(Materialized, Lease)> {
+        match source {
             Source::Dir(dir) => {
                 let walked = self.walk(dir, filter)?;
-                let id = SnapshotId::from(walked.root);
-                if self.is_materialized(&id) {
-                    return Ok(self.existing(id));
-                }
-                let _lock = self.lock_shared()?;
-                let ingest = self.store_walked(dir, &walked)?;
-                let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> {
-                    match walked.trees.get(t) {
-                        Some(tree) => Ok(Cow::Borrowed(tree)),
-                        None => Ok(Cow::Owned(self.trees.get(t)?)),
-                    }
-                };
-                let (created, link) = lay_out(self, &id, &lookup, policy)?;
-                Ok(self.laid_out(id, created, link, Some(ingest)))
+                let lease = self.lease(&walked.root.into())?;
+                Ok((self.materialize_walked(dir, &walked, policy)?, lease))
             }
             Source::Snapshot(id) => {
-                if self.is_materialized(id) {
-                    return Ok(self.existing(*id));
-                }
-                if !self.has_snapshot(id) {
-                    return Err(Error::UnknownSnapshot {
-                        prefix: id.to_hex(),
-                    });
-                }
-                let _lock = self.lock_shared()?;
-                let lookup =
-                    |t: &TreeId| -> Result<Cow<'_, Tree>> { Ok(Cow::Owned(self.trees.get(t)?)) };
-                let (created, link) = lay_out(self, id, &lookup, policy)?;
-                Ok(self.laid_out(*id, created, link, None))
+                let lease = self.lease(id)?;
+                Ok((self.materialize_stored(id, policy)?, lease))
             }
         }
+    }
+
+    fn materialize_walked(
+        &self,
+        dir: &Path,
+        walked: &Walked,
+        policy: LinkPolicy,
+    ) -> Result<Materialized> {
+        let id = SnapshotId::from(walked.root);
+        if self.is_materialized(&id) {
+            return Ok(self.existing(id));
+        }
+        let _lock = self.lock_shared()?;
+        let ingest = self.store_walked(dir, walked)?;
+        let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> {
+            match walked.trees.get(t) {
+                Some(tree) => Ok(Cow::Borrowed(tree)),
+                None => Ok(Cow::Owned(self.trees.get(t)?)),
+            }
+        };
+        let (created, link) = lay_out(self, &id, &lookup, policy)?;
+        Ok(self.laid_out(id, created, link, Some(ingest)))
+    }
+
+    fn materialize_stored(&self, id: &SnapshotId, policy: LinkPolicy) -> Result<Materialized> {
+        if self.is_materialized(id) {
+            return Ok(self.existing(*id));
+        }
+        let _lock = self.lock_shared()?;
+        if !self.has_snapshot(id) {
+            return Err(Error::UnknownSnapshot {
+                prefix: id.to_hex(),
+            });
+        }
+        let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> { Ok(Cow::Owned(self.trees.get(t)?)) };
+        let (created, link) = lay_out(self, id, &lookup, policy)?;
+        Ok(self.laid_out(*id, created, link, None))
+    }
+
+    /// Takes a lease on snapshot `id`: a shared lock on `leases/<id>` that prune respects.
+    /// Waits (bounded) only while a prune is deciding about this very snapshot.
+    pub fn lease(&self, id: &SnapshotId) -> Result<Lease> {
+        let lock = FileLock::acquire(
+            &self.lease_path(id),
+            LockKind::Shared,
+            self.options.lock_timeout,
+            "a lease",
+        )?;
+        Ok(Lease { id: *id, lock })
+    }
+
+    pub(crate) fn lease_path(&self, id: &SnapshotId) -> PathBuf {
+        self.root.join("leases").join(id.to_hex())
     }
 
     /// A materialization that was there already: record the use and return it.

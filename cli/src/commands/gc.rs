@@ -1,0 +1,133 @@
+//! `prune` and `verify`.
+
+use std::process::ExitCode;
+
+use envstore::{Filter, PruneOptions, Reason, Store};
+use serde_json::json;
+
+use crate::printer::{Printer, ago, human_bytes};
+
+pub fn prune(
+    store: &Store,
+    options: &PruneOptions,
+    dry_run: bool,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
+    let plan = if dry_run {
+        store.prune_plan(options)?
+    } else {
+        store.prune(options)?
+    };
+    let verb = if dry_run { "would remove" } else { "removed" };
+    if printer.json() {
+        printer.json_value(&json!({
+            "dry_run": dry_run,
+            "removed": plan.remove.iter().map(|r| json!({
+                "id": r.id.to_hex(), "last_used": r.last_used, "bytes": r.bytes,
+                "materialized": r.materialized,
+                "reason": match r.reason { Reason::Unused => "unused", Reason::Size => "size" },
+            })).collect::<Vec<_>>(),
+            "leased": plan.leased.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+            "kept": plan.kept,
+            "unreferenced_files": plan.unreferenced.len(),
+            "leftovers": plan.leftovers,
+            "size_before": plan.size_before,
+            "size_after": plan.size_after,
+            "freed_bytes": plan.freed_bytes(),
+            "size_unmet": plan.size_unmet,
+        }));
+    } else {
+        for r in &plan.remove {
+            let why = match r.reason {
+                Reason::Unused => format!("last used {}", ago(r.last_used)),
+                Reason::Size => format!("last used {}, to meet --max-size", ago(r.last_used)),
+            };
+            printer.data(&format!(
+                "{verb} {} ({}, {why}{})",
+                &r.id.to_hex()[..12],
+                human_bytes(r.bytes),
+                if r.materialized { ", materialized" } else { "" }
+            ));
+        }
+        for id in &plan.leased {
+            printer.info(format_args!("kept {}: in use (leased)", &id.to_hex()[..12]));
+        }
+        printer.info(format_args!(
+            "{verb} {} snapshots, {} unreferenced objects and trees, {} leftovers; {} freed ({} -> {}); {} snapshots kept",
+            plan.remove.len(),
+            plan.unreferenced.len(),
+            plan.leftovers.len(),
+            human_bytes(plan.freed_bytes()),
+            human_bytes(plan.size_before),
+            human_bytes(plan.size_after),
+            plan.kept
+        ));
+    }
+    if plan.size_unmet {
+        printer.warn("the store is still larger than --max-size: what is left is pinned or in use");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify(
+    store: &Store,
+    source: Option<&str>,
+    repair: bool,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
+    let only = match source {
+        Some(spec) => Some(store.identify(&store.resolve(spec)?, &Filter::default())?),
+        None => None,
+    };
+    if only.as_ref().is_some_and(|id| !store.has_snapshot(id)) {
+        anyhow::bail!(
+            "{} is not in the store; `envstore ls` lists what is",
+            source.unwrap_or_default()
+        );
+    }
+    let report = store.verify(only.as_ref(), repair)?;
+    if printer.json() {
+        printer.json_value(&json!({
+            "ok": report.ok(repair),
+            "problems": report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "leftovers": report.leftovers,
+            "repaired": report.repaired,
+            "unrepaired": report.unrepaired.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "snapshots": report.snapshots, "objects": report.objects, "materializations": report.materializations,
+        }));
+    } else {
+        for problem in &report.problems {
+            printer.data(&format!("damaged: {problem}"));
+        }
+        for line in &report.repaired {
+            printer.info(format_args!("repaired: {line}"));
+        }
+        for problem in &report.unrepaired {
+            printer.info(format_args!(
+                "cannot repair: {problem}; re-ingest it from its source, or unpin and prune it"
+            ));
+        }
+        if !report.leftovers.is_empty() && !repair {
+            printer.info(format_args!(
+                "{} leftovers of interrupted work (harmless; `envstore prune` or `verify --repair` removes them)",
+                report.leftovers.len()
+            ));
+        }
+        printer.info(format_args!(
+            "checked {} snapshots, {} objects, {} materializations: {}",
+            report.snapshots,
+            report.objects,
+            report.materializations,
+            if report.ok(repair) {
+                "ok"
+            } else {
+                "problems found"
+            }
+        ));
+    }
+    Ok(if report.ok(repair) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

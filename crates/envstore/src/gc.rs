@@ -1,0 +1,409 @@
+//! Prune: plan, then act.
+//!
+//! The plan is computed under the store lock held **exclusively** (so no ingest can reference
+//! an object between the mark and the sweep: ostree#2337 computed reachability outside its
+//! lock), and with an exclusive try-lock on each candidate's lease (a snapshot in use is
+//! skipped and reported, never waited for: uv#16112). `--dry-run` computes the same plan and
+//! changes nothing.
+//!
+//! Policy: a snapshot is removed when it is not pinned, not leased, and not used within the
+//! window (default 30 days), oldest use first; then, if a size bound is given, more unpinned,
+//! unleased snapshots are removed, oldest use first, until the store fits. Then every object
+//! and tree no kept snapshot references is deleted, with the leftovers of interrupted work.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use envstore_lock::{FileLock, LockKind};
+use envstore_tree::{ObjectId, SnapshotId, TreeId};
+
+use crate::catalog::unix_secs;
+use crate::reach::TreeCache;
+use crate::{Error, Result, Store};
+
+/// What prune may remove.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Keep what was used more recently than this.
+    pub older_than: Duration,
+    /// Then remove more (oldest use first) until objects and trees fit in this many bytes.
+    pub max_size: Option<u64>,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            older_than: Duration::from_secs(30 * 86_400),
+            max_size: None,
+        }
+    }
+}
+
+/// Why a snapshot is in the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Not used within the window.
+    Unused,
+    /// Used within the window, but the size bound needs its space.
+    Size,
+}
+
+/// A snapshot prune removes.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    pub id: SnapshotId,
+    pub last_used: u64,
+    pub bytes: u64,
+    pub materialized: bool,
+    pub reason: Reason,
+}
+
+/// What prune will do (or, with `--dry-run`, would do).
+#[derive(Debug, Default)]
+pub struct PrunePlan {
+    pub remove: Vec<Removal>,
+    /// Candidates skipped because a process holds a lease on them.
+    pub leased: Vec<SnapshotId>,
+    pub kept: usize,
+    /// Object and tree files no kept snapshot references, with their sizes.
+    pub unreferenced: Vec<(PathBuf, u64)>,
+    /// Leftovers of interrupted work (temporary files and trees, orphaned materializations).
+    pub leftovers: Vec<PathBuf>,
+    /// Bytes of objects and trees before, and after the plan is carried out.
+    pub size_before: u64,
+    pub size_after: u64,
+    /// Set when the size bound cannot be met (everything left is pinned or leased).
+    pub size_unmet: bool,
+    /// Exclusive locks on the leases of the snapshots being removed, held until the sweep ends.
+    locks: Vec<FileLock>,
+}
+
+impl PrunePlan {
+    pub fn freed_bytes(&self) -> u64 {
+        self.size_before - self.size_after
+    }
+}
+
+/// A file in `objects/` or `trees/`: its id (for objects, without the `.x` variant suffix).
+enum Stored {
+    Object(ObjectId),
+    Tree(TreeId),
+    Temp,
+    Other,
+}
+
+fn classify(shard: &str, name: &str, is_objects: bool) -> Stored {
+    if name.starts_with(".tmp-") {
+        return Stored::Temp;
+    }
+    let hex = format!(
+        "{shard}{}",
+        if is_objects {
+            name.strip_suffix(".x").unwrap_or(name)
+        } else {
+            name
+        }
+    );
+    match (is_objects, hex.parse::<ObjectId>(), hex.parse::<TreeId>()) {
+        (true, Ok(id), _) => Stored::Object(id),
+        (false, _, Ok(id)) => Stored::Tree(id),
+        _ => Stored::Other,
+    }
+}
+
+impl Store {
+    /// Leftovers of interrupted work: temporary files in shard directories, half-built or
+    /// half-removed materializations, temporary records and pins, anything in `tmp/`, and
+    /// materializations whose snapshot record is gone. Safe to delete under the exclusive store
+    /// lock, which every writer of these holds shared.
+    pub(crate) fn leftovers(&self) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let read = |dir: &Path| -> Result<Vec<fs::DirEntry>> {
+            match fs::read_dir(dir) {
+                Ok(entries) => Ok(entries.flatten().collect()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(Error::io("read", dir)(e)),
+            }
+        };
+        let is_temp = |e: &fs::DirEntry| e.file_name().to_string_lossy().starts_with(".tmp-");
+        for dir in ["objects", "trees"] {
+            for shard in read(&self.root().join(dir))? {
+                out.extend(
+                    read(&shard.path())?
+                        .iter()
+                        .filter(|e| is_temp(e))
+                        .map(fs::DirEntry::path),
+                );
+            }
+        }
+        for entry in read(&self.root().join("envs"))? {
+            let orphan = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<SnapshotId>().ok())
+                .is_some_and(|id| !self.has_snapshot(&id));
+            if is_temp(&entry) || orphan {
+                out.push(entry.path());
+            }
+        }
+        for dir in ["snapshots", "pins", "leases"] {
+            out.extend(
+                read(&self.root().join(dir))?
+                    .iter()
+                    .filter(|e| is_temp(e))
+                    .map(fs::DirEntry::path),
+            );
+        }
+        out.extend(
+            read(&self.root().join("tmp"))?
+                .iter()
+                .map(fs::DirEntry::path),
+        );
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes leftovers (see [`Store::leftovers`]); the caller holds the store lock exclusively.
+    pub(crate) fn remove_leftovers(&self, leftovers: &[PathBuf]) -> Result<()> {
+        for path in leftovers {
+            if path.is_dir() && !path.is_symlink() {
+                remove_tree(path, path.parent().expect("leftovers have a parent"))?;
+            } else {
+                remove_file(path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Computes what prune would remove. With `hold_locks`, the leases of the snapshots to
+    /// remove stay locked in the plan (for [`Store::prune`]); otherwise they are only probed.
+    fn plan_prune(&self, options: &PruneOptions, hold_locks: bool) -> Result<PrunePlan> {
+        let now = unix_secs(SystemTime::now());
+        let cutoff = now.saturating_sub(options.older_than.as_secs());
+        let pinned: HashSet<SnapshotId> = self.pins()?.into_iter().map(|(_, id)| id).collect();
+        let mut plan = PrunePlan::default();
+
+        // Every snapshot: kept unless it is a candidate whose lease we can take.
+        let mut candidates = Vec::new();
+        let mut kept = Vec::new();
+        for id in self.snapshot_ids()? {
+            let meta = self.snapshot_meta(&id)?;
+            let last_used = self.last_used(&id, &meta);
+            if pinned.contains(&id) {
+                kept.push(id);
+                continue;
+            }
+            candidates.push(Removal {
+                id,
+                last_used,
+                bytes: meta.bytes,
+                materialized: self.is_materialized(&id),
+                reason: Reason::Unused,
+            });
+        }
+        candidates.sort_by_key(|c| (c.last_used, c.id));
+
+        // Sizes of what is stored, and what each object costs.
+        let mut sizes: HashMap<ObjectId, u64> = HashMap::new();
+        let mut tree_sizes: HashMap<TreeId, u64> = HashMap::new();
+        for (dir, is_objects) in [("objects", true), ("trees", false)] {
+            let dir = self.root().join(dir);
+            for shard in fs::read_dir(&dir).map_err(Error::io("read", &dir))? {
+                let shard = shard.map_err(Error::io("read", &dir))?;
+                let shard_name = shard.file_name().to_string_lossy().into_owned();
+                for entry in fs::read_dir(shard.path()).map_err(Error::io("read", &shard.path()))? {
+                    let Ok(entry) = entry else { continue };
+                    let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    match classify(
+                        &shard_name,
+                        &entry.file_name().to_string_lossy(),
+                        is_objects,
+                    ) {
+                        Stored::Object(id) => *sizes.entry(id).or_default() += len,
+                        Stored::Tree(id) => {
+                            tree_sizes.insert(id, len);
+                        }
+                        Stored::Temp | Stored::Other => {}
+                    }
+                }
+            }
+        }
+        plan.size_before = sizes.values().sum::<u64>() + tree_sizes.values().sum::<u64>();
+
+        // Reference counts from every snapshot, so removing one tells what it frees.
+        let mut cache = TreeCache::default();
+        let mut refs: HashMap<SnapshotId, (HashSet<ObjectId>, HashSet<TreeId>)> = HashMap::new();
+        let mut object_count: HashMap<ObjectId, u32> = HashMap::new();
+        let mut tree_count: HashMap<TreeId, u32> = HashMap::new();
+        for id in kept.iter().chain(candidates.iter().map(|c| &c.id)) {
+            let (mut objects, mut trees) = (HashSet::new(), HashSet::new());
+            cache.walk_all(self, id.root(), &mut trees, &mut |o, _| {
+                objects.insert(o);
+            })?;
+            for o in &objects {
+                *object_count.entry(*o).or_default() += 1;
+            }
+            for t in &trees {
+                *tree_count.entry(*t).or_default() += 1;
+            }
+            refs.insert(*id, (objects, trees));
+        }
+        // Objects and trees nobody references at all (a crashed ingest's) go in any case.
+        let referenced_size: u64 = object_count
+            .keys()
+            .map(|o| sizes.get(o).copied().unwrap_or(0))
+            .sum::<u64>()
+            + tree_count
+                .keys()
+                .map(|t| tree_sizes.get(t).copied().unwrap_or(0))
+                .sum::<u64>();
+        let mut size = referenced_size;
+        let mut release = |id: &SnapshotId, size: &mut u64| {
+            let (objects, trees) = &refs[id];
+            for o in objects {
+                let n = object_count.get_mut(o).expect("counted");
+                *n -= 1;
+                if *n == 0 {
+                    *size -= sizes.get(o).copied().unwrap_or(0);
+                }
+            }
+            for t in trees {
+                let n = tree_count.get_mut(t).expect("counted");
+                *n -= 1;
+                if *n == 0 {
+                    *size -= tree_sizes.get(t).copied().unwrap_or(0);
+                }
+            }
+        };
+
+        for mut candidate in candidates {
+            let by_age = candidate.last_used <= cutoff;
+            let by_size = options.max_size.is_some_and(|max| size > max);
+            if !by_age && !by_size {
+                kept.push(candidate.id);
+                continue;
+            }
+            match FileLock::try_acquire(&self.lease_path(&candidate.id), LockKind::Exclusive)? {
+                None => {
+                    plan.leased.push(candidate.id);
+                    kept.push(candidate.id);
+                }
+                Some(lock) => {
+                    if hold_locks {
+                        plan.locks.push(lock);
+                    }
+                    candidate.reason = if by_age { Reason::Unused } else { Reason::Size };
+                    release(&candidate.id, &mut size);
+                    plan.remove.push(candidate);
+                }
+            }
+        }
+        plan.size_after = size;
+        plan.size_unmet = options.max_size.is_some_and(|max| size > max);
+        plan.kept = kept.len();
+
+        // The sweep: whatever no kept snapshot references.
+        let (mut keep_objects, mut keep_trees) = (HashSet::new(), HashSet::new());
+        for id in &kept {
+            let (objects, trees) = &refs[id];
+            keep_objects.extend(objects.iter().copied());
+            keep_trees.extend(trees.iter().copied());
+        }
+        for (dir, is_objects) in [("objects", true), ("trees", false)] {
+            let dir = self.root().join(dir);
+            for shard in fs::read_dir(&dir)
+                .map_err(Error::io("read", &dir))?
+                .flatten()
+            {
+                let shard_name = shard.file_name().to_string_lossy().into_owned();
+                for entry in fs::read_dir(shard.path())
+                    .map_err(Error::io("read", &shard.path()))?
+                    .flatten()
+                {
+                    let keep = match classify(
+                        &shard_name,
+                        &entry.file_name().to_string_lossy(),
+                        is_objects,
+                    ) {
+                        Stored::Object(id) => keep_objects.contains(&id),
+                        Stored::Tree(id) => keep_trees.contains(&id),
+                        Stored::Temp | Stored::Other => true,
+                    };
+                    if !keep {
+                        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                        plan.unreferenced.push((entry.path(), len));
+                    }
+                }
+            }
+        }
+
+        plan.leftovers = self.leftovers()?;
+        Ok(plan)
+    }
+
+    /// The plan prune would carry out, changing nothing (`--dry-run`).
+    pub fn prune_plan(&self, options: &PruneOptions) -> Result<PrunePlan> {
+        let _lock = self.lock_shared()?;
+        self.plan_prune(options, false)
+    }
+
+    /// Plans and carries out a prune. Holds the store lock exclusively, waiting at most the
+    /// store's lock timeout for running ingests to finish.
+    pub fn prune(&self, options: &PruneOptions) -> Result<PrunePlan> {
+        let _lock = FileLock::acquire(
+            &self.root().join("store.lock"),
+            LockKind::Exclusive,
+            self.options().lock_timeout,
+            "the store lock (prune needs it alone; ingests and materializations hold it while they write)",
+        )?;
+        let mut plan = self.plan_prune(options, true)?;
+        for removal in &plan.remove {
+            // Disappear atomically first: a materialization is either whole or gone.
+            remove_tree(&self.env_path(&removal.id), &self.root().join("envs"))?;
+            let record = self.snapshot_file(&removal.id);
+            fs::remove_file(&record).map_err(Error::io("remove", &record))?;
+        }
+        for (path, _) in &plan.unreferenced {
+            remove_file(path)?;
+        }
+        self.remove_leftovers(&plan.leftovers)?;
+        // The lease files go last, each removed while we hold it (see FileLock::remove).
+        for lock in plan.locks.drain(..) {
+            lock.remove()?;
+        }
+        let removed: Vec<SnapshotId> = plan.remove.iter().map(|r| r.id).collect();
+        if !removed.is_empty() {
+            // The index is a cache of snapshots/, reconciled by `ls`; a failure here is harmless.
+            let _ = self.update_index(|index| index.remove_snapshots(&removed));
+        }
+        Ok(plan)
+    }
+}
+
+pub(crate) fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a directory tree: first renamed to a `.tmp-trash-*` name in `parent` (one atomic
+/// step, after which nobody can find it by its old name), then deleted.
+pub(crate) fn remove_tree(path: &Path, parent: &Path) -> Result<()> {
+    let trash = tempfile::Builder::new()
+        .prefix(".tmp-trash-")
+        .tempdir_in(parent)
+        .map_err(Error::io("create a temporary directory in", parent))?;
+    let target = trash.path().join("t");
+    match fs::rename(path, &target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("move aside", path)(e)),
+    }
+    // Dropping `trash` deletes it recursively; report failures instead of ignoring them.
+    let trash_path = trash.keep();
+    fs::remove_dir_all(&trash_path).map_err(Error::io("remove", &trash_path))
+}

@@ -1,0 +1,627 @@
+//! Verify and repair.
+//!
+//! Verify re-hashes objects, checks every tree a snapshot needs, compares materializations with
+//! their trees (ignoring the `__pycache__` directories and `.pyc` files Python writes at run
+//! time), and reports leftovers, dangling pins and a damaged index. Because hardlinked
+//! materializations share inodes with objects, a write through one shows up as an object whose
+//! bytes no longer match its name; verify names the snapshots that use it.
+//!
+//! `--repair` (holding the store lock exclusively): removes leftovers, restores damaged or
+//! missing objects from an intact copy (the other exec variant, or a materialized file that
+//! still hashes right), rebuilds damaged materializations from intact objects, removes
+//! materializations without a snapshot, and rebuilds the index from `snapshots/`. Pins live on:
+//! they are files.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use envstore_index::Index;
+use envstore_link::LinkPolicy;
+use envstore_lock::{FileLock, LockKind};
+use envstore_tree::{EntryKind, ObjectId, SnapshotId, Tree, TreeId};
+use rayon::prelude::*;
+
+use crate::gc::{remove_file, remove_tree};
+use crate::layout::lay_out;
+use crate::reach::TreeCache;
+use crate::{Error, Result, Store};
+
+/// One thing wrong with the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// An object file whose bytes do not hash to its name.
+    CorruptObject {
+        path: PathBuf,
+        object: ObjectId,
+        snapshots: Vec<SnapshotId>,
+    },
+    /// An object file whose mode is not its variant's (0444, or 0555 for `.x`): someone ran
+    /// chmod on a hardlinked file, which changes every link of the inode.
+    ObjectMode {
+        path: PathBuf,
+        mode: u32,
+        snapshots: Vec<SnapshotId>,
+    },
+    /// An object a snapshot needs is in neither variant.
+    MissingObject {
+        object: ObjectId,
+        snapshots: Vec<SnapshotId>,
+    },
+    /// A tree a snapshot needs is missing, damaged or undecodable.
+    BadTree {
+        tree: TreeId,
+        reason: String,
+        snapshots: Vec<SnapshotId>,
+    },
+    /// A snapshot record that cannot be read.
+    BadRecord { id: SnapshotId, reason: String },
+    /// A materialization that differs from its snapshot.
+    Materialization {
+        id: SnapshotId,
+        path: PathBuf,
+        reason: String,
+    },
+    /// A pin naming a snapshot that is not in the store.
+    DanglingPin { name: String, id: SnapshotId },
+    /// The index cannot be read.
+    Index { reason: String },
+}
+
+fn short(ids: &[SnapshotId]) -> String {
+    if ids.is_empty() {
+        return "no snapshot".to_owned();
+    }
+    ids.iter()
+        .map(|id| id.to_hex()[..12].to_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::CorruptObject {
+                path, snapshots, ..
+            } => {
+                write!(
+                    f,
+                    "{}: content does not match its hash (used by {})",
+                    path.display(),
+                    short(snapshots)
+                )
+            }
+            Problem::ObjectMode {
+                path,
+                mode,
+                snapshots,
+            } => {
+                write!(
+                    f,
+                    "{}: mode {mode:o} changed (through a hardlink?) (used by {})",
+                    path.display(),
+                    short(snapshots)
+                )
+            }
+            Problem::MissingObject { object, snapshots } => {
+                write!(
+                    f,
+                    "object {object} is missing (needed by {})",
+                    short(snapshots)
+                )
+            }
+            Problem::BadTree {
+                tree,
+                reason,
+                snapshots,
+            } => {
+                write!(f, "tree {tree}: {reason} (needed by {})", short(snapshots))
+            }
+            Problem::BadRecord { id, reason } => write!(f, "snapshot record {id}: {reason}"),
+            Problem::Materialization { path, reason, .. } => {
+                write!(f, "{}: {reason}", path.display())
+            }
+            Problem::DanglingPin { name, id } => {
+                write!(f, "pin {name} names {id}, which is not in the store")
+            }
+            Problem::Index { reason } => write!(f, "index: {reason}"),
+        }
+    }
+}
+
+/// What verify found and, with repair, did.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub problems: Vec<Problem>,
+    pub leftovers: Vec<PathBuf>,
+    /// With repair: what was fixed, and the problems that remain.
+    pub repaired: Vec<String>,
+    pub unrepaired: Vec<Problem>,
+    pub snapshots: u64,
+    pub objects: u64,
+    pub materializations: u64,
+}
+
+impl VerifyReport {
+    /// Whether the store is sound now (after repair, if asked).
+    pub fn ok(&self, repaired: bool) -> bool {
+        if repaired {
+            self.unrepaired.is_empty()
+        } else {
+            self.problems.is_empty()
+        }
+    }
+}
+
+/// What each snapshot needs, gathered once.
+#[derive(Default)]
+struct Needs {
+    cache: TreeCache,
+    /// object -> snapshots using it
+    objects: BTreeMap<ObjectId, BTreeSet<SnapshotId>>,
+}
+
+impl Store {
+    /// Checks the whole store, or one snapshot, and with `repair` mends what it can.
+    pub fn verify(&self, only: Option<&SnapshotId>, repair: bool) -> Result<VerifyReport> {
+        let _lock = if repair {
+            FileLock::acquire(
+                &self.root().join("store.lock"),
+                LockKind::Exclusive,
+                self.options().lock_timeout,
+                "the store lock (repair needs it alone)",
+            )?
+        } else {
+            self.lock_shared()?
+        };
+        let mut report = VerifyReport::default();
+        let ids = match only {
+            Some(id) => vec![*id],
+            None => self.snapshot_ids()?,
+        };
+        report.snapshots = ids.len() as u64;
+
+        // Records and trees.
+        let mut needs = Needs::default();
+        let mut bad_trees: BTreeMap<TreeId, (String, BTreeSet<SnapshotId>)> = BTreeMap::new();
+        let mut complete = HashSet::new();
+        for id in &ids {
+            if let Err(e) = self.snapshot_meta(id) {
+                report.problems.push(Problem::BadRecord {
+                    id: *id,
+                    reason: e.to_string(),
+                });
+            }
+            let mut ok = true;
+            let objects = &mut needs.objects;
+            needs.cache.walk(
+                self,
+                id.root(),
+                &mut HashSet::new(),
+                &mut |o, _| {
+                    objects.entry(o).or_default().insert(*id);
+                },
+                &mut |tree, e| {
+                    bad_trees
+                        .entry(tree)
+                        .or_insert_with(|| (e.to_string(), BTreeSet::new()))
+                        .1
+                        .insert(*id);
+                    ok = false;
+                },
+            );
+            if ok {
+                complete.insert(*id);
+            }
+        }
+        for (tree, (reason, snapshots)) in bad_trees {
+            report.problems.push(Problem::BadTree {
+                tree,
+                reason,
+                snapshots: snapshots.into_iter().collect(),
+            });
+        }
+
+        // Objects: every object file (or, for one snapshot, its objects), re-hashed in parallel.
+        let files: Vec<(PathBuf, ObjectId)> = match only {
+            Some(_) => needs
+                .objects
+                .keys()
+                .flat_map(|o| [false, true].map(|x| (self.objects().path(o, x), *o)))
+                .filter(|(p, _)| p.exists())
+                .collect(),
+            None => self.object_files()?,
+        };
+        report.objects = files.len() as u64;
+        let corrupt: Vec<(PathBuf, ObjectId)> = files
+            .par_iter()
+            .filter_map(|(path, id)| match self.objects().rehash(path) {
+                Ok(Some(actual)) if actual == *id => None,
+                Ok(None) => None, // removed meanwhile
+                _ => Some((path.clone(), *id)),
+            })
+            .collect();
+        let users = |o: &ObjectId| -> Vec<SnapshotId> {
+            needs
+                .objects
+                .get(o)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        let corrupt_ids: HashSet<ObjectId> = corrupt.iter().map(|(_, o)| *o).collect();
+        for (path, object) in &corrupt {
+            report.problems.push(Problem::CorruptObject {
+                path: path.clone(),
+                object: *object,
+                snapshots: users(object),
+            });
+        }
+        for (path, object) in &files {
+            let expected = if path.extension().is_some_and(|x| x == "x") {
+                0o555
+            } else {
+                0o444
+            };
+            let Ok(meta) = fs::metadata(path) else {
+                continue;
+            };
+            if meta.mode() & 0o7777 != expected && !corrupt_ids.contains(object) {
+                let mode = meta.mode() & 0o7777;
+                report.problems.push(Problem::ObjectMode {
+                    path: path.clone(),
+                    mode,
+                    snapshots: users(object),
+                });
+            }
+        }
+        for object in needs.objects.keys() {
+            if !self.objects().contains(object) {
+                report.problems.push(Problem::MissingObject {
+                    object: *object,
+                    snapshots: users(object),
+                });
+            }
+        }
+
+        // Materializations.
+        let mut copies: HashMap<ObjectId, Vec<(PathBuf, bool)>> = HashMap::new();
+        for id in ids
+            .iter()
+            .filter(|id| complete.contains(*id) && self.is_materialized(id))
+        {
+            report.materializations += 1;
+            let found = Mutex::new(Vec::new());
+            let intact = Mutex::new(Vec::new());
+            self.compare(
+                &self.env_path(id),
+                &needs.cache.trees[&id.root()],
+                &needs.cache.trees,
+                &corrupt_ids,
+                &found,
+                &intact,
+            );
+            for (path, reason) in found.into_inner().expect("no panics while locked") {
+                report.problems.push(Problem::Materialization {
+                    id: *id,
+                    path,
+                    reason,
+                });
+            }
+            for (object, path, executable) in intact.into_inner().expect("no panics while locked") {
+                copies.entry(object).or_default().push((path, executable));
+            }
+        }
+
+        // Pins, the index, leftovers.
+        for (name, id) in self.pins()? {
+            if !self.has_snapshot(&id) {
+                report.problems.push(Problem::DanglingPin { name, id });
+            }
+        }
+        if let Err(e) =
+            Index::open(self.root(), self.options().lock_timeout).and_then(|i| i.snapshots())
+        {
+            report.problems.push(Problem::Index {
+                reason: e.to_string(),
+            });
+        }
+        report.leftovers = self.leftovers()?;
+
+        if repair {
+            self.repair(&mut report, &needs, &corrupt, &copies)?;
+        }
+        Ok(report)
+    }
+
+    /// Every object file in the store with the id its name claims.
+    fn object_files(&self) -> Result<Vec<(PathBuf, ObjectId)>> {
+        let dir = self.root().join("objects");
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&dir)
+            .map_err(Error::io("read", &dir))?
+            .flatten()
+        {
+            let prefix = shard.file_name().to_string_lossy().into_owned();
+            for entry in fs::read_dir(shard.path())
+                .map_err(Error::io("read", &shard.path()))?
+                .flatten()
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Ok(id) = format!("{prefix}{}", name.strip_suffix(".x").unwrap_or(&name))
+                    .parse::<ObjectId>()
+                {
+                    out.push((entry.path(), id));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Compares the directory `dir` with `tree`; records differences in `found` and files that
+    /// are intact copies (own inode, right bytes) in `intact`, for repair.
+    #[allow(clippy::too_many_arguments)]
+    fn compare(
+        &self,
+        dir: &Path,
+        tree: &Tree,
+        trees: &HashMap<TreeId, Tree>,
+        corrupt: &HashSet<ObjectId>,
+        found: &Mutex<Vec<(PathBuf, String)>>,
+        intact: &Mutex<Vec<(ObjectId, PathBuf, bool)>>,
+    ) {
+        let report = |path: PathBuf, reason: String| {
+            found
+                .lock()
+                .expect("no panics while locked")
+                .push((path, reason))
+        };
+        let mut expected: HashSet<&[u8]> =
+            tree.entries().iter().map(|e| e.name.as_slice()).collect();
+        match fs::read_dir(dir) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let bytes = name.as_bytes();
+                    if expected.remove(bytes) {
+                        continue;
+                    }
+                    // Python writes bytecode caches into environments at run time.
+                    let runtime = bytes == b"__pycache__" || bytes.ends_with(b".pyc");
+                    if !runtime {
+                        report(entry.path(), "not part of the snapshot".to_owned());
+                    }
+                }
+            }
+            Err(e) => {
+                report(dir.to_owned(), format!("cannot read: {e}"));
+                return;
+            }
+        }
+        tree.entries().par_iter().for_each(|entry| {
+            let path = dir.join(OsStr::from_bytes(&entry.name));
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(_) => return report(path, "missing".to_owned()),
+            };
+            match &entry.kind {
+                EntryKind::Dir { tree } if meta.is_dir() => {
+                    self.compare(&path, &trees[tree], trees, corrupt, found, intact);
+                }
+                EntryKind::Symlink { target } if meta.file_type().is_symlink() => {
+                    match fs::read_link(&path) {
+                        Ok(t) if t.as_os_str().as_bytes() == target.as_slice() => {}
+                        _ => report(path, "symlink target differs".to_owned()),
+                    }
+                }
+                EntryKind::File {
+                    object, executable, ..
+                } if meta.is_file() => {
+                    if (meta.mode() & 0o100 != 0) != *executable {
+                        return report(path, "exec bit differs".to_owned());
+                    }
+                    let shares_object = [false, true].into_iter().any(|x| {
+                        fs::metadata(self.objects().path(object, x))
+                            .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+                    });
+                    if shares_object {
+                        // A hardlink: its bytes are the object's, checked above.
+                        if corrupt.contains(object) {
+                            report(path, "hardlinked to a damaged object".to_owned());
+                        }
+                        return;
+                    }
+                    match self.objects().rehash(&path) {
+                        Ok(Some(actual)) if actual == *object => {
+                            intact.lock().expect("no panics while locked").push((
+                                *object,
+                                path,
+                                *executable,
+                            ));
+                        }
+                        _ => report(path, "content differs".to_owned()),
+                    }
+                }
+                _ => report(path, "wrong kind of entry".to_owned()),
+            }
+        });
+    }
+
+    /// Restores `object` from the directory a snapshot using it was ingested from, if that file
+    /// is still there with the same bytes (insert_file re-hashes it while copying).
+    fn restore_from_source(&self, object: &ObjectId, needs: &Needs) -> Option<PathBuf> {
+        for id in needs.objects.get(object)? {
+            let Ok(meta) = self.snapshot_meta(id) else {
+                continue;
+            };
+            let mut stack = vec![(id.root(), PathBuf::from(&meta.source))];
+            while let Some((tree, dir)) = stack.pop() {
+                for entry in needs.cache.trees.get(&tree)?.entries() {
+                    let path = dir.join(OsStr::from_bytes(&entry.name));
+                    match &entry.kind {
+                        EntryKind::File {
+                            object: o,
+                            executable,
+                            ..
+                        } if o == object
+                            && self
+                                .objects()
+                                .insert_file(&path, *object, *executable)
+                                .is_ok() =>
+                        {
+                            return Some(path);
+                        }
+                        EntryKind::Dir { tree } => stack.push((*tree, path)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn repair(
+        &self,
+        report: &mut VerifyReport,
+        needs: &Needs,
+        corrupt: &[(PathBuf, ObjectId)],
+        copies: &HashMap<ObjectId, Vec<(PathBuf, bool)>>,
+    ) -> Result<()> {
+        self.remove_leftovers(&report.leftovers)?;
+        if !report.leftovers.is_empty() {
+            report.repaired.push(format!(
+                "removed {} leftovers of interrupted work",
+                report.leftovers.len()
+            ));
+        }
+        // Damaged objects go; then every needed object without an intact variant is restored
+        // from an intact copy, if there is one.
+        for (path, _) in corrupt {
+            remove_file(path)?;
+        }
+        for problem in &report.problems {
+            if let Problem::ObjectMode { path, .. } = problem {
+                let mode = if path.extension().is_some_and(|x| x == "x") {
+                    0o555
+                } else {
+                    0o444
+                };
+                fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                    .map_err(Error::io("chmod", path))?;
+                report
+                    .repaired
+                    .push(format!("restored the mode of {}", path.display()));
+            }
+        }
+        let mut lost = HashSet::new();
+        for object in needs.objects.keys() {
+            if self.objects().contains(object) {
+                continue;
+            }
+            let from_copy = copies
+                .get(object)
+                .into_iter()
+                .flatten()
+                .any(|(path, executable)| {
+                    self.objects()
+                        .insert_file(path, *object, *executable)
+                        .is_ok()
+                });
+            if from_copy {
+                report.repaired.push(format!(
+                    "restored object {object} from an intact materialized copy"
+                ));
+            } else if let Some(path) = self.restore_from_source(object, needs) {
+                report
+                    .repaired
+                    .push(format!("restored object {object} from {}", path.display()));
+            } else {
+                lost.insert(*object);
+            }
+        }
+        // Materializations that differ (or share a damaged inode) are rebuilt when every object
+        // they need is intact again.
+        let mut damaged: BTreeSet<SnapshotId> = BTreeSet::new();
+        for problem in &report.problems {
+            match problem {
+                Problem::Materialization { id, .. } => {
+                    damaged.insert(*id);
+                }
+                Problem::CorruptObject { snapshots, .. }
+                | Problem::ObjectMode { snapshots, .. } => {
+                    damaged.extend(snapshots.iter().filter(|id| self.is_materialized(id)));
+                }
+                _ => {}
+            }
+        }
+        let envs = self.root().join("envs");
+        for id in &damaged {
+            let needs_lost = needs
+                .objects
+                .iter()
+                .any(|(o, users)| users.contains(id) && lost.contains(o));
+            if needs_lost {
+                continue;
+            }
+            remove_tree(&self.env_path(id), &envs)?;
+            let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> {
+                Ok(match needs.cache.trees.get(t) {
+                    Some(tree) => Cow::Borrowed(tree),
+                    None => Cow::Owned(self.trees().get(t)?),
+                })
+            };
+            let (_, link) = lay_out(self, id, &lookup, LinkPolicy::Auto)?;
+            let _ = self.update_index(|index| index.put_link_mode(id, link.mode.as_str()));
+            report.repaired.push(format!(
+                "rebuilt the materialization of {} ({})",
+                &id.to_hex()[..12],
+                link.mode
+            ));
+        }
+        if report
+            .problems
+            .iter()
+            .any(|p| matches!(p, Problem::Index { .. }))
+        {
+            let path = self.root().join("index.redb");
+            remove_file(&path)?;
+            let records = self
+                .snapshot_ids()?
+                .into_iter()
+                .map(|id| Ok((id, self.snapshot_meta(&id)?)))
+                .collect::<Result<Vec<_>>>()?;
+            Index::open(self.root(), self.options().lock_timeout)?.rebuild(&records)?;
+            report.repaired.push(format!(
+                "rebuilt the index from {} snapshot records",
+                records.len()
+            ));
+        }
+        report.unrepaired = report
+            .problems
+            .iter()
+            .filter(|p| match p {
+                Problem::CorruptObject { object, .. } | Problem::MissingObject { object, .. } => {
+                    lost.contains(object)
+                }
+                Problem::Materialization { id, .. } => {
+                    !damaged.contains(id)
+                        || needs
+                            .objects
+                            .iter()
+                            .any(|(o, u)| u.contains(id) && lost.contains(o))
+                }
+                Problem::Index { .. } | Problem::ObjectMode { .. } => false,
+                Problem::BadTree { .. }
+                | Problem::BadRecord { .. }
+                | Problem::DanglingPin { .. } => true,
+            })
+            .cloned()
+            .collect();
+        Ok(())
+    }
+}
