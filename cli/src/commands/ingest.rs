@@ -17,6 +17,7 @@ pub fn run(
     if printer.json() {
         printer.json_value(&json!({
             "id": report.id.to_hex(),
+            "store": store.root(),
             "created": report.created,
             "files": report.stats.files,
             "dirs": report.stats.dirs,

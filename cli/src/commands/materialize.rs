@@ -43,6 +43,7 @@ pub fn run(
         let link = done.link.as_ref();
         printer.json_value(&json!({
             "id": done.id.to_hex(),
+            "store": store.root(),
             "path": done.path,
             "created": done.created,
             "link_mode": link.map(|l| l.mode.as_str()),

@@ -1,0 +1,161 @@
+"""The mechanism behind ``envstore.build``: find the build environment's temporary prefixes,
+replace them with stable copies made by ``envstore``, and import the wrapped backend.
+
+See docs/integration.md for what is changed and why.
+"""
+
+import fcntl
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+from . import find_binary
+
+DEFAULT_BACKEND = "scikit_build_core.build"
+
+OPTIONAL_HOOKS = {
+    "get_requires_for_build_wheel",
+    "get_requires_for_build_sdist",
+    "get_requires_for_build_editable",
+    "prepare_metadata_for_build_wheel",
+    "prepare_metadata_for_build_editable",
+    "build_editable",
+}
+
+# pip's isolated build environments: /tmp/pip-build-env-XXXX/{overlay,normal}.
+_PIP_PREFIX = re.compile(r"^(?P<prefix>.*/pip-build-env-[^/]+/(?:overlay|normal))(?:/|$)")
+
+_state = {"done": False, "mapping": {}, "leases": []}
+
+
+def _warn(message):
+    print(f"envstore: warning: {message}; building without a stable environment", file=sys.stderr)
+
+
+def _log(message):
+    if os.environ.get("ENVSTORE_HOOK_VERBOSE"):
+        print(f"envstore: {message}", file=sys.stderr)
+
+
+def backend_name():
+    """``[tool.envstore] backend`` from the project's pyproject.toml, else scikit-build-core."""
+    try:
+        try:
+            import tomllib
+        except ImportError:  # Python < 3.11: scikit-build-core depends on tomli there.
+            import tomli as tomllib
+        with open("pyproject.toml", "rb") as f:
+            config = tomllib.load(f)
+        return config.get("tool", {}).get("envstore", {}).get("backend", DEFAULT_BACKEND)
+    except (OSError, ImportError, ValueError):
+        return DEFAULT_BACKEND
+
+
+def backend():
+    return importlib.import_module(backend_name())
+
+
+def ephemeral_prefixes():
+    """The temporary prefixes of this build environment, in ``sys.path`` order."""
+    found = []
+    for entry in sys.path:
+        match = _PIP_PREFIX.match(entry)
+        if match and match["prefix"] not in found and os.path.isdir(match["prefix"]):
+            found.append(match["prefix"])
+    return found
+
+
+class HookError(Exception):
+    pass
+
+
+def _envstore(exe, *args):
+    result = subprocess.run([exe, "--json", "-q", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise HookError(f"`envstore {' '.join(args)}` failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def take_lease(store, snapshot_id, timeout=60.0):
+    """A shared flock on <store>/leases/<id>, kept open until this process exits (the lease
+    protocol of docs/maintenance.md). Returns False if it could not be had in time."""
+    path = os.path.join(store, "leases", snapshot_id)
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+            continue
+        # Prune removes the lease files of what it deletes: only a lock on the file the path
+        # names now counts.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            _state["leases"].append(fd)
+            return True
+        os.close(fd)
+
+
+def stable_copy(exe, prefix):
+    """Stores `prefix`, leases it, materializes it; returns the stable path."""
+    snapshot = _envstore(exe, "ingest", prefix)
+    if not take_lease(snapshot["store"], snapshot["id"]):
+        raise HookError(f"could not take a lease on {snapshot['id']} in time")
+    return _envstore(exe, "materialize", snapshot["id"])["path"]
+
+
+def _remap(path, mapping):
+    for old, new in mapping.items():
+        if path == old or path.startswith(old + os.sep):
+            return new + path[len(old):]
+    return path
+
+
+def redirect():
+    """Point this process at stable copies of the build environment. Never raises."""
+    if _state["done"]:
+        return
+    _state["done"] = True
+    if os.environ.get("ENVSTORE_HOOK", "1").lower() in ("0", "false", "no", "off"):
+        _log("ENVSTORE_HOOK is off")
+        return
+    start = time.monotonic()
+    try:
+        prefixes = ephemeral_prefixes()
+        if not prefixes:
+            _log("no temporary build environment found (build isolation off?)")
+            return
+        exe = find_binary()
+        if exe is None:
+            _warn("the envstore binary was not found")
+            return
+        mapping = {prefix: stable_copy(exe, prefix) for prefix in prefixes}
+    except (HookError, OSError, ValueError, KeyError) as error:
+        _warn(str(error))
+        return
+    _state["mapping"] = mapping
+    sys.path[:] = [_remap(p, mapping) for p in sys.path]
+    for var in ("PATH", "PYTHONPATH"):
+        if var in os.environ:
+            os.environ[var] = os.pathsep.join(_remap(p, mapping) for p in os.environ[var].split(os.pathsep))
+    # Anything already imported from the temporary prefixes (but this package) is imported
+    # again from the stable copies.
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None) or ""
+        if name != "envstore" and not name.startswith("envstore.") and _remap(origin, mapping) != origin:
+            del sys.modules[name]
+    importlib.invalidate_caches()
+    for old, new in mapping.items():
+        _log(f"{old} -> {new}")
+    _log(f"redirected in {time.monotonic() - start:.3f}s")

@@ -1,0 +1,41 @@
+"""A PEP 517 build backend that builds against a stable copy of the build environment.
+
+Opt in from ``pyproject.toml``::
+
+    [build-system]
+    requires = ["envstore", "scikit-build-core", "pybind11"]
+    build-backend = "envstore.build"
+
+For ``build_wheel`` and ``build_editable`` the prefixes of the build environment that pip (or
+another frontend) made in a temporary directory are stored with ``envstore`` and replaced, in
+``sys.path`` and ``PATH``, by their stable, content-named copies, under a lease; then the wrapped
+backend (scikit-build-core by default; see ``[tool.envstore] backend``) is imported and does the
+build. CMake and ninja then see the same paths on every build, and the second build recompiles
+nothing. Every other hook is delegated directly. When envstore cannot help, the build goes on
+un-redirected after one warning: a build never fails because of this hook.
+"""
+
+from . import _redirect
+
+__all__ = ["build_sdist", "build_wheel"]
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    _redirect.redirect()
+    return _redirect.backend().build_wheel(wheel_directory, config_settings, metadata_directory)
+
+
+def build_sdist(sdist_directory, config_settings=None):
+    return _redirect.backend().build_sdist(sdist_directory, config_settings)
+
+
+def __getattr__(name):
+    # Optional hooks exist here exactly when the wrapped backend has them, so frontends fall
+    # back the same way they would without the wrapper.
+    if name == "build_editable":
+        _redirect.redirect()
+    if name in _redirect.OPTIONAL_HOOKS:
+        hook = getattr(_redirect.backend(), name, None)
+        if hook is not None:
+            return hook
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

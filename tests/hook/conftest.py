@@ -1,0 +1,98 @@
+"""Fixtures for the end-to-end tests of the build hook: a wheel of envstore built from this
+repository (what `pip install envstore` would fetch), and fresh target venvs."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory):
+    """A directory holding the envstore wheel, built once per session with maturin."""
+    out = tmp_path_factory.mktemp("wheelhouse")
+    subprocess.run(
+        [sys.executable, "-m", "maturin", "build", "--release", "--quiet", "-o", str(out)],
+        cwd=ROOT,
+        check=True,
+    )
+    assert list(out.glob("envstore-*.whl")), "maturin built no wheel"
+    return out
+
+
+class Build:
+    """One scratch area: a target venv, a store, a copy of the demo project."""
+
+    def __init__(self, root, wheelhouse, project="project"):
+        self.root = root
+        self.store = root / "store"
+        self.venv = root / "venv"
+        subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
+        self.python = self.venv / "bin" / "python"
+        self.project = root / project
+        shutil.copytree(Path(__file__).parent / "project", self.project)
+        self.env = dict(
+            os.environ,
+            ENVSTORE_DIR=str(self.store),
+            PIP_FIND_LINKS=str(wheelhouse),
+            UV_FIND_LINKS=str(wheelhouse),
+            # cmake and ninja from PyPI, in the build environment (the common case).
+            SKBUILD_CMAKE_VERSION=">=3.26",
+            SKBUILD_NINJA_VERSION=">=1.12",
+            ENVSTORE_HOOK_VERBOSE="1",
+            PIP_DISABLE_PIP_VERSION_CHECK="1",
+        )
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        self.env.pop("VIRTUAL_ENV", None)
+
+    def pip_install(self, project=None):
+        return self._run([str(self.python), "-m", "pip", "install", "-v", "."], project)
+
+    def uv_install(self, project=None):
+        uv = shutil.which("uv")
+        if uv is None:
+            pytest.fail("uv is not installed (pip install uv)")
+        cmd = [uv, "pip", "install", "-v", "--python", str(self.python), "--reinstall-package", "envstore-demo", "."]
+        return self._run(cmd, project)
+
+    def _run(self, cmd, project):
+        result = subprocess.run(
+            cmd, cwd=project or self.project, env=self.env, capture_output=True, text=True
+        )
+        log = result.stdout + result.stderr
+        assert result.returncode == 0, log
+        return log
+
+    def works(self):
+        out = subprocess.run(
+            [str(self.python), "-c", "import _demo; print(_demo.a(3), _demo.b(3), _demo.c(3))"],
+            capture_output=True, text=True, check=True,
+        )
+        return out.stdout.split()
+
+    def envstore(self, *args):
+        out = subprocess.run([str(self.bin), *args], env=self.env, capture_output=True, text=True, check=True)
+        return out.stdout
+
+
+@pytest.fixture(scope="session")
+def envstore_bin(wheelhouse, tmp_path_factory):
+    """The envstore binary from the wheel, for inspecting stores from the tests."""
+    out = tmp_path_factory.mktemp("wheel")
+    wheel = next(wheelhouse.glob("envstore-*.whl"))
+    subprocess.run([sys.executable, "-m", "zipfile", "-e", str(wheel), str(out)], check=True)
+    binary = next(out.glob("envstore-*.data/scripts/envstore"))
+    binary.chmod(0o755)
+    return binary
+
+
+@pytest.fixture
+def build(tmp_path, wheelhouse, envstore_bin):
+    b = Build(tmp_path, wheelhouse)
+    b.bin = envstore_bin
+    return b

@@ -1,0 +1,10 @@
+#include <pybind11/pybind11.h>
+namespace py = pybind11;
+void bind_a(py::module_ &m);
+void bind_b(py::module_ &m);
+void bind_c(py::module_ &m);
+PYBIND11_MODULE(_demo, m) {
+    bind_a(m);
+    bind_b(m);
+    bind_c(m);
+}

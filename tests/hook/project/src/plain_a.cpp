@@ -1,0 +1,2 @@
+#include "plain.h"
+int plain_a(int x) { return x + 1; }

@@ -1,0 +1,2 @@
+#include "plain.h"
+int plain_b(int x) { return x * 2; }
