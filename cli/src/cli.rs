@@ -165,6 +165,12 @@ pub struct FilterArgs {
     /// Keep `__pycache__` directories and `*.pyc` files, which are left out by default
     #[arg(long)]
     pub no_default_excludes: bool,
+
+    /// Store a tree that contains its own path (a venv) so that it gets the same id wherever it
+    /// was made: that path in text files under 1 MiB and in symlink targets is replaced by a
+    /// placeholder, and written back as the materialized path
+    #[arg(long)]
+    pub relocate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -29,6 +29,14 @@ OPTIONAL_HOOKS = {
 # pip's isolated build environments: /tmp/pip-build-env-XXXX/{overlay,normal}.
 _PIP_PREFIX = re.compile(r"^(?P<prefix>.*/pip-build-env-[^/]+/(?:overlay|normal))(?:/|$)")
 
+# Venv-style build environments: uv (~/.cache/uv/builds-v0/.tmpXXXX), pip's venv isolation
+# (pip-build-env-XXXX), pypa/build (build-env-XXXX).
+_EPHEMERAL_VENV = re.compile(r"/(?:pip-build-env-[^/]+|build-env-[^/]+|builds-v0/\.tmp[^/]+)/?$")
+
+# What frontends leave in a venv-style build environment's root besides the venv: uv writes
+# each hook's result there (`build_wheel.txt`, `metadata_directory`). Not part of the env.
+_VENV_EXCLUDES = ["/*.txt", "/metadata_directory", "/CACHEDIR.TAG"]
+
 _state = {"done": False, "mapping": {}, "leases": []}
 
 
@@ -80,13 +88,23 @@ def _envstore(exe, *args):
     return json.loads(result.stdout)
 
 
+def ephemeral_venv():
+    """The temporary venv this hook runs in, if it runs in one."""
+    if sys.prefix == sys.base_prefix or not os.path.isfile(os.path.join(sys.prefix, "pyvenv.cfg")):
+        return None
+    return sys.prefix if _EPHEMERAL_VENV.search(sys.prefix) else None
+
+
 def take_lease(store, snapshot_id, timeout=60.0):
     """A shared flock on <store>/leases/<id>, kept open until this process exits (the lease
-    protocol of docs/maintenance.md). Returns False if it could not be had in time."""
+    protocol of docs/maintenance.md). The descriptor is inheritable: the lease survives the
+    re-exec into a stable venv and lasts while child processes (cmake, ninja) run. Returns
+    False if it could not be had in time."""
     path = os.path.join(store, "leases", snapshot_id)
     deadline = time.monotonic() + timeout
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.set_inheritable(fd, True)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -107,9 +125,9 @@ def take_lease(store, snapshot_id, timeout=60.0):
         os.close(fd)
 
 
-def stable_copy(exe, prefix):
+def stable_copy(exe, prefix, *ingest_flags):
     """Stores `prefix`, leases it, materializes it; returns the stable path."""
-    snapshot = _envstore(exe, "ingest", prefix)
+    snapshot = _envstore(exe, "ingest", *ingest_flags, prefix)
     if not take_lease(snapshot["store"], snapshot["id"]):
         raise HookError(f"could not take a lease on {snapshot['id']} in time")
     return _envstore(exe, "materialize", snapshot["id"])["path"]
@@ -122,6 +140,24 @@ def _remap(path, mapping):
     return path
 
 
+def _reexec(venv, stable):
+    """Runs this very hook invocation again with the stable venv's interpreter, so sys.prefix,
+    sys.executable, sysconfig's paths and everything derived from them are stable."""
+    argv = getattr(sys, "orig_argv", None)
+    if not argv:
+        raise HookError("this Python has no sys.orig_argv (3.10+ is needed for venv-style builds)")
+    python = os.path.join(stable, "bin", os.path.basename(sys.executable))
+    if not os.path.exists(python):
+        python = os.path.join(stable, "bin", "python")
+    env = dict(os.environ)
+    env["VIRTUAL_ENV"] = stable
+    env["ENVSTORE_HOOK_STABLE"] = stable
+    env["PATH"] = os.pathsep.join(_remap(p, {venv: stable}) for p in env.get("PATH", "").split(os.pathsep))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(python, [python] + list(argv[1:]), env)
+
+
 def redirect():
     """Point this process at stable copies of the build environment. Never raises."""
     if _state["done"]:
@@ -132,14 +168,23 @@ def redirect():
         return
     start = time.monotonic()
     try:
+        if os.environ.get("ENVSTORE_HOOK_STABLE") == sys.prefix:
+            _log(f"running in the stable environment {sys.prefix}")
+            return
+        venv = ephemeral_venv()
         prefixes = ephemeral_prefixes()
-        if not prefixes:
+        if venv is None and not prefixes:
             _log("no temporary build environment found (build isolation off?)")
             return
         exe = find_binary()
         if exe is None:
             _warn("the envstore binary was not found")
             return
+        if venv is not None:
+            flags = ["--relocate"] + [f"--exclude={pattern}" for pattern in _VENV_EXCLUDES]
+            stable = stable_copy(exe, venv, *flags)
+            _log(f"{venv} -> {stable} (venv; {time.monotonic() - start:.3f}s)")
+            _reexec(venv, stable)  # does not return
         mapping = {prefix: stable_copy(exe, prefix) for prefix in prefixes}
     except (HookError, OSError, ValueError, KeyError) as error:
         _warn(str(error))

@@ -8,3 +8,4 @@ mod identity;
 mod inspect;
 mod links;
 mod materialize;
+mod relocate;

@@ -26,6 +26,8 @@ pub fn run(
             "excluded": report.stats.excluded,
             "new_objects": report.new_objects,
             "new_bytes": report.new_bytes,
+            "relocated": report.relocated,
+            "binary_with_prefix": report.binary_with_prefix,
         }));
     } else {
         printer.data(&report.id.to_hex());
@@ -48,6 +50,27 @@ pub fn describe(report: &IngestReport, printer: &Printer) {
         printer.detail(format_args!(
             "the store already has this tree ({} files)",
             s.files
+        ));
+    }
+    if !report.relocated.is_empty() {
+        printer.detail(format_args!(
+            "relocated {} files and symlinks",
+            report.relocated.len()
+        ));
+    }
+    if !report.binary_with_prefix.is_empty() {
+        let first: Vec<String> = report
+            .binary_with_prefix
+            .iter()
+            .take(3)
+            .map(|p| p.display().to_string())
+            .collect();
+        printer.warn(format_args!(
+            "{} binary files contain the directory's own path and were stored as they are, so this tree \
+             gets another id at another path: {}{}",
+            report.binary_with_prefix.len(),
+            first.join(", "),
+            if report.binary_with_prefix.len() > 3 { ", ..." } else { "" }
         ));
     }
     if let Some(warning) = &report.index_warning {

@@ -105,6 +105,6 @@ fn open_store(cli: &Cli) -> anyhow::Result<Store> {
 
 impl FilterArgs {
     pub fn build(&self) -> anyhow::Result<Filter> {
-        Ok(Filter::new(!self.no_default_excludes, &self.exclude)?)
+        Ok(Filter::new(!self.no_default_excludes, &self.exclude)?.relocating(self.relocate))
     }
 }

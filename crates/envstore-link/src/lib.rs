@@ -317,8 +317,15 @@ fn finish(file: &File, mode: u32) -> io::Result<()> {
 }
 
 fn create_empty(dest: &Path, mode: u32) -> io::Result<()> {
-    let file = OpenOptions::new().write(true).create_new(true).open(dest)?;
-    finish(&file, mode)
+    write_new(dest, b"", mode == 0o555)
+}
+
+/// Creates `dest` (which must not exist) holding `bytes`, read-only (0444, or 0555 when
+/// executable), with the fixed mtime: how relocated files are materialized.
+pub fn write_new(dest: &Path, bytes: &[u8], executable: bool) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(dest)?;
+    io::Write::write_all(&mut file, bytes)?;
+    finish(&file, if executable { 0o555 } else { 0o444 })
 }
 
 fn reflink(object: &Path, dest: &Path, mode: u32) -> io::Result<()> {

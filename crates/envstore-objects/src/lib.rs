@@ -175,6 +175,37 @@ impl ObjectStore {
         Ok(if publish(tmp, &dest)? { size } else { 0 })
     }
 
+    /// Stores `bytes` (already hashed as `expected`, e.g. a relocated file's content) in the
+    /// variant for `executable`. Returns the bytes written (0 when it was there already).
+    pub fn insert_bytes(
+        &self,
+        bytes: &[u8],
+        expected: ObjectId,
+        executable: bool,
+    ) -> Result<u64, ObjectError> {
+        let dest = self.path(&expected, executable);
+        if Self::exists(&dest) {
+            return Ok(0);
+        }
+        debug_assert_eq!(ObjectId::from(blake3::hash(bytes)), expected);
+        let mut tmp = temp_beside(&dest)?;
+        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+        finish_file(
+            tmp.as_file(),
+            tmp.path(),
+            if executable {
+                READ_ONLY_EXEC
+            } else {
+                READ_ONLY
+            },
+        )?;
+        Ok(if publish(tmp, &dest)? {
+            bytes.len() as u64
+        } else {
+            0
+        })
+    }
+
     /// The path of the variant of `id` with the given exec bit, creating it from the other
     /// variant if needed (hardlinks need the inode with the right mode).
     pub fn ensure_variant(&self, id: &ObjectId, executable: bool) -> Result<PathBuf, ObjectError> {

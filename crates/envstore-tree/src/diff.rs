@@ -156,14 +156,16 @@ fn compare<E>(
                 object: o1,
                 size: s1,
                 executable: e1,
+                relocated: r1,
             },
             EntryKind::File {
                 object: o2,
                 size: s2,
                 executable: e2,
+                relocated: r2,
             },
         ) => {
-            if o1 != o2 {
+            if o1 != o2 || r1 != r2 {
                 out.push(Change::Modified {
                     path,
                     old_size: *s1,
@@ -176,8 +178,17 @@ fn compare<E>(
                 });
             }
         }
-        (EntryKind::Symlink { target: t1 }, EntryKind::Symlink { target: t2 }) => {
-            if t1 != t2 {
+        (
+            EntryKind::Symlink {
+                target: t1,
+                relocated: r1,
+            },
+            EntryKind::Symlink {
+                target: t2,
+                relocated: r2,
+            },
+        ) => {
+            if t1 != t2 || r1 != r2 {
                 out.push(Change::Symlink {
                     path,
                     old_target: t1.clone(),
@@ -231,6 +242,7 @@ mod tests {
                 object: ObjectId::from(blake3::hash(content.as_bytes())),
                 size: content.len() as u64,
                 executable,
+                relocated: false,
             },
         }
     }
@@ -265,6 +277,7 @@ mod tests {
             name: "link".into(),
             kind: EntryKind::Symlink {
                 target: target.into(),
+                relocated: false,
             },
         };
         let old = Tree::new(vec![

@@ -10,7 +10,10 @@ mod id;
 mod tree;
 
 pub use id::{IdParseError, ObjectId, SnapshotId, TreeId};
-pub use tree::{DecodeError, Entry, EntryKind, MAX_NAME_LEN, TREE_MAGIC, Tree, is_valid_name};
+pub use tree::{
+    DecodeError, Entry, EntryKind, MAX_NAME_LEN, NAME_PLACEHOLDER, PLACEHOLDER, TREE_MAGIC, Tree,
+    is_valid_name, substitute_placeholder,
+};
 
 use std::time::{Duration, SystemTime};
 

@@ -13,20 +13,37 @@ const KIND_FILE: u8 = 1;
 const KIND_EXEC_FILE: u8 = 2;
 const KIND_DIR: u8 = 3;
 const KIND_SYMLINK: u8 = 4;
+const KIND_RELOC_FILE: u8 = 5;
+const KIND_RELOC_EXEC_FILE: u8 = 6;
+const KIND_RELOC_SYMLINK: u8 = 7;
+
+/// Stands for the absolute path of the directory a relocatable snapshot was stored from (in
+/// relocated files and symlink targets), and for its materialized path when it is laid out.
+pub const PLACEHOLDER: &[u8] = b"@@ENVSTORE_PREFIX@@";
+
+/// Stands for the source directory's name in a venv's `bin/activate*` prompt, and for the
+/// materialized directory's name when it is laid out.
+pub const NAME_PLACEHOLDER: &[u8] = b"@@ENVSTORE_NAME@@";
 
 /// What a tree entry is. Nothing else of a file's metadata takes part in identity.
+///
+/// `relocated` marks a file whose stored bytes (or a symlink whose target) contain
+/// [`PLACEHOLDER`] where the source directory's own path was; materializing writes the
+/// materialized path there instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     File {
         object: ObjectId,
         size: u64,
         executable: bool,
+        relocated: bool,
     },
     Dir {
         tree: TreeId,
     },
     Symlink {
         target: Vec<u8>,
+        relocated: bool,
     },
 }
 
@@ -95,13 +112,22 @@ impl Tree {
         for entry in &self.entries {
             let kind = match entry.kind {
                 EntryKind::File {
-                    executable: false, ..
-                } => KIND_FILE,
-                EntryKind::File {
-                    executable: true, ..
-                } => KIND_EXEC_FILE,
+                    executable,
+                    relocated,
+                    ..
+                } => match (executable, relocated) {
+                    (false, false) => KIND_FILE,
+                    (true, false) => KIND_EXEC_FILE,
+                    (false, true) => KIND_RELOC_FILE,
+                    (true, true) => KIND_RELOC_EXEC_FILE,
+                },
                 EntryKind::Dir { .. } => KIND_DIR,
-                EntryKind::Symlink { .. } => KIND_SYMLINK,
+                EntryKind::Symlink {
+                    relocated: false, ..
+                } => KIND_SYMLINK,
+                EntryKind::Symlink {
+                    relocated: true, ..
+                } => KIND_RELOC_SYMLINK,
             };
             out.push(kind);
             let name_len = u16::try_from(entry.name.len()).expect("names are at most 1024 bytes");
@@ -113,7 +139,7 @@ impl Tree {
                     out.extend_from_slice(object.as_bytes());
                 }
                 EntryKind::Dir { tree } => out.extend_from_slice(tree.as_bytes()),
-                EntryKind::Symlink { target } => {
+                EntryKind::Symlink { target, .. } => {
                     let len = u32::try_from(target.len()).expect("targets are at most 4096 bytes");
                     out.extend_from_slice(&len.to_le_bytes());
                     out.extend_from_slice(target);
@@ -149,25 +175,29 @@ impl Tree {
                 return Err(DecodeError::Unsorted(name));
             }
             let kind = match kind {
-                KIND_FILE | KIND_EXEC_FILE => {
+                KIND_FILE | KIND_EXEC_FILE | KIND_RELOC_FILE | KIND_RELOC_EXEC_FILE => {
                     let size = u64::from_le_bytes(r.array()?);
                     let object = ObjectId::from_bytes(r.array()?);
                     EntryKind::File {
                         object,
                         size,
-                        executable: kind == KIND_EXEC_FILE,
+                        executable: matches!(kind, KIND_EXEC_FILE | KIND_RELOC_EXEC_FILE),
+                        relocated: matches!(kind, KIND_RELOC_FILE | KIND_RELOC_EXEC_FILE),
                     }
                 }
                 KIND_DIR => EntryKind::Dir {
                     tree: TreeId::from_bytes(r.array()?),
                 },
-                KIND_SYMLINK => {
+                KIND_SYMLINK | KIND_RELOC_SYMLINK => {
                     let len = u32::from_le_bytes(r.array()?) as usize;
                     let target = r.take(len)?.to_vec();
                     if target.is_empty() || target.len() > MAX_TARGET_LEN || target.contains(&0) {
                         return Err(DecodeError::InvalidTarget(name));
                     }
-                    EntryKind::Symlink { target }
+                    EntryKind::Symlink {
+                        target,
+                        relocated: kind == KIND_RELOC_SYMLINK,
+                    }
                 }
                 other => return Err(DecodeError::UnknownKind(other)),
             };
@@ -178,6 +208,33 @@ impl Tree {
         }
         Ok(Tree { entries })
     }
+}
+
+/// `bytes` with every [`PLACEHOLDER`] replaced by `path` and every [`NAME_PLACEHOLDER`] by its
+/// last component: how a relocated file or symlink target is written when it is materialized
+/// at `path`.
+pub fn substitute_placeholder(bytes: &[u8], path: &[u8]) -> Vec<u8> {
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    let mut out = Vec::with_capacity(bytes.len() + path.len());
+    let mut rest = bytes;
+    loop {
+        let next = [(PLACEHOLDER, path), (NAME_PLACEHOLDER, name)]
+            .into_iter()
+            .filter_map(|(p, with)| {
+                rest.windows(p.len())
+                    .position(|w| w == p)
+                    .map(|i| (i, p, with))
+            })
+            .min_by_key(|(i, _, _)| *i);
+        let Some((i, placeholder, with)) = next else {
+            break;
+        };
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(with);
+        rest = &rest[i + placeholder.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// Whether `name` can be one path component: not empty, not `.` or `..`, no `/` or NUL, and at
@@ -226,6 +283,7 @@ mod tests {
                 object: ObjectId::from(blake3::hash(content)),
                 size: content.len() as u64,
                 executable,
+                relocated: false,
             },
         }
     }
@@ -244,6 +302,7 @@ mod tests {
                 name: b"link".to_vec(),
                 kind: EntryKind::Symlink {
                     target: b"a.txt".to_vec(),
+                    relocated: false,
                 },
             },
         ])
@@ -292,6 +351,7 @@ mod tests {
                 name: vec![0xff, 0xfe, b'a'],
                 kind: EntryKind::Symlink {
                     target: vec![0xc3, 0x28],
+                    relocated: false,
                 },
             },
         ]);

@@ -18,6 +18,7 @@ pub struct Filter {
     names: GlobSet,
     paths: GlobSet,
     patterns: Vec<String>,
+    relocate: bool,
 }
 
 impl Filter {
@@ -55,7 +56,19 @@ impl Filter {
             names: build(names)?,
             paths: build(paths)?,
             patterns,
+            relocate: false,
         })
+    }
+
+    /// Makes the walk relocatable (see the `relocate` module): the root's own path in small
+    /// text files and symlink targets is stored as a placeholder.
+    pub fn relocating(mut self, relocate: bool) -> Filter {
+        self.relocate = relocate;
+        self
+    }
+
+    pub fn relocates(&self) -> bool {
+        self.relocate
     }
 
     /// The patterns in force, defaults first.
@@ -63,7 +76,7 @@ impl Filter {
         &self.patterns
     }
 
-    pub(crate) fn excludes(&self, parent: &Path, name: &OsStr, _is_dir: bool) -> bool {
+    pub fn excludes(&self, parent: &Path, name: &OsStr, _is_dir: bool) -> bool {
         if !self.names.is_empty() && self.names.is_match_candidate(&Candidate::new(name)) {
             return true;
         }

@@ -8,8 +8,12 @@
 
 mod filter;
 mod mmap;
+mod relocate;
 
 pub use filter::{DEFAULT_EXCLUDES, Filter};
+pub use relocate::MAX_SCAN as MAX_RELOCATED_SIZE;
+
+use relocate::{Relocator, Scan};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -75,6 +79,9 @@ pub struct SourceFile {
     pub object: ObjectId,
     pub size: u64,
     pub executable: bool,
+    /// The bytes to store when they differ from the file's (a relocated file, a rewritten
+    /// RECORD); `object` is their hash.
+    pub content: Option<Vec<u8>>,
 }
 
 /// Counts of what the walk saw.
@@ -94,6 +101,10 @@ pub struct Walked {
     pub trees: HashMap<TreeId, Tree>,
     pub files: Vec<SourceFile>,
     pub stats: WalkStats,
+    /// In a relocatable walk: the files and symlinks stored with the placeholder.
+    pub relocated: Vec<PathBuf>,
+    /// In a relocatable walk: binary files that contain the root's path, stored as they are.
+    pub binary_with_prefix: Vec<PathBuf>,
 }
 
 /// Walks and hashes `root`, which must be a directory (a symlink to one is followed; symlinks
@@ -117,6 +128,9 @@ pub fn walk(root: &Path, filter: &Filter, skip: Option<&Path>) -> Result<Walked,
     }
     let walker = Walker {
         filter,
+        relocator: filter.relocates().then(|| Relocator::new(root)),
+        relocated: Mutex::new(Vec::new()),
+        binary_with_prefix: Mutex::new(Vec::new()),
         skip: skip
             .and_then(|s| fs::metadata(s).ok())
             .map(|m| (m.dev(), m.ino())),
@@ -126,10 +140,18 @@ pub fn walk(root: &Path, filter: &Filter, skip: Option<&Path>) -> Result<Walked,
     };
     let root_id = walker.walk_dir(root, Path::new(""))?;
     let s = &walker.stats;
-    Ok(Walked {
+    let mut walked = Walked {
         root: root_id,
         trees: walker.trees.into_inner().expect("no panics while locked"),
         files: walker.files.into_inner().expect("no panics while locked"),
+        relocated: walker
+            .relocated
+            .into_inner()
+            .expect("no panics while locked"),
+        binary_with_prefix: walker
+            .binary_with_prefix
+            .into_inner()
+            .expect("no panics while locked"),
         stats: WalkStats {
             files: s.files.load(Ordering::Relaxed),
             dirs: s.dirs.load(Ordering::Relaxed),
@@ -137,7 +159,13 @@ pub fn walk(root: &Path, filter: &Filter, skip: Option<&Path>) -> Result<Walked,
             bytes: s.bytes.load(Ordering::Relaxed),
             excluded: s.excluded.load(Ordering::Relaxed),
         },
-    })
+    };
+    if walker.relocator.is_some() {
+        relocate::fix_records(&mut walked, root, filter)?;
+        walked.relocated.sort();
+        walked.binary_with_prefix.sort();
+    }
+    Ok(walked)
 }
 
 #[derive(Default)]
@@ -151,6 +179,9 @@ struct AtomicStats {
 
 struct Walker<'a> {
     filter: &'a Filter,
+    relocator: Option<Relocator>,
+    relocated: Mutex<Vec<PathBuf>>,
+    binary_with_prefix: Mutex<Vec<PathBuf>>,
     skip: Option<(u64, u64)>,
     trees: Mutex<HashMap<TreeId, Tree>>,
     files: Mutex<Vec<SourceFile>>,
@@ -200,9 +231,23 @@ impl Walker<'_> {
         let path = dir.join(&name);
         let kind = if file_type.is_symlink() {
             let target = fs::read_link(&path).map_err(WalkError::io("read symlink", &path))?;
+            let target = target.into_os_string().into_encoded_bytes();
             self.stats.symlinks.fetch_add(1, Ordering::Relaxed);
-            EntryKind::Symlink {
-                target: target.into_os_string().into_encoded_bytes(),
+            match self.relocator.as_ref().and_then(|r| r.symlink(&target)) {
+                Some(relocated) => {
+                    self.relocated
+                        .lock()
+                        .expect("no panics while locked")
+                        .push(path);
+                    EntryKind::Symlink {
+                        target: relocated,
+                        relocated: true,
+                    }
+                }
+                None => EntryKind::Symlink {
+                    target,
+                    relocated: false,
+                },
             }
         } else if file_type.is_dir() {
             if let Some(skip) = self.skip {
@@ -216,9 +261,25 @@ impl Walker<'_> {
                 tree: self.walk_dir(&path, &rel.join(&name))?,
             }
         } else if file_type.is_file() {
-            let (object, size, executable) = hash_file(&path)?;
+            // Venv prompts carry the root's name: relocated in bin/activate* only.
+            let activate = rel == Path::new("bin") && name.as_bytes().starts_with(b"activate");
+            let hashed = hash_file(&path, self.relocator.as_ref(), activate)?;
+            let (object, size, executable) = (hashed.object, hashed.size, hashed.executable);
+            let relocated = hashed.content.is_some();
+            if relocated {
+                self.relocated
+                    .lock()
+                    .expect("no panics while locked")
+                    .push(path.clone());
+            } else if hashed.binary_with_prefix {
+                self.binary_with_prefix
+                    .lock()
+                    .expect("no panics while locked")
+                    .push(path.clone());
+            }
             self.stats.files.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(size, Ordering::Relaxed);
+            let content = hashed.content;
             self.files
                 .lock()
                 .expect("no panics while locked")
@@ -227,11 +288,13 @@ impl Walker<'_> {
                     object,
                     size,
                     executable,
+                    content,
                 });
             EntryKind::File {
                 object,
                 size,
                 executable,
+                relocated,
             }
         } else {
             return Err(WalkError::SpecialFile {
@@ -282,10 +345,43 @@ thread_local! {
     static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; BUF_SIZE]);
 }
 
-/// Hashes one regular file: (content id, size, owner-exec bit).
-fn hash_file(path: &Path) -> Result<(ObjectId, u64, bool), WalkError> {
+/// One hashed file.
+struct Hashed {
+    object: ObjectId,
+    size: u64,
+    executable: bool,
+    /// Relocated bytes (with the placeholder), when they differ from the file's.
+    content: Option<Vec<u8>>,
+    binary_with_prefix: bool,
+}
+
+/// Hashes one regular file; in a relocatable walk, small files are read whole and scanned.
+fn hash_file(
+    path: &Path,
+    relocator: Option<&Relocator>,
+    activate: bool,
+) -> Result<Hashed, WalkError> {
     let (mut file, meta) = open_source_file(path)?;
     let executable = meta.mode() & 0o100 != 0;
+    if let Some(relocator) = relocator.filter(|_| meta.len() < relocate::MAX_SCAN) {
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut bytes)
+            .map_err(WalkError::io("read", path))?;
+        let (content, binary_with_prefix) = match relocator.scan(&bytes, activate) {
+            Scan::Untouched => (None, false),
+            Scan::Binary => (None, true),
+            Scan::Relocated(new) => (Some(new), false),
+        };
+        let stored = content.as_deref().unwrap_or(&bytes);
+        let (object, size) = (ObjectId::from(blake3::hash(stored)), stored.len() as u64);
+        return Ok(Hashed {
+            object,
+            size,
+            executable,
+            content,
+            binary_with_prefix,
+        });
+    }
     let mut hasher = blake3::Hasher::new();
     let size = if meta.len() >= MMAP_THRESHOLD {
         // SAFETY: see `hash_mapped`: sources are environments nobody writes to meanwhile.
@@ -297,7 +393,14 @@ fn hash_file(path: &Path) -> Result<(ObjectId, u64, bool), WalkError> {
         BUF.with_borrow_mut(|buf| hash_reader(&mut file, buf, &mut hasher))
             .map_err(WalkError::io("read", path))?
     };
-    Ok((ObjectId::from(hasher.finalize()), size, executable))
+    let object = ObjectId::from(hasher.finalize());
+    Ok(Hashed {
+        object,
+        size,
+        executable,
+        content: None,
+        binary_with_prefix: false,
+    })
 }
 
 /// Feeds everything `reader` yields to `hasher` through `buf`; returns the byte count.

@@ -8,9 +8,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
-use envstore_link::{LinkError, LinkMode, LinkPolicy, Linker};
+use envstore_link::{LinkError, LinkMode, LinkPolicy, Linker, write_new};
 use envstore_objects::ObjectError;
-use envstore_tree::{EntryKind, SnapshotId, Tree, TreeId};
+use envstore_tree::{EntryKind, SnapshotId, Tree, TreeId, substitute_placeholder};
 use rayon::prelude::*;
 
 use crate::{Error, Result, Store};
@@ -30,6 +30,8 @@ type TreeLookup<'a> = dyn Fn(&TreeId) -> Result<Cow<'a, Tree>> + Sync + 'a;
 
 struct Ctx<'s, 'a> {
     store: &'s Store,
+    /// Where the tree will be after the rename: what relocated content must name.
+    final_path: Vec<u8>,
     linker: Linker,
     trees: &'s TreeLookup<'a>,
 }
@@ -49,8 +51,10 @@ pub(crate) fn lay_out<'a>(
         .prefix(&format!(".tmp-{}-", &hex[..16]))
         .tempdir_in(&envs)
         .map_err(Error::io("create a temporary directory in", &envs))?;
+    let final_path = store.env_path(id).into_os_string().into_encoded_bytes();
     let ctx = Ctx {
         store,
+        final_path,
         linker: Linker::new(policy),
         trees,
     };
@@ -99,12 +103,20 @@ fn fill(ctx: &Ctx<'_, '_>, dir: &Path, tree: &Tree) -> Result<()> {
                 object,
                 size,
                 executable,
+                relocated,
             } => {
                 let objects = ctx.store.objects();
                 let Some(path) = objects.find(object, *executable) else {
                     let path = objects.path(object, *executable);
                     return Err(ObjectError::Missing { path }.into());
                 };
+                if *relocated {
+                    // Written, not linked: its bytes name the materialization's final path.
+                    let stored = fs::read(&path).map_err(Error::io("read", &path))?;
+                    let bytes = substitute_placeholder(&stored, &ctx.final_path);
+                    return write_new(&dest, &bytes, *executable)
+                        .map_err(Error::io("write", &dest));
+                }
                 let exact = || {
                     objects
                         .ensure_variant(object, *executable)
@@ -121,8 +133,15 @@ fn fill(ctx: &Ctx<'_, '_>, dir: &Path, tree: &Tree) -> Result<()> {
                 let sub = (ctx.trees)(tree)?;
                 fill(ctx, &dest, &sub)
             }
-            EntryKind::Symlink { target } => symlink(OsStr::from_bytes(target), &dest)
-                .map_err(Error::io("create the symlink", &dest)),
+            EntryKind::Symlink { target, relocated } => {
+                let target = if *relocated {
+                    Cow::Owned(substitute_placeholder(target, &ctx.final_path))
+                } else {
+                    Cow::Borrowed(target.as_slice())
+                };
+                symlink(OsStr::from_bytes(&target), &dest)
+                    .map_err(Error::io("create the symlink", &dest))
+            }
         }
     })
 }

@@ -87,6 +87,10 @@ pub struct IngestReport {
     pub new_bytes: u64,
     /// Set when the snapshot is stored but the index could not be updated (it is rebuildable).
     pub index_warning: Option<String>,
+    /// With relocation: the files and symlinks stored with the placeholder.
+    pub relocated: Vec<PathBuf>,
+    /// With relocation: binary files that contain the directory's path, stored as they are.
+    pub binary_with_prefix: Vec<PathBuf>,
 }
 
 /// The outcome of materializing.
@@ -401,6 +405,8 @@ impl Store {
             new_objects: 0,
             new_bytes: 0,
             index_warning: None,
+            relocated: walked.relocated.clone(),
+            binary_with_prefix: walked.binary_with_prefix.clone(),
         }
     }
 
@@ -418,7 +424,10 @@ impl Store {
         let (new_objects, new_bytes) = todo
             .par_iter()
             .map(|f| {
-                let written = self.objects.insert_file(&f.path, f.object, f.executable)?;
+                let written = match &f.content {
+                    Some(bytes) => self.objects.insert_bytes(bytes, f.object, f.executable)?,
+                    None => self.objects.insert_file(&f.path, f.object, f.executable)?,
+                };
                 Ok((u64::from(written > 0), written))
             })
             .try_reduce(|| (0, 0), |a, b| Ok((a.0 + b.0, a.1 + b.1)))
@@ -453,6 +462,8 @@ impl Store {
             new_objects,
             new_bytes,
             index_warning,
+            relocated: walked.relocated.clone(),
+            binary_with_prefix: walked.binary_with_prefix.clone(),
         })
     }
 

@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use envstore_index::Index;
 use envstore_link::LinkPolicy;
 use envstore_lock::{FileLock, LockKind};
-use envstore_tree::{EntryKind, ObjectId, SnapshotId, Tree, TreeId};
+use envstore_tree::{EntryKind, ObjectId, SnapshotId, Tree, TreeId, substitute_placeholder};
 use rayon::prelude::*;
 
 use crate::gc::{remove_file, remove_tree};
@@ -296,16 +296,17 @@ impl Store {
             .filter(|id| complete.contains(*id) && self.is_materialized(id))
         {
             report.materializations += 1;
-            let found = Mutex::new(Vec::new());
-            let intact = Mutex::new(Vec::new());
-            self.compare(
-                &self.env_path(id),
-                &needs.cache.trees[&id.root()],
-                &needs.cache.trees,
-                &corrupt_ids,
-                &found,
-                &intact,
-            );
+            let env = self.env_path(id);
+            let check = Check {
+                store: self,
+                env: env.as_os_str().as_bytes(),
+                trees: &needs.cache.trees,
+                corrupt: &corrupt_ids,
+                found: Mutex::new(Vec::new()),
+                intact: Mutex::new(Vec::new()),
+            };
+            check.compare(&env, &needs.cache.trees[&id.root()]);
+            let (found, intact) = (check.found, check.intact);
             for (path, reason) in found.into_inner().expect("no panics while locked") {
                 report.problems.push(Problem::Materialization {
                     id: *id,
@@ -361,95 +362,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Compares the directory `dir` with `tree`; records differences in `found` and files that
-    /// are intact copies (own inode, right bytes) in `intact`, for repair.
-    #[allow(clippy::too_many_arguments)]
-    fn compare(
-        &self,
-        dir: &Path,
-        tree: &Tree,
-        trees: &HashMap<TreeId, Tree>,
-        corrupt: &HashSet<ObjectId>,
-        found: &Mutex<Vec<(PathBuf, String)>>,
-        intact: &Mutex<Vec<(ObjectId, PathBuf, bool)>>,
-    ) {
-        let report = |path: PathBuf, reason: String| {
-            found
-                .lock()
-                .expect("no panics while locked")
-                .push((path, reason))
-        };
-        let mut expected: HashSet<&[u8]> =
-            tree.entries().iter().map(|e| e.name.as_slice()).collect();
-        match fs::read_dir(dir) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    let name = entry.file_name();
-                    let bytes = name.as_bytes();
-                    if expected.remove(bytes) {
-                        continue;
-                    }
-                    // Python writes bytecode caches into environments at run time.
-                    let runtime = bytes == b"__pycache__" || bytes.ends_with(b".pyc");
-                    if !runtime {
-                        report(entry.path(), "not part of the snapshot".to_owned());
-                    }
-                }
-            }
-            Err(e) => {
-                report(dir.to_owned(), format!("cannot read: {e}"));
-                return;
-            }
-        }
-        tree.entries().par_iter().for_each(|entry| {
-            let path = dir.join(OsStr::from_bytes(&entry.name));
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(_) => return report(path, "missing".to_owned()),
-            };
-            match &entry.kind {
-                EntryKind::Dir { tree } if meta.is_dir() => {
-                    self.compare(&path, &trees[tree], trees, corrupt, found, intact);
-                }
-                EntryKind::Symlink { target } if meta.file_type().is_symlink() => {
-                    match fs::read_link(&path) {
-                        Ok(t) if t.as_os_str().as_bytes() == target.as_slice() => {}
-                        _ => report(path, "symlink target differs".to_owned()),
-                    }
-                }
-                EntryKind::File {
-                    object, executable, ..
-                } if meta.is_file() => {
-                    if (meta.mode() & 0o100 != 0) != *executable {
-                        return report(path, "exec bit differs".to_owned());
-                    }
-                    let shares_object = [false, true].into_iter().any(|x| {
-                        fs::metadata(self.objects().path(object, x))
-                            .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
-                    });
-                    if shares_object {
-                        // A hardlink: its bytes are the object's, checked above.
-                        if corrupt.contains(object) {
-                            report(path, "hardlinked to a damaged object".to_owned());
-                        }
-                        return;
-                    }
-                    match self.objects().rehash(&path) {
-                        Ok(Some(actual)) if actual == *object => {
-                            intact.lock().expect("no panics while locked").push((
-                                *object,
-                                path,
-                                *executable,
-                            ));
-                        }
-                        _ => report(path, "content differs".to_owned()),
-                    }
-                }
-                _ => report(path, "wrong kind of entry".to_owned()),
-            }
-        });
     }
 
     /// Restores `object` from the directory a snapshot using it was ingested from, if that file
@@ -623,5 +535,120 @@ impl Store {
             .cloned()
             .collect();
         Ok(())
+    }
+}
+
+/// Comparing one materialization with its snapshot.
+struct Check<'a> {
+    store: &'a Store,
+    /// The materialization's path: what relocated content names.
+    env: &'a [u8],
+    trees: &'a HashMap<TreeId, Tree>,
+    corrupt: &'a HashSet<ObjectId>,
+    /// Differences found, with the path involved.
+    found: Mutex<Vec<(PathBuf, String)>>,
+    /// Files that are intact copies (own inode, right bytes), for repair.
+    intact: Mutex<Vec<(ObjectId, PathBuf, bool)>>,
+}
+
+impl Check<'_> {
+    /// Compares the directory `dir` with `tree`.
+    fn compare(&self, dir: &Path, tree: &Tree) {
+        let report = |path: PathBuf, reason: String| {
+            self.found
+                .lock()
+                .expect("no panics while locked")
+                .push((path, reason))
+        };
+        let mut expected: HashSet<&[u8]> =
+            tree.entries().iter().map(|e| e.name.as_slice()).collect();
+        match fs::read_dir(dir) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let bytes = name.as_bytes();
+                    if expected.remove(bytes) {
+                        continue;
+                    }
+                    // Python writes bytecode caches into environments at run time.
+                    let runtime = bytes == b"__pycache__" || bytes.ends_with(b".pyc");
+                    if !runtime {
+                        report(entry.path(), "not part of the snapshot".to_owned());
+                    }
+                }
+            }
+            Err(e) => {
+                report(dir.to_owned(), format!("cannot read: {e}"));
+                return;
+            }
+        }
+        tree.entries().par_iter().for_each(|entry| {
+            let path = dir.join(OsStr::from_bytes(&entry.name));
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(_) => return report(path, "missing".to_owned()),
+            };
+            match &entry.kind {
+                EntryKind::Dir { tree } if meta.is_dir() => {
+                    self.compare(&path, &self.trees[tree]);
+                }
+                EntryKind::Symlink { target, relocated } if meta.file_type().is_symlink() => {
+                    let expected = if *relocated {
+                        substitute_placeholder(target, self.env)
+                    } else {
+                        target.clone()
+                    };
+                    match fs::read_link(&path) {
+                        Ok(t) if t.as_os_str().as_bytes() == expected => {}
+                        _ => report(path, "symlink target differs".to_owned()),
+                    }
+                }
+                EntryKind::File {
+                    object,
+                    executable,
+                    relocated,
+                    ..
+                } if meta.is_file() => {
+                    if (meta.mode() & 0o100 != 0) != *executable {
+                        return report(path, "exec bit differs".to_owned());
+                    }
+                    if *relocated {
+                        // Written with the materialization's path in place of the placeholder.
+                        let stored = self
+                            .store
+                            .objects()
+                            .find(object, *executable)
+                            .and_then(|p| fs::read(p).ok());
+                        let expected = stored.map(|s| substitute_placeholder(&s, self.env));
+                        if expected.is_none() || fs::read(&path).ok() != expected {
+                            report(path, "content differs".to_owned());
+                        }
+                        return;
+                    }
+                    let shares_object = [false, true].into_iter().any(|x| {
+                        fs::metadata(self.store.objects().path(object, x))
+                            .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+                    });
+                    if shares_object {
+                        // A hardlink: its bytes are the object's, checked above.
+                        if self.corrupt.contains(object) {
+                            report(path, "hardlinked to a damaged object".to_owned());
+                        }
+                        return;
+                    }
+                    match self.store.objects().rehash(&path) {
+                        Ok(Some(actual)) if actual == *object => {
+                            self.intact.lock().expect("no panics while locked").push((
+                                *object,
+                                path,
+                                *executable,
+                            ));
+                        }
+                        _ => report(path, "content differs".to_owned()),
+                    }
+                }
+                _ => report(path, "wrong kind of entry".to_owned()),
+            }
+        });
     }
 }
