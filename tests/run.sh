@@ -9,7 +9,7 @@ cargo nextest run --workspace --locked
 
 python3 -m pip --version >/dev/null
 missing=()
-for module in pytest maturin uv; do
+for module in pytest uv; do
   python3 -c "import $module" 2>/dev/null || missing+=("$module")
 done
 if [ ${#missing[@]} -gt 0 ]; then

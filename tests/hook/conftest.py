@@ -14,10 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory):
-    """A directory holding the envstore wheel, built once per session with maturin."""
+    """A directory holding the envstore wheel, built once per session the way users build it:
+    `pip wheel .` at the repository root (maturin, from PyPI, in an isolated environment)."""
     out = tmp_path_factory.mktemp("wheelhouse")
     subprocess.run(
-        [sys.executable, "-m", "maturin", "build", "--release", "--quiet", "-o", str(out)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), "."],
         cwd=ROOT,
         check=True,
     )
