@@ -73,6 +73,12 @@ impl Env {
         PathBuf::from(lines[0])
     }
 
+    /// `materialize --link-mode MODE SOURCE`; returns the path.
+    pub fn materialize_with(&self, mode: &str, source: &Path) -> PathBuf {
+        let out = self.ok(&["materialize", "--link-mode", mode, source.to_str().unwrap()]);
+        PathBuf::from(out.trim())
+    }
+
     pub fn ingest(&self, source: &Path) -> String {
         self.ok(&["ingest", source.to_str().unwrap()])
             .trim()

@@ -248,13 +248,7 @@ fn verify_finds_a_write_through_a_hardlink_and_repair_restores_it() {
     let env = Env::new();
     let src = env.path("src");
     sample_env(&src);
-    let out = env.ok(&[
-        "materialize",
-        "--link-mode",
-        "hardlink",
-        src.to_str().unwrap(),
-    ]);
-    let path = PathBuf::from(out.trim());
+    let path = env.materialize_with("hardlink", &src);
     let id = path.file_name().unwrap().to_str().unwrap().to_owned();
     env.ok(&["verify"]);
     corrupt(&path.join("include/pkg/header.h"));
@@ -286,10 +280,7 @@ fn repair_uses_an_intact_copy_when_the_source_is_gone() {
     let env = Env::new();
     let src = env.path("src");
     sample_env(&src);
-    let copy = PathBuf::from(
-        env.ok(&["materialize", "--link-mode", "copy", src.to_str().unwrap()])
-            .trim(),
-    );
+    let copy = env.materialize_with("copy", &src);
     let expected = snapshot_of(&src, &is_bytecode);
     fs::remove_dir_all(&src).unwrap();
     // Damage the object itself.

@@ -23,13 +23,7 @@ fn hardlink_mode_shares_inodes_with_objects_except_empty_files() {
     let env = Env::new();
     let src = env.path("src");
     sample_env(&src);
-    let out = env.ok(&[
-        "materialize",
-        "--link-mode",
-        "hardlink",
-        src.to_str().unwrap(),
-    ]);
-    let path = PathBuf::from(out.trim());
+    let path = env.materialize_with("hardlink", &src);
     let objects = object_inodes(&env.store);
     for rel in ["include/pkg/header.h", "lib/big.bin", "bin/tool"] {
         let meta = fs::metadata(path.join(rel)).unwrap();
@@ -261,13 +255,7 @@ fn executables_are_stored_once_and_both_variants_only_when_needed() {
     write(&src.join("plain"), b"same bytes");
     write(&src.join("bin/exec"), b"same bytes");
     chmod(&src.join("bin/exec"), 0o755);
-    let out = env.ok(&[
-        "materialize",
-        "--link-mode",
-        "hardlink",
-        src.to_str().unwrap(),
-    ]);
-    let path = PathBuf::from(out.trim());
+    let path = env.materialize_with("hardlink", &src);
     let stored: Vec<PathBuf> = fs::read_dir(env.store.join("objects"))
         .unwrap()
         .flat_map(|shard| fs::read_dir(shard.unwrap().path()).unwrap())

@@ -55,6 +55,15 @@ fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> Obj
 
 const READ_ONLY: u32 = 0o444;
 const READ_ONLY_EXEC: u32 = 0o555;
+
+/// The mode of an object file: its variant's.
+fn object_mode(executable: bool) -> u32 {
+    if executable {
+        READ_ONLY_EXEC
+    } else {
+        READ_ONLY
+    }
+}
 thread_local! {
     /// One copy buffer per thread, instead of an allocation (and its page faults) per object.
     static COPY_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 << 10]);
@@ -190,15 +199,7 @@ impl ObjectStore {
         debug_assert_eq!(ObjectId::from(blake3::hash(bytes)), expected);
         let mut tmp = temp_beside(&dest)?;
         tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
-        finish_file(
-            tmp.as_file(),
-            tmp.path(),
-            if executable {
-                READ_ONLY_EXEC
-            } else {
-                READ_ONLY
-            },
-        )?;
+        finish_file(tmp.as_file(), tmp.path(), object_mode(executable))?;
         Ok(if publish(tmp, &dest)? {
             bytes.len() as u64
         } else {
@@ -268,15 +269,7 @@ impl ObjectStore {
                 size += n as u64;
             }
         })?;
-        finish_file(
-            tmp.as_file(),
-            tmp.path(),
-            if executable {
-                READ_ONLY_EXEC
-            } else {
-                READ_ONLY
-            },
-        )?;
+        finish_file(tmp.as_file(), tmp.path(), object_mode(executable))?;
         Ok((tmp, size, ObjectId::from(hasher.finalize())))
     }
 
