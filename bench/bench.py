@@ -246,7 +246,7 @@ def report(name, rows, facts, runs):
     print("| command | median | peak RSS |")
     print("|---|---:|---:|")
     for label, (t, rss) in rows.items():
-        print(f"| {label} | {t * 1000:.1f} ms | {rss / 1024:.1f} MiB |")
+        print(f"| {label.replace('|', '\\|')} | {t * 1000:.1f} ms | {rss / 1024:.1f} MiB |")
     print(f"\nstore after ingest (objects + trees): {facts['store'] / 1e6:.1f} MB; `tar | zstd -3`: {facts['tar.zst'] / 1e6:.1f} MB\n")
     print("| target | measured | goal | met |")
     print("|---|---:|---|---|")
@@ -292,7 +292,7 @@ def main():
         for label in r0:
             if label in r1:
                 ratio = r1[label][0] / r0[label][0]
-                print(f"| {label} | {ratio:.1f}x | {ratio / (f1['files'] / f0['files']):.2f} | {ratio / (f1['bytes'] / f0['bytes']):.2f} | {r1[label][1] / r0[label][1]:.2f} |")
+                print(f"| {label.replace('|', chr(92) + '|')} | {ratio:.1f}x | {ratio / (f1['files'] / f0['files']):.2f} | {ratio / (f1['bytes'] / f0['bytes']):.2f} | {r1[label][1] / r0[label][1]:.2f} |")
     if args.check and not all_met:
         sys.exit(1)
 

@@ -13,7 +13,10 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let printer = printer::Printer::new(&cli);
     match commands::run(cli, &printer) {
-        Ok(code) => code,
+        Ok(code) => {
+            printer.finish_progress();
+            code
+        }
         Err(err) => {
             printer.error(&err);
             ExitCode::from(2)

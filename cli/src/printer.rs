@@ -1,6 +1,12 @@
 //! Everything for humans goes to stderr; stdout carries only data (a path, an id, JSON).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use envstore::Progress;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::Cli;
 
@@ -15,6 +21,8 @@ pub enum Level {
 pub struct Printer {
     level: Level,
     json: bool,
+    /// The progress display on stderr, only when stderr is a terminal and not --quiet.
+    bar: Option<ProgressBar>,
 }
 
 impl Printer {
@@ -26,9 +34,71 @@ impl Printer {
         } else {
             Level::Normal
         };
+        let bar = (level >= Level::Normal && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::hidden();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"),
+            );
+            bar
+        });
         Printer {
             level,
             json: cli.json,
+            bar,
+        }
+    }
+
+    /// A progress sink for the store, drawing on stderr; None in pipes, CI and with -q.
+    pub fn progress(&self) -> Option<Box<envstore::ProgressFn>> {
+        let bar = self.bar.clone()?;
+        let (files, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        Some(Box::new(move |event| {
+            if bar.is_hidden() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.enable_steady_tick(Duration::from_millis(120));
+            }
+            match event {
+                Progress::Hashed { bytes: b } => {
+                    let n = files.fetch_add(1, Ordering::Relaxed) + 1;
+                    let total = bytes.fetch_add(b, Ordering::Relaxed) + b;
+                    bar.set_message(format!("hashing: {n} files, {}", human_bytes(total)));
+                }
+                Progress::Storing {
+                    objects,
+                    bytes: total,
+                } => {
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} storing {msg} [{bar:30}] {bytes}/{total_bytes}",
+                        )
+                        .expect("a valid template"),
+                    );
+                    bar.set_message(format!("{objects} new files"));
+                    bar.set_length(total);
+                    bar.set_position(0);
+                }
+                Progress::Stored { bytes: b } => bar.inc(b),
+                Progress::LayingOut { .. } => {
+                    files.store(0, Ordering::Relaxed);
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"),
+                    );
+                    bar.set_message("laying out");
+                }
+                Progress::Linked => {
+                    let n = files.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n % 64 == 0 {
+                        bar.set_message(format!("laying out: {n} files"));
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Removes the progress display (before the final messages).
+    pub fn finish_progress(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 
@@ -49,6 +119,7 @@ impl Printer {
     /// A status line on stderr, unless --quiet.
     pub fn info(&self, message: impl std::fmt::Display) {
         if self.level >= Level::Normal {
+            self.finish_progress();
             eprintln!("envstore: {message}");
         }
     }
@@ -63,6 +134,7 @@ impl Printer {
     /// A warning on stderr, unless --quiet.
     pub fn warn(&self, message: impl std::fmt::Display) {
         if self.level >= Level::Normal {
+            self.finish_progress();
             eprintln!("envstore: warning: {message}");
         }
     }
@@ -70,6 +142,7 @@ impl Printer {
     /// The final error. Library errors already carry their cause in the message, so the chain
     /// is printed only where anyhow added context.
     pub fn error(&self, err: &anyhow::Error) {
+        self.finish_progress();
         eprintln!("envstore: error: {err}");
     }
 }

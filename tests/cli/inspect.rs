@@ -289,3 +289,32 @@ fn every_command_has_help_with_an_example() {
         );
     }
 }
+
+#[test]
+fn progress_is_shown_on_a_terminal_only() {
+    let env = Env::new();
+    let src = env.path("src");
+    sample_env(&src);
+    // In a pipe (here, and in CI): nothing but the summary.
+    let out = env.run(&["ingest", src.to_str().unwrap()]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("hashing"),
+        "{out:?}"
+    );
+    // On a terminal (a pty made by `script`, from util-linux): a progress display.
+    fs::remove_dir_all(&env.store).unwrap();
+    let cmd = format!("{BIN} ingest {}", src.display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("ENVSTORE_DIR", &env.store)
+        .env("TERM", "xterm")
+        .output()
+        .expect("script (util-linux) runs a command on a pty");
+    assert!(out.status.success(), "{out:?}");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("storing") || screen.contains("hashing"),
+        "{screen}"
+    );
+    assert!(screen.contains("stored 7 files"), "{screen}");
+}

@@ -20,7 +20,11 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         clap_complete::generate(shell, &mut cmd, "envstore", &mut std::io::stdout());
         return Ok(ExitCode::SUCCESS);
     }
-    let store = open_store(&cli)?;
+    let mut store = open_store(&cli)?;
+    if let Some(progress) = printer.progress() {
+        store.set_progress(progress);
+    }
+    let store = store;
     match cli.command {
         Command::Ingest { dir, filter } => ingest::run(&store, &dir, &filter.build()?, printer),
         Command::Materialize {

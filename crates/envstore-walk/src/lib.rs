@@ -110,7 +110,14 @@ pub struct Walked {
 /// Walks and hashes `root`, which must be a directory (a symlink to one is followed; symlinks
 /// inside it are not). `skip` names a directory that is never entered (the store itself, when it
 /// lives inside the tree being stored).
-pub fn walk(root: &Path, filter: &Filter, skip: Option<&Path>) -> Result<Walked, WalkError> {
+/// `on_file`, if given, is called with each regular file's size as it is hashed (for progress
+/// displays); it is called from several threads.
+pub fn walk(
+    root: &Path,
+    filter: &Filter,
+    skip: Option<&Path>,
+    on_file: Option<&(dyn Fn(u64) + Sync)>,
+) -> Result<Walked, WalkError> {
     let meta = fs::metadata(root).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => WalkError::NotFound {
             path: root.to_owned(),
@@ -128,6 +135,7 @@ pub fn walk(root: &Path, filter: &Filter, skip: Option<&Path>) -> Result<Walked,
     }
     let walker = Walker {
         filter,
+        on_file,
         relocator: filter.relocates().then(|| Relocator::new(root)),
         relocated: Mutex::new(Vec::new()),
         binary_with_prefix: Mutex::new(Vec::new()),
@@ -179,6 +187,7 @@ struct AtomicStats {
 
 struct Walker<'a> {
     filter: &'a Filter,
+    on_file: Option<&'a (dyn Fn(u64) + Sync)>,
     relocator: Option<Relocator>,
     relocated: Mutex<Vec<PathBuf>>,
     binary_with_prefix: Mutex<Vec<PathBuf>>,
@@ -279,6 +288,9 @@ impl Walker<'_> {
             }
             self.stats.files.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(size, Ordering::Relaxed);
+            if let Some(on_file) = self.on_file {
+                on_file(size);
+            }
             let content = hashed.content;
             self.files
                 .lock()

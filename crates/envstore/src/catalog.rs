@@ -306,7 +306,7 @@ impl Store {
             Ok(match source {
                 Source::Snapshot(id) => id.root(),
                 Source::Dir(dir) => {
-                    let w = envstore_walk::walk(dir, filter, Some(self.root()))?;
+                    let w = envstore_walk::walk(dir, filter, Some(self.root()), None)?;
                     walked.extend(w.trees);
                     w.root
                 }

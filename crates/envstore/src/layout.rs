@@ -13,7 +13,7 @@ use envstore_objects::ObjectError;
 use envstore_tree::{EntryKind, SnapshotId, Tree, TreeId, substitute_placeholder};
 use rayon::prelude::*;
 
-use crate::{Error, Result, Store};
+use crate::{Error, Progress, Result, Store};
 
 /// How a materialization's files were laid out.
 #[derive(Debug, Clone)]
@@ -59,6 +59,7 @@ pub(crate) fn lay_out<'a>(
         trees,
     };
     let root = trees(&id.root())?;
+    store.report(Progress::LayingOut { files: 0 });
     fill(&ctx, tmp.path(), &root)?;
     // tempdir() makes the directory 0700; a materialization is for everyone to read.
     fs::set_permissions(tmp.path(), Permissions::from_mode(0o755))
@@ -126,6 +127,7 @@ fn fill(ctx: &Ctx<'_, '_>, dir: &Path, tree: &Tree) -> Result<()> {
                         })
                 };
                 ctx.linker.link(&path, &dest, *executable, *size, exact)?;
+                ctx.store.report(Progress::Linked);
                 Ok(())
             }
             EntryKind::Dir { tree } => {

@@ -31,7 +31,7 @@ pub use error::{Error, Result};
 pub use gc::{PruneOptions, PrunePlan, Reason, Removal};
 pub use layout::LinkReport;
 pub use store::{
-    FORMAT_VERSION, IngestReport, Lease, Materialized, Source, Store, StoreOptions,
-    default_store_path,
+    FORMAT_VERSION, IngestReport, Lease, Materialized, Progress, ProgressFn, Source, Store,
+    StoreOptions, default_store_path,
 };
 pub use verify::{Problem, VerifyReport};

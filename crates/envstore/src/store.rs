@@ -128,13 +128,40 @@ impl Lease {
     }
 }
 
+/// What a long operation has done so far, for progress displays. Sent from several threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// One file hashed.
+    Hashed { bytes: u64 },
+    /// Storing starts: this many new objects, this many bytes.
+    Storing { objects: u64, bytes: u64 },
+    /// One object stored.
+    Stored { bytes: u64 },
+    /// Laying out starts.
+    LayingOut { files: u64 },
+    /// One file laid out.
+    Linked,
+}
+
+/// Receives [`Progress`] events.
+pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
+
 /// An open store. Cheap to open: reads one small file.
-#[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     objects: ObjectStore,
     trees: TreeStore,
     options: StoreOptions,
+    progress: Option<Box<ProgressFn>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -146,6 +173,7 @@ impl Store {
             trees: TreeStore::new(root.join("trees")),
             root,
             options,
+            progress: None,
         };
         let format = store.root.join(FORMAT_FILE);
         match fs::read_to_string(&format) {
@@ -229,6 +257,17 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Sends progress of long operations (hashing, storing, laying out) to `f`.
+    pub fn set_progress(&mut self, f: Box<ProgressFn>) {
+        self.progress = Some(f);
+    }
+
+    pub(crate) fn report(&self, event: Progress) {
+        if let Some(f) = &self.progress {
+            f(event);
+        }
     }
 
     pub fn options(&self) -> &StoreOptions {
@@ -382,7 +421,9 @@ impl Store {
     }
 
     fn walk(&self, dir: &Path, filter: &Filter) -> Result<Walked> {
-        Ok(envstore_walk::walk(dir, filter, Some(&self.root))?)
+        let on_file = |bytes| self.report(Progress::Hashed { bytes });
+        let on_file: Option<&(dyn Fn(u64) + Sync)> = self.progress.as_ref().map(|_| &on_file as _);
+        Ok(envstore_walk::walk(dir, filter, Some(&self.root), on_file)?)
     }
 
     /// Stores the directory tree at `dir` and returns its snapshot id.
@@ -421,6 +462,11 @@ impl Store {
         let mut todo: Vec<&SourceFile> = walked.files.iter().collect();
         todo.sort_unstable_by_key(|f| (f.object, f.executable));
         todo.dedup_by_key(|f| (f.object, f.executable));
+        todo.retain(|f| !self.objects.path(&f.object, f.executable).exists());
+        self.report(Progress::Storing {
+            objects: todo.len() as u64,
+            bytes: todo.iter().map(|f| f.size).sum(),
+        });
         let (new_objects, new_bytes) = todo
             .par_iter()
             .map(|f| {
@@ -428,6 +474,7 @@ impl Store {
                     Some(bytes) => self.objects.insert_bytes(bytes, f.object, f.executable)?,
                     None => self.objects.insert_file(&f.path, f.object, f.executable)?,
                 };
+                self.report(Progress::Stored { bytes: f.size });
                 Ok((u64::from(written > 0), written))
             })
             .try_reduce(|| (0, 0), |a, b| Ok((a.0 + b.0, a.1 + b.1)))
