@@ -246,7 +246,7 @@ def report(name, rows, facts, runs):
     print("| command | median | peak RSS |")
     print("|---|---:|---:|")
     for label, (t, rss) in rows.items():
-        print(f"| {label.replace('|', '\\|')} | {t * 1000:.1f} ms | {rss / 1024:.1f} MiB |")
+        print(f"| {label.replace('|', chr(92) + '|')} | {t * 1000:.1f} ms | {rss / 1024:.1f} MiB |")
     print(f"\nstore after ingest (objects + trees): {facts['store'] / 1e6:.1f} MB; `tar | zstd -3`: {facts['tar.zst'] / 1e6:.1f} MB\n")
     print("| target | measured | goal | met |")
     print("|---|---:|---|---|")

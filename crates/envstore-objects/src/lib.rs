@@ -11,7 +11,7 @@
 //! loses a race simply uses the winner's identical copy.
 
 use std::fs::{self, File, Permissions};
-use std::io::{self, Read, Write};
+use std::io::{self, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -239,8 +239,12 @@ impl ObjectStore {
         })
     }
 
-    /// Copies `src` into a new temp file while hashing it, then makes the copy read-only with
-    /// the fixed mtime.
+    /// Copies `src` into a new temp file, hashes the copy, and makes it read-only with the
+    /// fixed mtime.
+    ///
+    /// The kernel copies (`copy_file_range`), which XFS and btrfs turn into a clone when the
+    /// source is on the store's file system: no data is written. What is hashed is the stored
+    /// copy, not what was read, so an object's bytes always match its name.
     ///
     /// The temp file is created next to `dest`, in the same shard directory: a rename within one
     /// directory takes only that directory's lock, while a rename across directories serializes
@@ -253,23 +257,21 @@ impl ObjectStore {
         executable: bool,
     ) -> Result<(NamedTempFile, u64, ObjectId), ObjectError> {
         let mut tmp = temp_beside(dest)?;
-        let mut hasher = blake3::Hasher::new();
-        let size = COPY_BUF.with_borrow_mut(|buf| -> Result<u64, ObjectError> {
-            let mut size = 0u64;
-            loop {
-                let n = match src.read(buf) {
-                    Ok(0) => return Ok(size),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(io_err("read", src_path)(e)),
-                };
-                hasher.update(&buf[..n]);
-                tmp.write_all(&buf[..n])
-                    .map_err(io_err("write", tmp.path()))?;
-                size += n as u64;
+        let tmp_path = tmp.path().to_owned();
+        io::copy(src, tmp.as_file_mut()).map_err(|e| match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                io_err("write", &tmp_path)(e)
             }
+            _ => io_err("copy", src_path)(e),
         })?;
-        finish_file(tmp.as_file(), tmp.path(), object_mode(executable))?;
+        let file = tmp.as_file_mut();
+        file.seek(io::SeekFrom::Start(0))
+            .map_err(io_err("read", &tmp_path))?;
+        let mut hasher = blake3::Hasher::new();
+        let size = COPY_BUF
+            .with_borrow_mut(|buf| envstore_walk::hash_reader(file, buf, &mut hasher))
+            .map_err(io_err("read", &tmp_path))?;
+        finish_file(tmp.as_file(), &tmp_path, object_mode(executable))?;
         Ok((tmp, size, ObjectId::from(hasher.finalize())))
     }
 
