@@ -148,6 +148,38 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Write a snapshot to one file: tar, or tar.zst when FILE ends in .tar.zst
+    ///
+    /// The same snapshot gives byte-identical files on any machine, at any time.
+    #[command(
+        after_help = "Examples:\n  envstore export release-2.3 -o release-2.3.tar.zst\n  envstore export release-2.3 -o - | ssh host envstore import -"
+    )]
+    Export {
+        /// A directory (stored first), a snapshot id or prefix, or a pin
+        source: String,
+        /// Where to write; `-` for stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Overrides the format the file name implies (stdout defaults to tar)
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Store the snapshot in a tar or tar.zst file (or stdin) and print its id
+    #[command(
+        after_help = "Examples:\n  envstore import release-2.3.tar.zst --name release-2.3\n  curl -s https://example.invalid/env.tar.zst | envstore import -"
+    )]
+    Import {
+        /// The archive; `-` for stdin. Compression is detected from the bytes
+        file: PathBuf,
+        /// Pin the imported snapshot under this name
+        #[arg(long, value_name = "PIN")]
+        name: Option<String>,
+        /// Refuse archives that expand to more than this (K, M, G, T)
+        #[arg(long, value_name = "SIZE", default_value = "32G", value_parser = parse_size)]
+        max_size: u64,
+    },
     /// Print a shell completion script
     #[command(
         after_help = "Example:\n  envstore completions bash > /etc/bash_completion.d/envstore"
@@ -171,6 +203,13 @@ pub struct FilterArgs {
     /// placeholder, and written back as the materialized path
     #[arg(long)]
     pub relocate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Tar,
+    #[value(name = "tar.zst")]
+    TarZst,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,6 @@
 //! Integration tests: they drive the real `envstore` binary on real trees.
 
+mod archive;
 mod bad_input;
 mod common;
 mod crash;

@@ -1,3 +1,4 @@
+mod archive;
 mod gc;
 mod ingest;
 mod inspect;
@@ -78,6 +79,17 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Verify { source, repair } => {
             gc::verify(&store, source.as_deref(), repair, printer)
         }
+        Command::Export {
+            source,
+            output,
+            format,
+            filter,
+        } => archive::export(&store, &source, &output, format, &filter.build()?, printer),
+        Command::Import {
+            file,
+            name,
+            max_size,
+        } => archive::import(&store, &file, name.as_deref(), max_size, printer),
         Command::Completions { .. } => unreachable!("handled before opening the store"),
     }
 }

@@ -37,6 +37,9 @@ pub enum ObjectError {
         expected: ObjectId,
         actual: ObjectId,
     },
+    /// The reader given to [`ObjectStore::insert_reader`] failed (the caller knows what it was).
+    #[error("failed to read the content to store: {0}")]
+    Reader(io::Error),
     #[error("{path} is missing from the store; run `envstore verify --repair`")]
     Missing { path: PathBuf },
     #[error("{path} is damaged: its content hashes to {actual}; run `envstore verify --repair`")]
@@ -182,6 +185,45 @@ impl ObjectStore {
             });
         }
         Ok(if publish(tmp, &dest)? { size } else { 0 })
+    }
+
+    /// Stores whatever `reader` yields (an imported file: its hash is not known in advance) in
+    /// the variant for `executable`: copied into `tmp` (on the store's file system) while hashed,
+    /// then published under its name. Returns the id, the size and the bytes written.
+    pub fn insert_reader(
+        &self,
+        reader: &mut dyn io::Read,
+        tmp: &Path,
+        executable: bool,
+    ) -> Result<(ObjectId, u64, u64), ObjectError> {
+        let mut file = tempfile::Builder::new()
+            .prefix(".tmp-import-")
+            .tempfile_in(tmp)
+            .map_err(io_err("create a temporary file in", tmp))?;
+        let mut hasher = blake3::Hasher::new();
+        let size = COPY_BUF.with_borrow_mut(|buf| -> Result<u64, ObjectError> {
+            let mut size = 0;
+            loop {
+                let n = match reader.read(buf) {
+                    Ok(0) => return Ok(size),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(ObjectError::Reader(e)),
+                };
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n])
+                    .map_err(io_err("write", file.path()))?;
+                size += n as u64;
+            }
+        })?;
+        let id = ObjectId::from(hasher.finalize());
+        finish_file(file.as_file(), file.path(), object_mode(executable))?;
+        let written = if publish(file, &self.path(&id, executable))? {
+            size
+        } else {
+            0
+        };
+        Ok((id, size, written))
     }
 
     /// Stores `bytes` (already hashed as `expected`, e.g. a relocated file's content) in the

@@ -13,6 +13,7 @@
 //! future `prune` (exclusive) never deletes what an ingest is about to reference; the hot path
 //! (materializing a known environment) takes no lock at all and never opens the index.
 
+mod archive;
 mod catalog;
 mod error;
 mod gc;
@@ -22,6 +23,7 @@ mod store;
 mod verify;
 
 pub use catalog::{SnapshotDetail, SnapshotInfo, StoreStats, validate_pin_name};
+pub use envstore_archive::Format as ArchiveFormat;
 pub use envstore_index::SnapshotMeta;
 pub use envstore_link::{LinkMode, LinkPolicy};
 pub use envstore_tree::diff::{Change, Kind};

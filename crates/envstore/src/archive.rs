@@ -1,0 +1,227 @@
+//! Export and import: a snapshot as one tar or tar.zst file, and back.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::time::SystemTime;
+
+use envstore_archive::{ArchiveError, Event, Format, Item, Writer};
+use envstore_index::SnapshotMeta;
+use envstore_objects::ObjectError;
+use envstore_tree::{Entry, EntryKind, SnapshotId, Tree, TreeId};
+
+use crate::catalog::unix_secs;
+use crate::{Error, Result, Store};
+
+/// What an import built: the tree, as it will be stored.
+enum Node {
+    Dir(BTreeMap<Vec<u8>, Node>),
+    Leaf(EntryKind),
+}
+
+impl Store {
+    /// Writes snapshot `id` to `out` as a deterministic archive; returns `out`.
+    pub fn export<W: Write>(&self, id: &SnapshotId, out: W, format: Format) -> Result<W> {
+        if !self.has_snapshot(id) {
+            return Err(Error::UnknownSnapshot {
+                prefix: id.to_hex(),
+            });
+        }
+        let _lock = self.lock_shared()?;
+        let mut writer = Writer::new(out, format).map_err(Error::io("write", self.root()))?;
+        self.export_tree(&mut writer, &id.root(), &[])?;
+        writer.finish().map_err(Error::io("write", self.root()))
+    }
+
+    fn export_tree<W: Write>(
+        &self,
+        writer: &mut Writer<W>,
+        tree: &TreeId,
+        prefix: &[u8],
+    ) -> Result<()> {
+        let tree = self.trees().get(tree)?;
+        for entry in tree.entries() {
+            let mut path = prefix.to_vec();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&entry.name);
+            let io = Error::io("write the archive for", self.root());
+            match &entry.kind {
+                EntryKind::Dir { tree } => {
+                    writer.add(&path, Item::Dir).map_err(io)?;
+                    self.export_tree(writer, tree, &path)?;
+                }
+                EntryKind::Symlink { target, relocated } => {
+                    writer
+                        .add(
+                            &path,
+                            Item::Symlink {
+                                target,
+                                relocated: *relocated,
+                            },
+                        )
+                        .map_err(io)?;
+                }
+                EntryKind::File {
+                    object,
+                    size,
+                    executable,
+                    relocated,
+                } => {
+                    let Some(stored) = self.objects().find(object, *executable) else {
+                        let path = self.objects().path(object, *executable);
+                        return Err(ObjectError::Missing { path }.into());
+                    };
+                    let mut file = File::open(&stored).map_err(Error::io("open", &stored))?;
+                    let (size, executable, relocated) = (*size, *executable, *relocated);
+                    let item = Item::File {
+                        size,
+                        executable,
+                        relocated,
+                        content: &mut file,
+                    };
+                    writer.add(&path, item).map_err(io)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the snapshot in an archive read from `input` (tar or tar.zst) and returns its id.
+    /// Nothing becomes visible unless the whole archive is valid: objects are written as the
+    /// archive streams by, the trees and the snapshot record only at the end (objects of a
+    /// refused archive are unreferenced, and prune removes them). `limit` bounds the bytes
+    /// after decompression. `label` says where it came from (recorded as the source).
+    pub fn import(&self, input: impl Read, limit: u64, label: &str) -> Result<SnapshotId> {
+        let _lock = self.lock_shared()?;
+        let tmp = self.root().join("tmp");
+        let mut root = BTreeMap::new();
+        let (mut files, mut symlinks, mut bytes) = (0u64, 0u64, 0u64);
+        envstore_archive::read(input, limit, &mut |event| -> Result<()> {
+            let (path, node) = match event {
+                Event::Dir { path } => (path, None),
+                Event::File {
+                    path,
+                    executable,
+                    relocated,
+                    content,
+                } => {
+                    let (object, size, _) = self
+                        .objects()
+                        .insert_reader(content, &tmp, executable)
+                        .map_err(|e| match e {
+                            ObjectError::Reader(e) => {
+                                Error::Archive(envstore_archive::classify(e, limit))
+                            }
+                            other => other.into(),
+                        })?;
+                    files += 1;
+                    bytes += size;
+                    (
+                        path,
+                        Some(EntryKind::File {
+                            object,
+                            size,
+                            executable,
+                            relocated,
+                        }),
+                    )
+                }
+                Event::Symlink {
+                    path,
+                    target,
+                    relocated,
+                } => {
+                    symlinks += 1;
+                    (path, Some(EntryKind::Symlink { target, relocated }))
+                }
+                Event::Hardlink { path, target } => {
+                    let kind = match lookup(&root, &target) {
+                        Some(Node::Leaf(kind @ EntryKind::File { .. })) => kind.clone(),
+                        _ => unreachable!("the reader checked the hard link's target"),
+                    };
+                    if let EntryKind::File { size, .. } = kind {
+                        files += 1;
+                        bytes += size;
+                    }
+                    (path, Some(kind))
+                }
+            };
+            insert(&mut root, &path, node);
+            Ok(())
+        })?;
+        let mut dirs = 0;
+        let root_id = self.store_node_tree(root, &mut dirs)?;
+        let id = SnapshotId::from(root_id);
+        if !self.has_snapshot(&id) {
+            let meta = SnapshotMeta {
+                created: unix_secs(SystemTime::now()),
+                files,
+                dirs,
+                symlinks,
+                bytes,
+                source: label.to_owned(),
+            };
+            self.write_file_atomic(&self.snapshot_file(&id), meta.to_text().as_bytes())?;
+            let _ = self.update_index(|index| index.put_snapshots(&[(id, meta)]));
+        } else {
+            self.touch(&id);
+        }
+        Ok(id)
+    }
+
+    fn store_node_tree(&self, dir: BTreeMap<Vec<u8>, Node>, dirs: &mut u64) -> Result<TreeId> {
+        *dirs += 1;
+        let mut entries = Vec::with_capacity(dir.len());
+        for (name, node) in dir {
+            let kind = match node {
+                Node::Leaf(kind) => kind,
+                Node::Dir(sub) => EntryKind::Dir {
+                    tree: self.store_node_tree(sub, dirs)?,
+                },
+            };
+            entries.push(Entry { name, kind });
+        }
+        Ok(self.trees().insert(&Tree::new(entries))?)
+    }
+}
+
+fn lookup<'a>(dir: &'a BTreeMap<Vec<u8>, Node>, path: &[Vec<u8>]) -> Option<&'a Node> {
+    let (first, rest) = path.split_first()?;
+    match (dir.get(first)?, rest.is_empty()) {
+        (node, true) => Some(node),
+        (Node::Dir(sub), false) => lookup(sub, rest),
+        _ => None,
+    }
+}
+
+/// Inserts a leaf (or, with `None`, a directory) at `path`, creating parent directories.
+fn insert(dir: &mut BTreeMap<Vec<u8>, Node>, path: &[Vec<u8>], leaf: Option<EntryKind>) {
+    let (first, rest) = path.split_first().expect("the reader refuses empty paths");
+    if rest.is_empty() {
+        match leaf {
+            Some(kind) => {
+                dir.insert(first.clone(), Node::Leaf(kind));
+            }
+            None => {
+                dir.entry(first.clone())
+                    .or_insert_with(|| Node::Dir(BTreeMap::new()));
+            }
+        }
+        return;
+    }
+    match dir
+        .entry(first.clone())
+        .or_insert_with(|| Node::Dir(BTreeMap::new()))
+    {
+        Node::Dir(sub) => insert(sub, rest, leaf),
+        Node::Leaf(_) => unreachable!("the reader refuses entries under files and symlinks"),
+    }
+}
+
+impl From<ArchiveError> for Error {
+    fn from(e: ArchiveError) -> Error {
+        Error::Archive(e)
+    }
+}
