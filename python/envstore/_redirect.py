@@ -186,8 +186,11 @@ def redirect():
             _log(f"{venv} -> {stable} (venv; {time.monotonic() - start:.3f}s)")
             _reexec(venv, stable)  # does not return
         mapping = {prefix: stable_copy(exe, prefix) for prefix in prefixes}
-    except (HookError, OSError, ValueError, KeyError) as error:
+    except HookError as error:
         _warn(str(error))
+        return
+    except Exception as error:  # noqa: BLE001 - the contract: a build never fails because of the hook
+        _warn(f"{type(error).__name__}: {error}")
         return
     _state["mapping"] = mapping
     sys.path[:] = [_remap(p, mapping) for p in sys.path]
