@@ -139,6 +139,15 @@ pub fn show(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A file's size, or what kind of entry it is.
+fn size_or_kind(kind: envstore::Kind, size: u64) -> String {
+    if kind == envstore::Kind::File {
+        human_bytes(size)
+    } else {
+        kind.as_str().to_owned()
+    }
+}
+
 fn lossy(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
@@ -171,27 +180,11 @@ pub fn diff(
         let line = match change {
             Change::Added { path, kind, size } => {
                 added += 1;
-                format!(
-                    "+ {}{}",
-                    lossy(path),
-                    if *kind == envstore::Kind::File {
-                        format!(" ({})", human_bytes(*size))
-                    } else {
-                        format!(" ({})", kind.as_str())
-                    }
-                )
+                format!("+ {} ({})", lossy(path), size_or_kind(*kind, *size))
             }
             Change::Removed { path, kind, size } => {
                 removed += 1;
-                format!(
-                    "- {}{}",
-                    lossy(path),
-                    if *kind == envstore::Kind::File {
-                        format!(" ({})", human_bytes(*size))
-                    } else {
-                        format!(" ({})", kind.as_str())
-                    }
-                )
+                format!("- {} ({})", lossy(path), size_or_kind(*kind, *size))
             }
             Change::Modified {
                 path,

@@ -157,6 +157,14 @@ impl ObjectStore {
             .find(|p| Self::exists(p))
     }
 
+    /// Like [`Self::find`], but a missing object is an error naming the path it should be at.
+    pub fn require(&self, id: &ObjectId, executable: bool) -> Result<PathBuf, ObjectError> {
+        self.find(id, executable)
+            .ok_or_else(|| ObjectError::Missing {
+                path: self.path(id, executable),
+            })
+    }
+
     /// Stores the regular file at `source`, which the walk hashed as `expected`, in the variant
     /// for `executable`. The bytes are hashed again while they are copied, so an object's
     /// content always matches its name even if the source changes in between. The source is

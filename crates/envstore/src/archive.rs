@@ -69,10 +69,7 @@ impl Store {
                     executable,
                     relocated,
                 } => {
-                    let Some(stored) = self.objects().find(object, *executable) else {
-                        let path = self.objects().path(object, *executable);
-                        return Err(ObjectError::Missing { path }.into());
-                    };
+                    let stored = self.objects().require(object, *executable)?;
                     let mut file = File::open(&stored).map_err(Error::io("open", &stored))?;
                     let (size, executable, relocated) = (*size, *executable, *relocated);
                     let item = Item::File {

@@ -9,7 +9,6 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
 use envstore_link::{LinkError, LinkMode, LinkPolicy, Linker, write_new};
-use envstore_objects::ObjectError;
 use envstore_tree::{EntryKind, SnapshotId, Tree, TreeId, substitute_placeholder};
 use rayon::prelude::*;
 
@@ -107,10 +106,7 @@ fn fill(ctx: &Ctx<'_, '_>, dir: &Path, tree: &Tree) -> Result<()> {
                 relocated,
             } => {
                 let objects = ctx.store.objects();
-                let Some(path) = objects.find(object, *executable) else {
-                    let path = objects.path(object, *executable);
-                    return Err(ObjectError::Missing { path }.into());
-                };
+                let path = objects.require(object, *executable)?;
                 if *relocated {
                     // Written, not linked: its bytes name the materialization's final path.
                     let stored = fs::read(&path).map_err(Error::io("read", &path))?;
