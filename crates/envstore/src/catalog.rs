@@ -17,6 +17,7 @@ use envstore_link::LinkMode;
 use envstore_tree::diff::{self, Change};
 use envstore_tree::{ObjectId, SnapshotId, Tree, TreeId};
 
+use crate::gc::Stored;
 use crate::reach::TreeCache;
 use crate::{Error, Result, Source, Store};
 
@@ -142,15 +143,19 @@ impl Store {
     pub fn unpin(&self, name: &str) -> Result<SnapshotId> {
         validate_pin_name(name)?;
         let Some(id) = self.pin_target(name)? else {
-            return Err(self.unknown_pin(name)?);
+            return Err(Error::UnknownPin {
+                name: name.to_owned(),
+                near: self.near_pins(name)?,
+            });
         };
         let path = self.pin_path(name);
         fs::remove_file(&path).map_err(Error::io("remove", &path))?;
         Ok(id)
     }
 
-    /// The error for a pin that does not exist, with the names that come close.
-    pub(crate) fn unknown_pin(&self, name: &str) -> Result<Error> {
+    /// Pin names close to `name` (edit distance, or containing it), closest first: for "did
+    /// you mean" in errors.
+    pub(crate) fn near_pins(&self, name: &str) -> Result<Vec<String>> {
         let mut near: Vec<(usize, String)> = self
             .pins()?
             .into_iter()
@@ -158,10 +163,7 @@ impl Store {
             .filter(|(d, pin)| *d <= 2.max(name.len() / 3) || pin.contains(name))
             .collect();
         near.sort();
-        Ok(Error::UnknownPin {
-            name: name.to_owned(),
-            near: near.into_iter().map(|(_, p)| p).take(5).collect(),
-        })
+        Ok(near.into_iter().map(|(_, p)| p).take(5).collect())
     }
 
     /// Every pin, by name.
@@ -334,21 +336,14 @@ impl Store {
             stats.materialized += u64::from(self.is_materialized(&id));
         }
         stats.pins = self.pins()?.len() as u64;
-        for (dir, is_objects) in [("objects", true), ("trees", false)] {
-            let dir = self.root().join(dir);
-            for shard in fs::read_dir(&dir).map_err(Error::io("read", &dir))? {
-                let shard = shard.map_err(Error::io("read", &dir))?.path();
-                for entry in fs::read_dir(&shard).map_err(Error::io("read", &shard))? {
-                    let meta = entry
-                        .and_then(|e| e.metadata())
-                        .map_err(Error::io("read", &shard))?;
-                    if is_objects {
-                        stats.objects += 1;
-                        stats.object_bytes += meta.len();
-                    } else {
-                        stats.trees += 1;
-                    }
+        for file in self.stored_files()? {
+            match file.kind {
+                Stored::Object(_) => {
+                    stats.objects += 1;
+                    stats.object_bytes += file.len;
                 }
+                Stored::Tree(_) => stats.trees += 1,
+                Stored::Temp | Stored::Other => {}
             }
         }
         stats.disk_bytes = disk_usage(self.root())?;

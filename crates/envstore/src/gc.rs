@@ -87,12 +87,22 @@ impl PrunePlan {
     }
 }
 
-/// A file in `objects/` or `trees/`: its id (for objects, without the `.x` variant suffix).
-enum Stored {
+/// What a file in `objects/` or `trees/` is, by its name (for objects, the id without the `.x`
+/// variant suffix).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stored {
     Object(ObjectId),
     Tree(TreeId),
     Temp,
     Other,
+}
+
+/// One file under `objects/` or `trees/`.
+#[derive(Debug)]
+pub(crate) struct StoredFile {
+    pub(crate) path: PathBuf,
+    pub(crate) kind: Stored,
+    pub(crate) len: u64,
 }
 
 fn classify(shard: &str, name: &str, is_objects: bool) -> Stored {
@@ -119,8 +129,13 @@ impl Store {
     /// half-removed materializations, temporary records and pins, anything in `tmp/`, and
     /// materializations whose snapshot record is gone. Safe to delete under the exclusive store
     /// lock, which every writer of these holds shared.
-    pub(crate) fn leftovers(&self) -> Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
+    /// `stored` is [`Store::stored_files`], whose temp files are leftovers too.
+    pub(crate) fn leftovers(&self, stored: &[StoredFile]) -> Result<Vec<PathBuf>> {
+        let mut out: Vec<PathBuf> = stored
+            .iter()
+            .filter(|f| matches!(f.kind, Stored::Temp))
+            .map(|f| f.path.clone())
+            .collect();
         let read = |dir: &Path| -> Result<Vec<fs::DirEntry>> {
             match fs::read_dir(dir) {
                 Ok(entries) => Ok(entries.flatten().collect()),
@@ -129,16 +144,6 @@ impl Store {
             }
         };
         let is_temp = |e: &fs::DirEntry| e.file_name().to_string_lossy().starts_with(".tmp-");
-        for dir in ["objects", "trees"] {
-            for shard in read(&self.root().join(dir))? {
-                out.extend(
-                    read(&shard.path())?
-                        .iter()
-                        .filter(|e| is_temp(e))
-                        .map(fs::DirEntry::path),
-                );
-            }
-        }
         for entry in read(&self.root().join("envs"))? {
             let orphan = entry
                 .file_name()
@@ -163,6 +168,39 @@ impl Store {
                 .map(fs::DirEntry::path),
         );
         out.sort();
+        Ok(out)
+    }
+
+    /// Every file in `objects/` and `trees/`, temp files included, classified by its name: the
+    /// one listing that prune, verify and stats share.
+    pub(crate) fn stored_files(&self) -> Result<Vec<StoredFile>> {
+        let mut out = Vec::new();
+        for (dir, is_objects) in [("objects", true), ("trees", false)] {
+            let dir = self.root().join(dir);
+            for shard in fs::read_dir(&dir)
+                .map_err(Error::io("read", &dir))?
+                .flatten()
+            {
+                let shard_name = shard.file_name().to_string_lossy().into_owned();
+                let shard = shard.path();
+                for entry in fs::read_dir(&shard)
+                    .map_err(Error::io("read", &shard))?
+                    .flatten()
+                {
+                    let kind = classify(
+                        &shard_name,
+                        &entry.file_name().to_string_lossy(),
+                        is_objects,
+                    );
+                    let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push(StoredFile {
+                        path: entry.path(),
+                        kind,
+                        len,
+                    });
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -207,28 +245,16 @@ impl Store {
         candidates.sort_by_key(|c| (c.last_used, c.id));
 
         // Sizes of what is stored, and what each object costs.
+        let stored = self.stored_files()?;
         let mut sizes: HashMap<ObjectId, u64> = HashMap::new();
         let mut tree_sizes: HashMap<TreeId, u64> = HashMap::new();
-        for (dir, is_objects) in [("objects", true), ("trees", false)] {
-            let dir = self.root().join(dir);
-            for shard in fs::read_dir(&dir).map_err(Error::io("read", &dir))? {
-                let shard = shard.map_err(Error::io("read", &dir))?;
-                let shard_name = shard.file_name().to_string_lossy().into_owned();
-                for entry in fs::read_dir(shard.path()).map_err(Error::io("read", &shard.path()))? {
-                    let Ok(entry) = entry else { continue };
-                    let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    match classify(
-                        &shard_name,
-                        &entry.file_name().to_string_lossy(),
-                        is_objects,
-                    ) {
-                        Stored::Object(id) => *sizes.entry(id).or_default() += len,
-                        Stored::Tree(id) => {
-                            tree_sizes.insert(id, len);
-                        }
-                        Stored::Temp | Stored::Other => {}
-                    }
+        for file in &stored {
+            match file.kind {
+                Stored::Object(id) => *sizes.entry(id).or_default() += file.len,
+                Stored::Tree(id) => {
+                    tree_sizes.insert(id, file.len);
                 }
+                Stored::Temp | Stored::Other => {}
             }
         }
         plan.size_before = sizes.values().sum::<u64>() + tree_sizes.values().sum::<u64>();
@@ -312,35 +338,18 @@ impl Store {
             keep_objects.extend(objects.iter().copied());
             keep_trees.extend(trees.iter().copied());
         }
-        for (dir, is_objects) in [("objects", true), ("trees", false)] {
-            let dir = self.root().join(dir);
-            for shard in fs::read_dir(&dir)
-                .map_err(Error::io("read", &dir))?
-                .flatten()
-            {
-                let shard_name = shard.file_name().to_string_lossy().into_owned();
-                for entry in fs::read_dir(shard.path())
-                    .map_err(Error::io("read", &shard.path()))?
-                    .flatten()
-                {
-                    let keep = match classify(
-                        &shard_name,
-                        &entry.file_name().to_string_lossy(),
-                        is_objects,
-                    ) {
-                        Stored::Object(id) => keep_objects.contains(&id),
-                        Stored::Tree(id) => keep_trees.contains(&id),
-                        Stored::Temp | Stored::Other => true,
-                    };
-                    if !keep {
-                        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                        plan.unreferenced.push((entry.path(), len));
-                    }
-                }
+        for file in &stored {
+            let keep = match file.kind {
+                Stored::Object(id) => keep_objects.contains(&id),
+                Stored::Tree(id) => keep_trees.contains(&id),
+                Stored::Temp | Stored::Other => true,
+            };
+            if !keep {
+                plan.unreferenced.push((file.path.clone(), file.len));
             }
         }
 
-        plan.leftovers = self.leftovers()?;
+        plan.leftovers = self.leftovers(&stored)?;
         Ok(plan)
     }
 

@@ -368,13 +368,9 @@ impl Store {
             }
             .into());
         }
-        let near = match self.unknown_pin(spec)? {
-            Error::UnknownPin { near, .. } => near,
-            _ => Vec::new(),
-        };
         Err(Error::UnknownSource {
             spec: spec.to_owned(),
-            near,
+            near: self.near_pins(spec)?,
         })
     }
 

@@ -28,7 +28,7 @@ use envstore_lock::{FileLock, LockKind};
 use envstore_tree::{EntryKind, ObjectId, SnapshotId, Tree, TreeId, substitute_placeholder};
 use rayon::prelude::*;
 
-use crate::gc::{remove_file, remove_tree};
+use crate::gc::{Stored, remove_file, remove_tree};
 use crate::layout::lay_out;
 use crate::reach::TreeCache;
 use crate::{Error, Result, Store};
@@ -229,6 +229,7 @@ impl Store {
         }
 
         // Objects: every object file (or, for one snapshot, its objects), re-hashed in parallel.
+        let stored = self.stored_files()?;
         let files: Vec<(PathBuf, ObjectId)> = match only {
             Some(_) => needs
                 .objects
@@ -236,7 +237,13 @@ impl Store {
                 .flat_map(|o| [false, true].map(|x| (self.objects().path(o, x), *o)))
                 .filter(|(p, _)| p.exists())
                 .collect(),
-            None => self.object_files()?,
+            None => stored
+                .iter()
+                .filter_map(|f| match f.kind {
+                    Stored::Object(id) => Some((f.path.clone(), id)),
+                    _ => None,
+                })
+                .collect(),
         };
         report.objects = files.len() as u64;
         let corrupt: Vec<(PathBuf, ObjectId)> = files
@@ -332,36 +339,12 @@ impl Store {
                 reason: e.to_string(),
             });
         }
-        report.leftovers = self.leftovers()?;
+        report.leftovers = self.leftovers(&stored)?;
 
         if repair {
             self.repair(&mut report, &needs, &corrupt, &copies)?;
         }
         Ok(report)
-    }
-
-    /// Every object file in the store with the id its name claims.
-    fn object_files(&self) -> Result<Vec<(PathBuf, ObjectId)>> {
-        let dir = self.root().join("objects");
-        let mut out = Vec::new();
-        for shard in fs::read_dir(&dir)
-            .map_err(Error::io("read", &dir))?
-            .flatten()
-        {
-            let prefix = shard.file_name().to_string_lossy().into_owned();
-            for entry in fs::read_dir(shard.path())
-                .map_err(Error::io("read", &shard.path()))?
-                .flatten()
-            {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if let Ok(id) = format!("{prefix}{}", name.strip_suffix(".x").unwrap_or(&name))
-                    .parse::<ObjectId>()
-                {
-                    out.push((entry.path(), id));
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Restores `object` from the directory a snapshot using it was ingested from, if that file
