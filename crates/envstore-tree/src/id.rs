@@ -69,6 +69,22 @@ define_id!(
     /// A snapshot: the id of its root tree, under its own type so the two are never confused.
     SnapshotId
 );
+define_id!(
+    /// The blake3 hash of one content-defined chunk of a file (a file stored as one chunk has
+    /// the same id as its object).
+    ChunkId
+);
+define_id!(
+    /// The blake3 hash of a whole pack file: its name under `packs/`.
+    PackId
+);
+
+impl From<ObjectId> for ChunkId {
+    /// The chunk that is the whole file: same bytes, same hash.
+    fn from(object: ObjectId) -> Self {
+        ChunkId(object.0)
+    }
+}
 
 impl SnapshotId {
     pub const fn root(&self) -> TreeId {
