@@ -121,9 +121,21 @@ pub enum Command {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Move snapshots to the cold tier: deduplicated chunks in zstd packs
+    ///
+    /// With no SOURCE, packs every snapshot that is not materialized. Loose objects that only
+    /// packed, unmaterialized snapshots need are freed; materializing a packed snapshot brings
+    /// them back.
+    #[command(
+        after_help = "Examples:\n  envstore pack\n  envstore pack release-2.2 release-2.3\n  envstore prune --pack-older-than 14d"
+    )]
+    Pack {
+        /// Snapshot ids or prefixes, or pins
+        sources: Vec<String>,
+    },
     /// Remove what is not pinned, not in use and not used lately; then unreferenced objects
     #[command(
-        after_help = "Examples:\n  envstore prune --dry-run\n  envstore prune --older-than 7d --max-size 20G"
+        after_help = "Examples:\n  envstore prune --dry-run\n  envstore prune --older-than 7d --max-size 20G\n  envstore prune --older-than 90d --pack-older-than 14d"
     )]
     Prune {
         /// Keep what was used more recently than this (s, m, h, d, w)
@@ -132,6 +144,10 @@ pub enum Command {
         /// Then remove more, least recently used first, until objects fit in SIZE (K, M, G, T)
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         max_size: Option<u64>,
+        /// Also move snapshots kept but not used within DURATION to the cold tier (their
+        /// materializations are removed unless leased; pinned snapshots too)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        pack_older_than: Option<std::time::Duration>,
         /// Print the plan and change nothing
         #[arg(long)]
         dry_run: bool,

@@ -2,6 +2,7 @@
 
 mod archive;
 mod bad_input;
+mod cold;
 mod common;
 mod crash;
 mod gc;

@@ -1,11 +1,74 @@
-//! `prune` and `verify`.
+//! `pack`, `prune` and `verify`.
 
 use std::process::ExitCode;
 
-use envstore::{Filter, PruneOptions, Reason, Store};
+use envstore::{Filter, PackReport, PruneOptions, Reason, Source, Store};
 use serde_json::json;
 
 use crate::printer::{Printer, ago, human_bytes};
+
+pub fn pack(store: &Store, sources: &[String], printer: &Printer) -> anyhow::Result<ExitCode> {
+    let mut ids = Vec::new();
+    for spec in sources {
+        match store.resolve(spec)? {
+            Source::Snapshot(id) => ids.push(id),
+            Source::Dir(dir) => anyhow::bail!(
+                "{} is a directory; pack takes snapshots (ids, prefixes or pins): \
+                 `envstore ingest {}` stores it first",
+                dir.display(),
+                dir.display()
+            ),
+        }
+    }
+    let report = store.pack(&ids)?;
+    if printer.json() {
+        printer.json_value(&pack_json(&report));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for id in &report.kept_materialized {
+        printer.info(format_args!(
+            "{} is materialized: packed, but its files stay loose while {} exists",
+            &id.to_hex()[..12],
+            store.env_path(id).display()
+        ));
+    }
+    print_pack(&report, printer);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pack_json(r: &PackReport) -> serde_json::Value {
+    json!({
+        "snapshots": r.snapshots.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+        "objects": r.objects, "object_bytes": r.object_bytes,
+        "new_chunks": r.new_chunks, "new_chunk_bytes": r.new_chunk_bytes,
+        "packs": r.packs.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+        "pack_bytes": r.pack_bytes,
+        "freed_objects": r.freed_objects, "freed_bytes": r.freed_bytes,
+        "kept_materialized": r.kept_materialized.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+        "recovered_packs": r.recovered_packs,
+    })
+}
+
+fn print_pack(r: &PackReport, printer: &Printer) {
+    if r.recovered_packs > 0 {
+        printer.info(format_args!(
+            "indexed {} packs left by an interrupted pack",
+            r.recovered_packs
+        ));
+    }
+    printer.info(format_args!(
+        "packed {} snapshots: {} new objects ({}) -> {} new chunks ({}) in {} packs ({}); freed {} loose objects ({})",
+        r.snapshots.len(),
+        r.objects,
+        human_bytes(r.object_bytes),
+        r.new_chunks,
+        human_bytes(r.new_chunk_bytes),
+        r.packs.len(),
+        human_bytes(r.pack_bytes),
+        r.freed_objects,
+        human_bytes(r.freed_bytes),
+    ));
+}
 
 pub fn prune(
     store: &Store,
@@ -35,6 +98,12 @@ pub fn prune(
             "size_after": plan.size_after,
             "freed_bytes": plan.freed_bytes(),
             "size_unmet": plan.size_unmet,
+            "packs_removed": plan.packs.removed.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+            "packs_rewritten": plan.packs.rewritten.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+            "pack_bytes_before": plan.packs.bytes_before,
+            "pack_bytes_after": plan.packs.bytes_after,
+            "to_pack": plan.to_pack.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+            "packed": plan.packed.as_ref().map(pack_json),
         }));
     } else {
         for r in &plan.remove {
@@ -62,6 +131,23 @@ pub fn prune(
             human_bytes(plan.size_after),
             plan.kept
         ));
+        if !plan.packs.removed.is_empty() || !plan.packs.rewritten.is_empty() {
+            printer.info(format_args!(
+                "{verb} {} packs and rewrote {} (packs: {} -> {})",
+                plan.packs.removed.len(),
+                plan.packs.rewritten.len(),
+                human_bytes(plan.packs.bytes_before),
+                human_bytes(plan.packs.bytes_after),
+            ));
+        }
+        match &plan.packed {
+            Some(report) => print_pack(report, printer),
+            None if !plan.to_pack.is_empty() => printer.info(format_args!(
+                "would pack {} snapshots unused for --pack-older-than",
+                plan.to_pack.len()
+            )),
+            None => {}
+        }
     }
     if plan.size_unmet {
         printer.warn("the store is still larger than --max-size: what is left is pinned or in use");
@@ -94,6 +180,7 @@ pub fn verify(
             "repaired": report.repaired,
             "unrepaired": report.unrepaired.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             "snapshots": report.snapshots, "objects": report.objects, "materializations": report.materializations,
+            "packs": report.packs, "packed_objects": report.packed_objects,
         }));
     } else {
         for problem in &report.problems {
@@ -114,10 +201,12 @@ pub fn verify(
             ));
         }
         printer.info(format_args!(
-            "checked {} snapshots, {} objects, {} materializations: {}",
+            "checked {} snapshots, {} objects, {} materializations, {} packs ({} objects only in packs): {}",
             report.snapshots,
             report.objects,
             report.materializations,
+            report.packs,
+            report.packed_objects,
             if report.ok(repair) {
                 "ok"
             } else {

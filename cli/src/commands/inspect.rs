@@ -19,6 +19,7 @@ fn info_json(info: &SnapshotInfo) -> Value {
         "created": info.meta.created,
         "last_used": info.last_used,
         "materialized": info.materialized,
+        "packed": info.meta.packed > 0,
         "source": info.meta.source,
     })
 }
@@ -41,7 +42,7 @@ pub fn ls(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
             "SIZE",
             "CREATED",
             "LAST USED",
-            "MATERIALIZED",
+            "STATE",
         ]
         .map(String::from)
         .to_vec(),
@@ -58,7 +59,12 @@ pub fn ls(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
             human_bytes(info.meta.bytes),
             utc_time(info.meta.created),
             ago(info.last_used),
-            if info.materialized { "yes" } else { "no" }.to_owned(),
+            match (info.materialized, info.meta.packed > 0) {
+                (true, _) => "materialized",
+                (false, true) => "packed",
+                (false, false) => "stored",
+            }
+            .to_owned(),
         ]);
     }
     print!("{}", table(&rows));
@@ -132,6 +138,17 @@ pub fn show(
         ],
         ["last used", &ago(info.last_used)],
         ["materialized", &materialized],
+        [
+            "packed",
+            &if info.meta.packed > 0 {
+                format!(
+                    "{} UTC (in the cold tier; materializing rehydrates it)",
+                    utc_time(info.meta.packed)
+                )
+            } else {
+                "no".to_owned()
+            },
+        ],
         ["ingested from", &info.meta.source],
     ]
     .map(|r| r.map(str::to_owned).to_vec());
@@ -261,11 +278,6 @@ pub fn path(
 
 pub fn stats(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
     let s = store.stats()?;
-    let ratio = if s.object_bytes == 0 {
-        1.0
-    } else {
-        s.logical_bytes as f64 / s.object_bytes as f64
-    };
     if printer.json() {
         let links: serde_json::Map<String, Value> = s
             .link_support
@@ -280,9 +292,16 @@ pub fn stats(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
         printer.json_value(&json!({
             "store": store.root(),
             "snapshots": s.snapshots, "materialized": s.materialized, "pins": s.pins,
-            "objects": s.objects, "object_bytes": s.object_bytes, "trees": s.trees,
-            "logical_bytes": s.logical_bytes, "disk_bytes": s.disk_bytes,
-            "dedup_ratio": ratio, "link_modes": links,
+            "packed_snapshots": s.packed_snapshots,
+            "objects": s.objects, "trees": s.trees,
+            "logical_bytes": s.logical_bytes,
+            "loose_bytes": s.object_bytes, "object_bytes": s.object_bytes,
+            "packs": s.packs, "packed_bytes": s.pack_bytes,
+            "chunks": s.chunks, "chunk_bytes": s.chunk_bytes,
+            "disk_bytes": s.disk_bytes,
+            "dedup_ratio": s.dedup_ratio(), "compression_ratio": s.compression_ratio(),
+            "total_ratio": s.total_ratio(),
+            "link_modes": links,
         }));
         return Ok(ExitCode::SUCCESS);
     }
@@ -300,15 +319,10 @@ pub fn stats(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
         [
             "snapshots",
             &format!(
-                "{} ({} materialized, {} pins)",
-                s.snapshots, s.materialized, s.pins
+                "{} ({} materialized, {} packed, {} pins)",
+                s.snapshots, s.materialized, s.packed_snapshots, s.pins
             ),
         ],
-        [
-            "objects",
-            &format!("{} ({})", s.objects, human_bytes(s.object_bytes)),
-        ],
-        ["trees", &s.trees.to_string()],
         [
             "logical size",
             &format!(
@@ -316,8 +330,35 @@ pub fn stats(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
                 human_bytes(s.logical_bytes)
             ),
         ],
+        [
+            "loose",
+            &format!(
+                "{} in {} objects, {} trees",
+                human_bytes(s.object_bytes),
+                s.objects,
+                s.trees
+            ),
+        ],
+        [
+            "packed",
+            &format!(
+                "{} in {} packs ({} chunks, {} uncompressed)",
+                human_bytes(s.pack_bytes),
+                s.packs,
+                s.chunks,
+                human_bytes(s.chunk_bytes)
+            ),
+        ],
         ["on disk", &human_bytes(s.disk_bytes)],
-        ["dedup ratio", &format!("{ratio:.2}x")],
+        [
+            "ratios",
+            &format!(
+                "dedup {:.2}x, compression {:.2}x, overall {:.2}x",
+                s.dedup_ratio(),
+                s.compression_ratio(),
+                s.total_ratio()
+            ),
+        ],
         ["link modes", &links],
     ]
     .map(|r| r.map(str::to_owned).to_vec());

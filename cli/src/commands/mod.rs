@@ -63,15 +63,18 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             link_mode.into(),
             printer,
         ),
+        Command::Pack { sources } => gc::pack(&store, &sources, printer),
         Command::Prune {
             older_than,
             max_size,
+            pack_older_than,
             dry_run,
         } => gc::prune(
             &store,
             &envstore::PruneOptions {
                 older_than,
                 max_size,
+                pack_older_than,
             },
             dry_run,
             printer,

@@ -13,6 +13,9 @@ use envstore_lock::{FileLock, LockError, LockKind};
 use envstore_tree::SnapshotId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+mod cold;
+pub use cold::{ChunkLoc, ColdTotals};
+
 const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
 /// How each materialization was laid out (`reflink`, `hardlink` or `copy`).
 const MATERIALIZED: TableDefinition<&[u8], &str> = TableDefinition::new("materialized");
@@ -47,6 +50,9 @@ pub struct SnapshotMeta {
     pub bytes: u64,
     /// Where it was first ingested from (informational; lossy for non-UTF-8 paths).
     pub source: String,
+    /// Unix seconds when its content was last put in packs (0: never). A packed snapshot's
+    /// loose objects may be freed; materializing it rehydrates them.
+    pub packed: u64,
 }
 
 const META_HEADER: &str = "envstore-snapshot 1";
@@ -55,10 +61,14 @@ impl SnapshotMeta {
     /// The record's text form, used both for `snapshots/<id>` and as the index value.
     pub fn to_text(&self) -> String {
         let source = self.source.replace(['\n', '\r'], " ");
-        format!(
+        let mut text = format!(
             "{META_HEADER}\ncreated {}\nfiles {}\ndirs {}\nsymlinks {}\nbytes {}\nsource {source}\n",
             self.created, self.files, self.dirs, self.symlinks, self.bytes
-        )
+        );
+        if self.packed > 0 {
+            text.push_str(&format!("packed {}\n", self.packed));
+        }
+        text
     }
 
     pub fn from_text(text: &str) -> Result<SnapshotMeta, String> {
@@ -81,6 +91,7 @@ impl SnapshotMeta {
                 "symlinks" => meta.symlinks = number()?,
                 "bytes" => meta.bytes = number()?,
                 "source" => meta.source = value.to_owned(),
+                "packed" => meta.packed = number()?,
                 // Newer versions may add keys; ignore them.
                 _ => {}
             }
@@ -250,6 +261,7 @@ mod tests {
             symlinks: 0,
             bytes: 10,
             source: "/tmp/x y".into(),
+            packed: n % 2,
         }
     }
 

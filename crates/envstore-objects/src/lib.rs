@@ -257,6 +257,47 @@ impl ObjectStore {
         })
     }
 
+    /// Stores the object `expected` from bytes that `fill` writes (e.g. chunks rehydrated from
+    /// packs), in the variant for `executable`. What was written is hashed on the way, and
+    /// published only if it matches `expected`; otherwise the error names `source`, where the
+    /// bytes came from. Returns the bytes written (0 when the variant was there already).
+    pub fn insert_with(
+        &self,
+        expected: ObjectId,
+        executable: bool,
+        source: &Path,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<u64, ObjectError> {
+        let dest = self.path(&expected, executable);
+        if Self::exists(&dest) {
+            return Ok(0);
+        }
+        let mut tmp = temp_beside(&dest)?;
+        let tmp_path = tmp.path().to_owned();
+        let mut writer = HashingWriter {
+            inner: io::BufWriter::with_capacity(256 << 10, tmp.as_file_mut()),
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        };
+        fill(&mut writer).map_err(|e| match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                io_err("write", &tmp_path)(e)
+            }
+            _ => io_err("read", source)(e),
+        })?;
+        writer.inner.flush().map_err(io_err("write", &tmp_path))?;
+        let (actual, size) = (ObjectId::from(writer.hasher.finalize()), writer.len);
+        drop(writer);
+        if actual != expected {
+            return Err(ObjectError::Corrupt {
+                path: source.to_owned(),
+                actual: format!("{actual} for object {expected}"),
+            });
+        }
+        finish_file(tmp.as_file(), &tmp_path, object_mode(executable))?;
+        Ok(if publish(tmp, &dest)? { size } else { 0 })
+    }
+
     /// The path of the variant of `id` with the given exec bit, creating it from the other
     /// variant if needed (hardlinks need the inode with the right mode).
     pub fn ensure_variant(&self, id: &ObjectId, executable: bool) -> Result<PathBuf, ObjectError> {
@@ -337,6 +378,26 @@ impl ObjectStore {
             .with_borrow_mut(|buf| envstore_walk::hash_reader(&mut file, buf, &mut hasher))
             .map_err(io_err("read", path))?;
         Ok(Some(ObjectId::from(hasher.finalize())))
+    }
+}
+
+/// Hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

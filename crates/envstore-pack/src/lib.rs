@@ -26,7 +26,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use envstore_tree::{ChunkId, PackId};
@@ -319,6 +319,11 @@ impl PackWriter {
     pub fn finish(self) -> Result<WrittenPack, PackError> {
         let id = PackId::from(self.hasher.finalize());
         let path = pack_path(&self.dir, &id);
+        // Read-only, like objects: a pack never changes once written.
+        self.tmp
+            .as_file()
+            .set_permissions(fs::Permissions::from_mode(0o444))
+            .map_err(io_err("chmod", self.tmp.path()))?;
         self.tmp
             .as_file()
             .sync_all()

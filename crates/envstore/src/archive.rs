@@ -28,6 +28,7 @@ impl Store {
             });
         }
         let _lock = self.lock_shared()?;
+        self.ensure_loose(id)?;
         let mut writer = Writer::new(out, format).map_err(Error::io("write", self.root()))?;
         self.export_tree(&mut writer, &id.root(), &[])?;
         writer.finish().map_err(Error::io("write", self.root()))
@@ -159,6 +160,7 @@ impl Store {
                 symlinks,
                 bytes,
                 source: label.to_owned(),
+                packed: 0,
             };
             self.write_file_atomic(&self.snapshot_file(&id), meta.to_text().as_bytes())?;
             let _ = self.update_index(|index| index.put_snapshots(&[(id, meta)]));

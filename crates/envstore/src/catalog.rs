@@ -65,6 +65,28 @@ pub struct SnapshotDetail {
     pub link_mode: Option<String>,
 }
 
+impl StoreStats {
+    /// Logical bytes per byte of distinct content (loose objects, plus chunks uncompressed):
+    /// what deduplication saves.
+    pub fn dedup_ratio(&self) -> f64 {
+        ratio(self.logical_bytes, self.object_bytes + self.chunk_bytes)
+    }
+
+    /// Chunk bytes per pack byte: what zstd saves in the cold tier.
+    pub fn compression_ratio(&self) -> f64 {
+        ratio(self.chunk_bytes, self.pack_bytes)
+    }
+
+    /// Logical bytes per stored byte (loose objects plus packs): both together.
+    pub fn total_ratio(&self) -> f64 {
+        ratio(self.logical_bytes, self.object_bytes + self.pack_bytes)
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 1.0 } else { a as f64 / b as f64 }
+}
+
 /// What `stats` reports.
 #[derive(Debug, Clone, Default)]
 pub struct StoreStats {
@@ -79,6 +101,15 @@ pub struct StoreStats {
     pub logical_bytes: u64,
     /// Blocks allocated under the store, each inode counted once.
     pub disk_bytes: u64,
+    /// Snapshots in the cold tier, and their logical size.
+    pub packed_snapshots: u64,
+    pub packed_logical_bytes: u64,
+    /// Pack files and their bytes on disk.
+    pub packs: u64,
+    pub pack_bytes: u64,
+    /// Distinct chunks in packs, and their uncompressed bytes.
+    pub chunks: u64,
+    pub chunk_bytes: u64,
     /// Which link modes work on the store's file system.
     pub link_support: Vec<(LinkMode, std::result::Result<(), String>)>,
 }
@@ -331,10 +362,18 @@ impl Store {
     pub fn stats(&self) -> Result<StoreStats> {
         let mut stats = StoreStats::default();
         for id in self.snapshot_ids()? {
+            let meta = self.snapshot_meta(&id)?;
             stats.snapshots += 1;
-            stats.logical_bytes += self.snapshot_meta(&id)?.bytes;
+            stats.logical_bytes += meta.bytes;
             stats.materialized += u64::from(self.is_materialized(&id));
+            if meta.packed > 0 {
+                stats.packed_snapshots += 1;
+                stats.packed_logical_bytes += meta.bytes;
+            }
         }
+        let cold = self.cold_totals()?;
+        (stats.packs, stats.pack_bytes) = (cold.packs, cold.pack_bytes);
+        (stats.chunks, stats.chunk_bytes) = (cold.chunks, cold.chunk_bytes);
         stats.pins = self.pins()?.len() as u64;
         for file in self.stored_files()? {
             match file.kind {

@@ -20,6 +20,8 @@ pub enum Error {
     Index(#[from] IndexError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error("{reason}")]
+    DamagedPack { reason: String },
     #[error("refusing the archive: {0}")]
     Archive(envstore_archive::ArchiveError),
     #[error("failed to {op} {path}: {source}")]

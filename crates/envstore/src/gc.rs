@@ -21,6 +21,7 @@ use envstore_lock::{FileLock, LockKind};
 use envstore_tree::{ObjectId, SnapshotId, TreeId};
 
 use crate::catalog::unix_secs;
+use crate::cold::{PackReport, PackSweep};
 use crate::reach::TreeCache;
 use crate::{Error, Result, Store};
 
@@ -31,6 +32,9 @@ pub struct PruneOptions {
     pub older_than: Duration,
     /// Then remove more (oldest use first) until objects and trees fit in this many bytes.
     pub max_size: Option<u64>,
+    /// Move kept snapshots not used within this window to the cold tier: their
+    /// materializations are removed (unless leased) and their content packed.
+    pub pack_older_than: Option<Duration>,
 }
 
 impl Default for PruneOptions {
@@ -38,6 +42,7 @@ impl Default for PruneOptions {
         PruneOptions {
             older_than: Duration::from_secs(30 * 86_400),
             max_size: None,
+            pack_older_than: None,
         }
     }
 }
@@ -77,6 +82,14 @@ pub struct PrunePlan {
     pub size_after: u64,
     /// Set when the size bound cannot be met (everything left is pinned or leased).
     pub size_unmet: bool,
+    /// Packs deleted or rewritten because kept snapshots need little or nothing in them.
+    pub packs: PackSweep,
+    /// Kept snapshots unused for `pack_older_than`, moved (or, dry, to be moved) to packs.
+    pub to_pack: Vec<SnapshotId>,
+    /// What packing them did.
+    pub packed: Option<PackReport>,
+    /// The snapshots that stay.
+    kept_ids: Vec<SnapshotId>,
     /// Exclusive locks on the leases of the snapshots being removed, held until the sweep ends.
     locks: Vec<FileLock>,
 }
@@ -154,7 +167,7 @@ impl Store {
                 out.push(entry.path());
             }
         }
-        for dir in ["snapshots", "pins", "leases"] {
+        for dir in ["snapshots", "pins", "leases", "packs"] {
             out.extend(
                 read(&self.root().join(dir))?
                     .iter()
@@ -330,6 +343,21 @@ impl Store {
         plan.size_after = size;
         plan.size_unmet = options.max_size.is_some_and(|max| size > max);
         plan.kept = kept.len();
+        if let Some(window) = options.pack_older_than {
+            let cutoff = now.saturating_sub(window.as_secs());
+            for id in &kept {
+                let meta = self.snapshot_meta(id)?;
+                let cold = meta.packed > 0 && !self.is_materialized(id);
+                if cold || self.last_used(id, &meta) > cutoff || plan.leased.contains(id) {
+                    continue;
+                }
+                // In use right now: leave it hot.
+                if FileLock::try_acquire(&self.lease_path(id), LockKind::Exclusive)?.is_some() {
+                    plan.to_pack.push(*id);
+                }
+            }
+            plan.to_pack.sort();
+        }
 
         // The sweep: whatever no kept snapshot references.
         let (mut keep_objects, mut keep_trees) = (HashSet::new(), HashSet::new());
@@ -350,19 +378,23 @@ impl Store {
         }
 
         plan.leftovers = self.leftovers(&stored)?;
+        kept.sort();
+        plan.kept_ids = kept;
         Ok(plan)
     }
 
     /// The plan prune would carry out, changing nothing (`--dry-run`).
     pub fn prune_plan(&self, options: &PruneOptions) -> Result<PrunePlan> {
         let _lock = self.lock_shared()?;
-        self.plan_prune(options, false)
+        let mut plan = self.plan_prune(options, false)?;
+        plan.packs = self.sweep_packs(&plan.kept_ids, true)?;
+        Ok(plan)
     }
 
     /// Plans and carries out a prune. Holds the store lock exclusively, waiting at most the
     /// store's lock timeout for running ingests to finish.
     pub fn prune(&self, options: &PruneOptions) -> Result<PrunePlan> {
-        let _lock = FileLock::acquire(
+        let lock = FileLock::acquire(
             &self.root().join("store.lock"),
             LockKind::Exclusive,
             self.options().lock_timeout,
@@ -387,6 +419,23 @@ impl Store {
         if !removed.is_empty() {
             // The index is a cache of snapshots/, reconciled by `ls`; a failure here is harmless.
             let _ = self.update_index(|index| index.remove_snapshots(&removed));
+        }
+        plan.packs = self.sweep_packs(&plan.kept_ids, false)?;
+        if !plan.to_pack.is_empty() {
+            let envs = self.root().join("envs");
+            for id in &plan.to_pack {
+                // Checked again: a lease may have been taken since the plan was made.
+                let Some(lease) = FileLock::try_acquire(&self.lease_path(id), LockKind::Exclusive)?
+                else {
+                    continue;
+                };
+                remove_tree(&self.env_path(id), &envs)?;
+                let _ = self.update_index(|index| index.remove_link_mode(id));
+                drop(lease);
+            }
+            // Packing takes the pack lock and then the store lock itself; ours must go first.
+            drop(lock);
+            plan.packed = Some(self.pack(&plan.to_pack)?);
         }
         Ok(plan)
     }

@@ -15,6 +15,7 @@
 
 mod archive;
 mod catalog;
+mod cold;
 mod error;
 mod gc;
 mod layout;
@@ -23,6 +24,7 @@ mod store;
 mod verify;
 
 pub use catalog::{SnapshotDetail, SnapshotInfo, StoreStats, validate_pin_name};
+pub use cold::{PackReport, PackSweep};
 pub use envstore_archive::Format as ArchiveFormat;
 pub use envstore_index::SnapshotMeta;
 pub use envstore_link::{LinkMode, LinkPolicy};

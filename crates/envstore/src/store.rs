@@ -39,6 +39,8 @@ const STORE_ENTRIES: &[&str] = &[
     "store.lock",
     "index.lock",
     "index.redb",
+    "packs",
+    "pack.lock",
 ];
 
 /// Tunables of a [`Store`].
@@ -223,6 +225,7 @@ impl Store {
             "pins",
             "leases",
             "tmp",
+            "packs",
         ] {
             let path = root.join(dir);
             match fs::create_dir(&path) {
@@ -453,8 +456,23 @@ impl Store {
     fn store_walked(&self, dir: &Path, walked: &Walked) -> Result<IngestReport> {
         let id = SnapshotId::from(walked.root);
         if self.has_snapshot(&id) {
+            if self.snapshot_meta(&id)?.packed > 0 {
+                // Its loose objects may have been freed: the directory at hand is a cheaper
+                // source for them than the packs.
+                self.store_objects(walked)?;
+            }
             return Ok(self.existing_report(walked));
         }
+        let (new_objects, new_bytes) = self.store_objects(walked)?;
+        walked
+            .trees
+            .par_iter()
+            .try_for_each(|(_, tree)| self.trees.insert(tree).map(drop))?;
+        self.write_record(dir, walked, id, new_objects, new_bytes)
+    }
+
+    /// Stores the objects of a walked tree the store lacks loose; returns how many, and bytes.
+    fn store_objects(&self, walked: &Walked) -> Result<(u64, u64)> {
         let mut todo: Vec<&SourceFile> = walked.files.iter().collect();
         todo.sort_unstable_by_key(|f| (f.object, f.executable));
         todo.dedup_by_key(|f| (f.object, f.executable));
@@ -463,7 +481,7 @@ impl Store {
             objects: todo.len() as u64,
             bytes: todo.iter().map(|f| f.size).sum(),
         });
-        let (new_objects, new_bytes) = todo
+        let (new_objects, new_bytes): (u64, u64) = todo
             .par_iter()
             .map(|f| {
                 let written = match &f.content {
@@ -475,11 +493,17 @@ impl Store {
             })
             .try_reduce(|| (0, 0), |a, b| Ok((a.0 + b.0, a.1 + b.1)))
             .map_err(|e: ObjectError| Error::from(e))?;
-        walked
-            .trees
-            .par_iter()
-            .try_for_each(|(_, tree)| self.trees.insert(tree).map(drop))?;
+        Ok((new_objects, new_bytes))
+    }
 
+    fn write_record(
+        &self,
+        dir: &Path,
+        walked: &Walked,
+        id: SnapshotId,
+        new_objects: u64,
+        new_bytes: u64,
+    ) -> Result<IngestReport> {
         let source = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
         let meta = SnapshotMeta {
             created: SystemTime::now()
@@ -490,6 +514,7 @@ impl Store {
             symlinks: walked.stats.symlinks,
             bytes: walked.stats.bytes,
             source: source.to_string_lossy().into_owned(),
+            packed: 0,
         };
         let record = self.snapshot_file(&id);
         if !self.has_snapshot(&id) {
@@ -578,6 +603,7 @@ impl Store {
                 prefix: id.to_hex(),
             });
         }
+        self.ensure_loose(id)?;
         let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> { Ok(Cow::Owned(self.trees.get(t)?)) };
         let (created, link) = lay_out(self, id, &lookup, policy)?;
         Ok(self.laid_out(*id, created, link, None))

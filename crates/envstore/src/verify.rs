@@ -25,9 +25,12 @@ use std::sync::Mutex;
 use envstore_index::Index;
 use envstore_link::LinkPolicy;
 use envstore_lock::{FileLock, LockKind};
-use envstore_tree::{EntryKind, ObjectId, SnapshotId, Tree, TreeId, substitute_placeholder};
+use envstore_tree::{
+    EntryKind, ObjectId, PackId, SnapshotId, Tree, TreeId, substitute_placeholder,
+};
 use rayon::prelude::*;
 
+use crate::cold::{PackCheck, cold_lookup};
 use crate::gc::{Stored, remove_file, remove_tree};
 use crate::layout::lay_out;
 use crate::reach::TreeCache;
@@ -72,6 +75,17 @@ pub enum Problem {
     DanglingPin { name: String, id: SnapshotId },
     /// The index cannot be read.
     Index { reason: String },
+    /// A pack whose bytes do not match its name, or with blocks or chunks that fail their
+    /// checksums; `snapshots` lose content unless the objects are restored.
+    DamagedPack {
+        path: PathBuf,
+        reason: String,
+        snapshots: Vec<SnapshotId>,
+    },
+    /// A pack on disk the index does not know (an interrupted `pack`).
+    UnindexedPack { path: PathBuf },
+    /// A pack the index knows that is not on disk.
+    MissingPack { pack: PackId },
 }
 
 fn short(ids: &[SnapshotId]) -> String {
@@ -131,6 +145,22 @@ impl fmt::Display for Problem {
                 write!(f, "pin {name} names {id}, which is not in the store")
             }
             Problem::Index { reason } => write!(f, "index: {reason}"),
+            Problem::DamagedPack {
+                path,
+                reason,
+                snapshots,
+            } => write!(
+                f,
+                "{}: {reason} (content lost for {})",
+                path.display(),
+                short(snapshots)
+            ),
+            Problem::UnindexedPack { path } => {
+                write!(f, "{}: a pack the index does not know", path.display())
+            }
+            Problem::MissingPack { pack } => {
+                write!(f, "pack {pack} is in the index but not on disk")
+            }
         }
     }
 }
@@ -146,6 +176,9 @@ pub struct VerifyReport {
     pub snapshots: u64,
     pub objects: u64,
     pub materializations: u64,
+    /// Packs read through, and objects that are only in packs.
+    pub packs: u64,
+    pub packed_objects: u64,
 }
 
 impl VerifyReport {
@@ -157,6 +190,16 @@ impl VerifyReport {
             self.problems.is_empty()
         }
     }
+}
+
+/// What verify found of the cold tier.
+#[derive(Default)]
+struct ColdState {
+    check: PackCheck,
+    /// Objects not loose that packed snapshots need and intact packs can rebuild.
+    available: HashSet<ObjectId>,
+    /// Objects intact packs can rebuild, whoever needs them.
+    rebuildable: HashSet<ObjectId>,
 }
 
 /// What each snapshot needs, gathered once.
@@ -287,8 +330,10 @@ impl Store {
                 });
             }
         }
+        // Packs, and the objects only they hold.
+        let cold = self.verify_cold(only, &needs, &mut report)?;
         for object in needs.objects.keys() {
-            if !self.objects().contains(object) {
+            if !self.objects().contains(object) && !cold.available.contains(object) {
                 report.problems.push(Problem::MissingObject {
                     object: *object,
                     snapshots: users(object),
@@ -342,9 +387,88 @@ impl Store {
         report.leftovers = self.leftovers(&stored)?;
 
         if repair {
-            self.repair(&mut report, &needs, &corrupt, &copies)?;
+            self.repair(&mut report, &needs, &corrupt, &copies, cold)?;
         }
         Ok(report)
+    }
+
+    /// Checks the packs (all of them, or those `only` needs), and finds which needed objects
+    /// that are not loose the cold tier can rebuild: those whose users are all packed snapshots
+    /// and whose chunks are all intact.
+    fn verify_cold(
+        &self,
+        only: Option<&SnapshotId>,
+        needs: &Needs,
+        report: &mut VerifyReport,
+    ) -> Result<ColdState> {
+        let mut state = ColdState::default();
+        if self.pack_files()?.is_empty() && !self.root().join("index.redb").exists() {
+            return Ok(state);
+        }
+        // Packs an interrupted `pack` left unindexed are indexed now (the index is a cache of
+        // packs/, healed like the catalogue is on `ls`); a broken index is reported below.
+        let _ = self.reconcile_packs();
+        let objects: Vec<ObjectId> = needs.objects.keys().copied().collect();
+        let locs = match Index::open(self.root(), self.options().lock_timeout) {
+            Ok(index) => cold_lookup(&index, &objects).unwrap_or_default(),
+            Err(_) => Vec::new(), // reported as an index problem below
+        };
+        let only_packs: Option<HashSet<PackId>> =
+            only.map(|_| locs.iter().flatten().flatten().map(|l| l.pack).collect());
+        state.check = self.check_packs(only_packs.as_ref())?;
+        report.packs = state.check.checked;
+        let packed: HashSet<SnapshotId> = needs
+            .objects
+            .values()
+            .flatten()
+            .filter(|id| self.snapshot_meta(id).is_ok_and(|m| m.packed > 0))
+            .copied()
+            .collect();
+        let mut damaged_users: HashMap<PackId, BTreeSet<SnapshotId>> = HashMap::new();
+        for (object, locs) in objects.iter().zip(&locs) {
+            let Some(locs) = locs else { continue };
+            let users = &needs.objects[object];
+            let loose = self.objects().contains(object);
+            let mut intact = true;
+            for loc in locs.iter().filter(|l| !state.check.intact(l)) {
+                intact = false;
+                if !loose {
+                    damaged_users
+                        .entry(loc.pack)
+                        .or_default()
+                        .extend(users.iter().copied());
+                }
+            }
+            if intact {
+                state.rebuildable.insert(*object);
+                if !loose && users.iter().all(|u| packed.contains(u)) {
+                    state.available.insert(*object);
+                }
+            }
+        }
+        report.packed_objects = state.available.len() as u64;
+        for damaged in &state.check.damaged {
+            report.problems.push(Problem::DamagedPack {
+                path: damaged.path.clone(),
+                reason: damaged.reason.clone(),
+                snapshots: damaged_users
+                    .get(&damaged.id)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default(),
+            });
+        }
+        for path in &state.check.unindexed {
+            if state.check.damaged.iter().any(|d| &d.path == path) {
+                continue;
+            }
+            report
+                .problems
+                .push(Problem::UnindexedPack { path: path.clone() });
+        }
+        for pack in &state.check.missing {
+            report.problems.push(Problem::MissingPack { pack: *pack });
+        }
+        Ok(state)
     }
 
     /// Restores `object` from the directory a snapshot using it was ingested from, if that file
@@ -386,8 +510,43 @@ impl Store {
         needs: &Needs,
         corrupt: &[(PathBuf, ObjectId)],
         copies: &HashMap<ObjectId, Vec<(PathBuf, bool)>>,
+        cold: ColdState,
     ) -> Result<()> {
+        let mut cold = cold;
         self.remove_leftovers(&report.leftovers)?;
+        if report
+            .problems
+            .iter()
+            .any(|p| matches!(p, Problem::Index { .. }))
+        {
+            let path = self.root().join("index.redb");
+            remove_file(&path)?;
+            let records = self
+                .snapshot_ids()?
+                .into_iter()
+                .map(|id| Ok((id, self.snapshot_meta(&id)?)))
+                .collect::<Result<Vec<_>>>()?;
+            Index::open(self.root(), self.options().lock_timeout)?.rebuild(&records)?;
+            let packs = self.reconcile_packs()?;
+            report.repaired.push(format!(
+                "rebuilt the index from {} snapshot records and {packs} packs",
+                records.len()
+            ));
+            // What the cold tier holds could not be read before.
+            cold = self.verify_cold(None, needs, &mut VerifyReport::default())?;
+        }
+
+        let pack_problems = report.problems.iter().any(|p| {
+            matches!(
+                p,
+                Problem::DamagedPack { .. }
+                    | Problem::UnindexedPack { .. }
+                    | Problem::MissingPack { .. }
+            )
+        });
+        if pack_problems {
+            report.repaired.extend(self.repair_packs(&cold.check)?);
+        }
         if !report.leftovers.is_empty() {
             report.repaired.push(format!(
                 "removed {} leftovers of interrupted work",
@@ -415,7 +574,15 @@ impl Store {
         }
         let mut lost = HashSet::new();
         for object in needs.objects.keys() {
-            if self.objects().contains(object) {
+            if self.objects().contains(object) || cold.available.contains(object) {
+                continue;
+            }
+            if cold.rebuildable.contains(object)
+                && self.rehydrate_objects(&[(*object, false)]).is_ok()
+            {
+                report
+                    .repaired
+                    .push(format!("restored object {object} from packs"));
                 continue;
             }
             let from_copy = copies
@@ -478,24 +645,6 @@ impl Store {
                 link.mode
             ));
         }
-        if report
-            .problems
-            .iter()
-            .any(|p| matches!(p, Problem::Index { .. }))
-        {
-            let path = self.root().join("index.redb");
-            remove_file(&path)?;
-            let records = self
-                .snapshot_ids()?
-                .into_iter()
-                .map(|id| Ok((id, self.snapshot_meta(&id)?)))
-                .collect::<Result<Vec<_>>>()?;
-            Index::open(self.root(), self.options().lock_timeout)?.rebuild(&records)?;
-            report.repaired.push(format!(
-                "rebuilt the index from {} snapshot records",
-                records.len()
-            ));
-        }
         report.unrepaired = report
             .problems
             .iter()
@@ -510,7 +659,15 @@ impl Store {
                             .iter()
                             .any(|(o, u)| u.contains(id) && lost.contains(o))
                 }
-                Problem::Index { .. } | Problem::ObjectMode { .. } => false,
+                Problem::Index { .. }
+                | Problem::ObjectMode { .. }
+                | Problem::UnindexedPack { .. }
+                | Problem::MissingPack { .. } => false,
+                // Repair rewrote the intact part; what was lost is a missing object now.
+                Problem::DamagedPack { snapshots, .. } => needs
+                    .objects
+                    .iter()
+                    .any(|(o, u)| lost.contains(o) && u.iter().any(|s| snapshots.contains(s))),
                 Problem::BadTree { .. }
                 | Problem::BadRecord { .. }
                 | Problem::DanglingPin { .. } => true,

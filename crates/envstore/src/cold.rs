@@ -1,0 +1,986 @@
+//! The cold tier: packing snapshots into content-defined chunks in zstd packs, and rehydrating
+//! them into loose objects when they are materialized again.
+//!
+//! Crash safety follows the hot tier's rules. `pack` writes each pack under a temporary name,
+//! syncs it, renames it, syncs `packs/`, and only then records it in the index; snapshot records
+//! are marked `packed` after the index knows every chunk they need; loose objects are freed last,
+//! under the store lock held exclusively, and only when the index confirms they can be rebuilt.
+//! A kill at any point leaves at worst an unreferenced temporary file (a leftover) or a pack the
+//! index does not know yet (indexed by the next `pack` or `verify --repair`).
+//!
+//! Packing holds `pack.lock` (one packer at a time) and the store lock shared while it writes,
+//! so builds keep running; materializing holds the store lock shared while it rehydrates, so the
+//! freeing step cannot take an object away from under it.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use envstore_index::{ChunkLoc, ColdTotals, Index};
+use envstore_lock::{FileLock, LockKind};
+use envstore_objects::ObjectError;
+use envstore_pack::{
+    Block, BlockBuilder, EncodedBlock, EntryKind, PackReader, PackWriter, WrittenPack,
+    decode_recipe, encode_recipe, pack_path, parse_pack_name,
+};
+use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId};
+use rayon::prelude::*;
+
+use crate::catalog::unix_secs;
+use crate::reach::TreeCache;
+use crate::{Error, Result, Store};
+
+/// A pack is closed once it holds this many bytes (so a repack never rewrites much at once).
+const PACK_TARGET: u64 = 256 << 20;
+/// Objects are read, cut and hashed this many bytes at a time: bounds pack's memory.
+const BATCH_BYTES: u64 = 32 << 20;
+
+/// What `pack` did.
+#[derive(Debug, Default, Clone)]
+pub struct PackReport {
+    /// The snapshots now in the cold tier.
+    pub snapshots: Vec<SnapshotId>,
+    /// Objects added to the cold tier now, and their bytes.
+    pub objects: u64,
+    pub object_bytes: u64,
+    /// Chunks that were new to the cold tier, and their uncompressed bytes.
+    pub new_chunks: u64,
+    pub new_chunk_bytes: u64,
+    /// Packs written, and their bytes on disk.
+    pub packs: Vec<PackId>,
+    pub pack_bytes: u64,
+    /// Loose objects freed because every snapshot needing them is packed and not materialized.
+    pub freed_objects: u64,
+    pub freed_bytes: u64,
+    /// Named snapshots that are materialized: packed, but their loose objects stay while the
+    /// materialization does.
+    pub kept_materialized: Vec<SnapshotId>,
+    /// Packs on disk the index did not know (after an interrupted pack), now indexed.
+    pub recovered_packs: u64,
+}
+
+/// An object read for packing: its bytes, and its chunks with their ranges.
+type Loaded = (ObjectId, Vec<u8>, Vec<(ChunkId, std::ops::Range<usize>)>);
+
+/// The chunk locations that rebuild each object.
+type Plan = Vec<(ObjectId, bool, Vec<ChunkLoc>)>;
+
+/// What a pack holds, read back from it.
+pub(crate) struct ScannedPack {
+    pub(crate) len: u64,
+    pub(crate) chunks: Vec<(ChunkId, ChunkLoc)>,
+    pub(crate) recipes: Vec<(ObjectId, Vec<u8>)>,
+}
+
+/// Reads a pack's table of contents (and its recipe entries) to index it.
+pub(crate) fn scan_pack(reader: &PackReader, id: PackId) -> Result<ScannedPack, Error> {
+    let mut scanned = ScannedPack {
+        len: reader.len(),
+        chunks: Vec::new(),
+        recipes: Vec::new(),
+    };
+    for header in reader.headers().map_err(pack_err)? {
+        let mut raw = None;
+        for (offset, entry) in header.placed() {
+            match entry.kind {
+                EntryKind::Chunk => scanned.chunks.push((
+                    ChunkId::from_bytes(entry.id),
+                    ChunkLoc {
+                        pack: id,
+                        block: header.offset,
+                        offset,
+                        len: entry.len,
+                    },
+                )),
+                EntryKind::Recipe => {
+                    if raw.is_none() {
+                        raw = Some(reader.read_block(&header).map_err(pack_err)?);
+                    }
+                    let raw = raw.as_ref().expect("read above");
+                    let bytes = &raw[offset as usize..(offset + entry.len) as usize];
+                    scanned
+                        .recipes
+                        .push((ObjectId::from_bytes(entry.id), bytes.to_vec()));
+                }
+            }
+        }
+    }
+    Ok(scanned)
+}
+
+pub(crate) fn pack_err(e: envstore_pack::PackError) -> Error {
+    match e {
+        envstore_pack::PackError::Io { op, path, source } => Error::Io { op, path, source },
+        envstore_pack::PackError::Corrupt { .. } => Error::DamagedPack {
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Where each object's chunks are, from the index: `None` for an object the cold tier cannot
+/// rebuild (no recipe and no chunk of its id, or a chunk missing).
+pub(crate) fn cold_lookup(
+    index: &Index,
+    objects: &[ObjectId],
+) -> Result<Vec<Option<Vec<ChunkLoc>>>> {
+    let recipes = index.recipes(objects)?;
+    let mut chunk_lists: Vec<Vec<ChunkId>> = Vec::with_capacity(objects.len());
+    for (object, recipe) in objects.iter().zip(recipes) {
+        chunk_lists.push(match recipe {
+            Some((_, bytes)) => match decode_recipe(&bytes) {
+                Some((_, chunks)) => chunks,
+                None => Vec::new(),
+            },
+            None => vec![ChunkId::from(*object)],
+        });
+    }
+    let all: Vec<ChunkId> = chunk_lists.iter().flatten().copied().collect();
+    let locs = index.chunk_locs(&all)?;
+    let mut at = 0;
+    Ok(chunk_lists
+        .iter()
+        .map(|chunks| {
+            let these = &locs[at..at + chunks.len()];
+            at += chunks.len();
+            if chunks.is_empty() {
+                return None;
+            }
+            these.iter().copied().collect::<Option<Vec<_>>>()
+        })
+        .collect())
+}
+
+/// Appends blocks to the pack being written, compressing them in parallel.
+fn flush_blocks(
+    store: &Store,
+    writer: &mut Option<PackWriter>,
+    blocks: Vec<BlockBuilder>,
+) -> Result<()> {
+    if blocks.is_empty() {
+        return Ok(());
+    }
+    let encoded: Vec<EncodedBlock> = blocks
+        .into_par_iter()
+        .map(BlockBuilder::encode)
+        .collect::<io::Result<_>>()
+        .map_err(Error::io("compress a block for", &store.packs_dir()))?;
+    for block in encoded {
+        let w = match writer {
+            Some(w) => w,
+            None => writer.insert(PackWriter::create(&store.packs_dir()).map_err(pack_err)?),
+        };
+        w.append(block).map_err(pack_err)?;
+    }
+    Ok(())
+}
+
+/// Chunk locations of a pack just written, for the index.
+fn written_chunks(pack: &WrittenPack) -> Vec<(ChunkId, ChunkLoc)> {
+    let mut out = Vec::new();
+    for (block, entries) in &pack.blocks {
+        let mut offset = 0u32;
+        for e in entries {
+            if e.kind == EntryKind::Chunk {
+                out.push((
+                    ChunkId::from_bytes(e.id),
+                    ChunkLoc {
+                        pack: pack.id,
+                        block: *block,
+                        offset,
+                        len: e.len,
+                    },
+                ));
+            }
+            offset += e.len;
+        }
+    }
+    out
+}
+
+/// Builds packs from objects; see [`Store::pack`].
+struct Packer<'s> {
+    store: &'s Store,
+    writer: Option<PackWriter>,
+    chunks: BlockBuilder,
+    recipes: BlockBuilder,
+    /// Recipes in the pack being written, for the index.
+    pending_recipes: Vec<(ObjectId, Vec<u8>)>,
+    /// Chunks the cold tier has (found in the index, or written by this run).
+    known: HashSet<ChunkId>,
+    report: PackReport,
+}
+
+impl Packer<'_> {
+    /// Reads, verifies and cuts one batch of objects, and adds what is new to blocks.
+    fn add_batch(&mut self, batch: &[(ObjectId, bool)]) -> Result<()> {
+        let store = self.store;
+        let loaded: Vec<Loaded> = batch
+            .par_iter()
+            .map(|(object, executable)| {
+                let path = store.objects().require(object, *executable)?;
+                let data = fs::read(&path).map_err(Error::io("read", &path))?;
+                let ranges = envstore_pack::cut(&data);
+                let chunks: Vec<(ChunkId, std::ops::Range<usize>)> = ranges
+                    .into_iter()
+                    .map(|r| (ChunkId::from(blake3::hash(&data[r.clone()])), r))
+                    .collect();
+                // Never pack a damaged object: its bytes must hash to its name.
+                let whole = match chunks.as_slice() {
+                    [(id, _)] => *id.as_bytes(),
+                    _ => *blake3::hash(&data).as_bytes(),
+                };
+                if whole != *object.as_bytes() {
+                    return Err(ObjectError::Corrupt {
+                        path,
+                        actual: ObjectId::from_bytes(whole).to_hex(),
+                    }
+                    .into());
+                }
+                Ok((*object, data, chunks))
+            })
+            .collect::<Result<_>>()?;
+
+        // Which of these chunks does the cold tier have already?
+        let unknown: Vec<ChunkId> = loaded
+            .iter()
+            .flat_map(|(_, _, chunks)| chunks.iter().map(|(id, _)| *id))
+            .filter(|id| !self.known.contains(id))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !unknown.is_empty() {
+            let index = store.open_index()?;
+            for (id, loc) in unknown.iter().zip(index.chunk_locs(&unknown)?) {
+                if loc.is_some() {
+                    self.known.insert(*id);
+                }
+            }
+        }
+
+        let mut sealed = Vec::new();
+        for (object, data, chunks) in &loaded {
+            self.report.objects += 1;
+            self.report.object_bytes += data.len() as u64;
+            for (id, range) in chunks {
+                if self.known.insert(*id) {
+                    self.report.new_chunks += 1;
+                    self.report.new_chunk_bytes += range.len() as u64;
+                    self.chunks
+                        .push(EntryKind::Chunk, *id.as_bytes(), &data[range.clone()]);
+                    if self.chunks.full() {
+                        sealed.push(std::mem::take(&mut self.chunks));
+                    }
+                }
+            }
+            if chunks.len() > 1 {
+                let ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
+                let recipe = encode_recipe(data.len() as u64, &ids);
+                self.recipes
+                    .push(EntryKind::Recipe, *object.as_bytes(), &recipe);
+                self.pending_recipes.push((*object, recipe));
+                if self.recipes.full() {
+                    sealed.push(std::mem::take(&mut self.recipes));
+                }
+            }
+        }
+        flush_blocks(store, &mut self.writer, sealed)?;
+        if self.writer.as_ref().is_some_and(|w| w.len() >= PACK_TARGET) {
+            self.finish_pack()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the open blocks, makes the pack durable, then records it in the index.
+    fn finish_pack(&mut self) -> Result<()> {
+        let open: Vec<BlockBuilder> = [
+            std::mem::take(&mut self.chunks),
+            std::mem::take(&mut self.recipes),
+        ]
+        .into_iter()
+        .filter(|b| !b.is_empty())
+        .collect();
+        flush_blocks(self.store, &mut self.writer, open)?;
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        let pack = writer.finish().map_err(pack_err)?;
+        let chunks = written_chunks(&pack);
+        let recipes = std::mem::take(&mut self.pending_recipes);
+        self.store
+            .open_index()?
+            .add_pack(&pack.id, pack.len, &chunks, &recipes)?;
+        self.report.packs.push(pack.id);
+        self.report.pack_bytes += pack.len;
+        Ok(())
+    }
+}
+
+impl Store {
+    pub(crate) fn packs_dir(&self) -> PathBuf {
+        self.root().join("packs")
+    }
+
+    pub(crate) fn open_index(&self) -> Result<Index> {
+        Ok(Index::open(self.root(), self.options().lock_timeout)?)
+    }
+
+    fn pack_lock(&self) -> Result<FileLock> {
+        Ok(FileLock::acquire(
+            &self.root().join("pack.lock"),
+            LockKind::Exclusive,
+            self.options().lock_timeout,
+            "the pack lock (another pack, prune or repair is working on packs)",
+        )?)
+    }
+
+    /// The packs in `packs/`, by name.
+    pub(crate) fn pack_files(&self) -> Result<Vec<(PackId, PathBuf)>> {
+        let dir = self.packs_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("read", &dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(Error::io("read", &dir))?;
+            if let Some(id) = entry.file_name().to_str().and_then(parse_pack_name) {
+                out.push((id, entry.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Brings the index in line with `packs/`: indexes packs it does not know (written by an
+    /// interrupted `pack`) and forgets packs that are gone. A pack that cannot be read is left
+    /// for `verify` to report. Returns how many packs were indexed.
+    pub(crate) fn reconcile_packs(&self) -> Result<u64> {
+        let on_disk = self.pack_files()?;
+        let index = self.open_index()?;
+        let indexed: HashMap<PackId, u64> = index.packs()?.into_iter().collect();
+        let mut added = 0;
+        for (id, path) in &on_disk {
+            if indexed.contains_key(id) {
+                continue;
+            }
+            let Ok(scanned) = PackReader::open(path)
+                .map_err(pack_err)
+                .and_then(|r| scan_pack(&r, *id))
+            else {
+                continue;
+            };
+            index.add_pack(id, scanned.len, &scanned.chunks, &scanned.recipes)?;
+            added += 1;
+        }
+        let present: HashSet<PackId> = on_disk.iter().map(|(id, _)| *id).collect();
+        let gone: Vec<PackId> = indexed
+            .keys()
+            .filter(|id| !present.contains(id))
+            .copied()
+            .collect();
+        if !gone.is_empty() {
+            self.forget_packs(&index, &gone)?;
+        }
+        Ok(added)
+    }
+
+    /// Removes packs from the index, with every chunk and recipe it has in them.
+    pub(crate) fn forget_packs(&self, index: &Index, packs: &[PackId]) -> Result<()> {
+        let packs: HashSet<PackId> = packs.iter().copied().collect();
+        let chunks = index.all_chunks()?;
+        let recipes = index.all_recipes()?;
+        for pack in &packs {
+            let c: Vec<ChunkId> = chunks
+                .iter()
+                .filter(|(_, loc)| loc.pack == *pack)
+                .map(|(id, _)| *id)
+                .collect();
+            let r: Vec<ObjectId> = recipes
+                .iter()
+                .filter(|(_, p, _)| p == pack)
+                .map(|(id, _, _)| *id)
+                .collect();
+            index.remove_pack(pack, &c, &r)?;
+        }
+        Ok(())
+    }
+
+    /// Moves snapshots into the cold tier: every object they need is cut into chunks, new chunks
+    /// are compressed into packs, the snapshots are marked packed, and loose objects that no
+    /// materialized or unpacked snapshot needs are freed. With no ids, packs every snapshot that
+    /// is not materialized.
+    pub fn pack(&self, only: &[SnapshotId]) -> Result<PackReport> {
+        let _pack_lock = self.pack_lock()?;
+        let report = {
+            let _shared = self.lock_shared()?;
+            fs::create_dir_all(self.packs_dir()).map_err(Error::io("create", &self.packs_dir()))?;
+            let mut report = PackReport {
+                recovered_packs: self.reconcile_packs()?,
+                ..PackReport::default()
+            };
+            let targets: Vec<SnapshotId> = if only.is_empty() {
+                self.snapshot_ids()?
+                    .into_iter()
+                    .filter(|id| !self.is_materialized(id))
+                    .collect()
+            } else {
+                for id in only {
+                    if !self.has_snapshot(id) {
+                        return Err(Error::UnknownSnapshot {
+                            prefix: id.to_hex(),
+                        });
+                    }
+                }
+                only.to_vec()
+            };
+            report.kept_materialized = targets
+                .iter()
+                .filter(|id| self.is_materialized(id))
+                .copied()
+                .collect();
+
+            // The objects, in tree order, without those the cold tier has.
+            let mut cache = TreeCache::default();
+            let mut seen = HashSet::new();
+            let mut objects = Vec::new();
+            for id in &targets {
+                objects.extend(cache.files(self, id.root(), &mut seen)?);
+            }
+            drop(cache);
+            let ids: Vec<ObjectId> = objects.iter().map(|(o, _)| *o).collect();
+            let cold = cold_lookup(&self.open_index()?, &ids)?;
+            let todo: Vec<(ObjectId, bool)> = objects
+                .into_iter()
+                .zip(cold)
+                .filter(|(_, c)| c.is_none())
+                .map(|(o, _)| o)
+                .collect();
+
+            let mut packer = Packer {
+                store: self,
+                writer: None,
+                chunks: BlockBuilder::default(),
+                recipes: BlockBuilder::default(),
+                pending_recipes: Vec::new(),
+                known: HashSet::new(),
+                report,
+            };
+            let mut batch = Vec::new();
+            let mut batch_bytes = 0;
+            for (object, executable) in todo {
+                let size = self
+                    .objects()
+                    .find(&object, executable)
+                    .and_then(|p| fs::symlink_metadata(p).ok())
+                    .map_or(0, |m| m.len());
+                batch.push((object, executable));
+                batch_bytes += size;
+                if batch_bytes >= BATCH_BYTES {
+                    packer.add_batch(&batch)?;
+                    batch.clear();
+                    batch_bytes = 0;
+                }
+            }
+            packer.add_batch(&batch)?;
+            packer.finish_pack()?;
+            let mut report = packer.report;
+
+            // Only now, with every chunk durable and indexed, are the snapshots marked packed.
+            let now = unix_secs(SystemTime::now());
+            let mut records = Vec::new();
+            for id in &targets {
+                let mut meta = self.snapshot_meta(id)?;
+                meta.packed = now;
+                self.write_file_atomic(&self.snapshot_file(id), meta.to_text().as_bytes())?;
+                records.push((*id, meta));
+            }
+            let _ = self.update_index(|index| index.put_snapshots(&records));
+            report.snapshots = targets;
+            report
+        };
+        let (freed_objects, freed_bytes) = self.free_packed_objects()?;
+        Ok(PackReport {
+            freed_objects,
+            freed_bytes,
+            ..report
+        })
+    }
+
+    /// Deletes the loose objects that only packed, unmaterialized snapshots need, once the index
+    /// confirms each can be rebuilt from packs. Holds the store lock exclusively, so no ingest or
+    /// materialization is between deciding and deleting.
+    fn free_packed_objects(&self) -> Result<(u64, u64)> {
+        let _lock = FileLock::acquire(
+            &self.root().join("store.lock"),
+            LockKind::Exclusive,
+            self.options().lock_timeout,
+            "the store lock (pack frees loose objects alone; builds hold it while they write)",
+        )?;
+        let mut cache = TreeCache::default();
+        let (mut keep, mut free) = (HashSet::new(), HashSet::new());
+        for id in self.snapshot_ids()? {
+            let cold = self.snapshot_meta(&id)?.packed > 0 && !self.is_materialized(&id);
+            let set = if cold { &mut free } else { &mut keep };
+            for (object, _) in cache.files(self, id.root(), &mut HashSet::new())? {
+                set.insert(object);
+            }
+        }
+        let candidates: Vec<ObjectId> = free
+            .difference(&keep)
+            .copied()
+            .filter(|o| self.objects().contains(o))
+            .collect();
+        let rebuildable = cold_lookup(&self.open_index()?, &candidates)?;
+        let (mut count, mut bytes) = (0, 0);
+        for (object, loc) in candidates.iter().zip(rebuildable) {
+            if loc.is_none() {
+                continue;
+            }
+            for executable in [false, true] {
+                let path = self.objects().path(object, executable);
+                if let Ok(meta) = fs::symlink_metadata(&path) {
+                    crate::gc::remove_file(&path)?;
+                    count += 1;
+                    bytes += meta.len();
+                }
+            }
+        }
+        Ok((count, bytes))
+    }
+
+    /// Where the cold tier has each of `objects`, or an error naming the first it cannot
+    /// rebuild.
+    fn rehydration_plan(&self, objects: &[(ObjectId, bool)]) -> Result<Plan> {
+        let ids: Vec<ObjectId> = objects.iter().map(|(o, _)| *o).collect();
+        let locs = cold_lookup(&self.open_index()?, &ids)?;
+        let mut plan: Plan = Vec::with_capacity(objects.len());
+        for ((object, executable), locs) in objects.iter().zip(locs) {
+            match locs {
+                Some(locs) => plan.push((*object, *executable, locs)),
+                None => {
+                    return Err(ObjectError::Missing {
+                        path: self.objects().path(object, *executable),
+                    }
+                    .into());
+                }
+            }
+        }
+        // In pack order: each worker then reads its blocks front to back, mostly once.
+        plan.sort_by_key(|(_, _, locs)| locs.first().map(|l| (l.pack, l.block, l.offset)));
+        Ok(plan)
+    }
+
+    /// Writes back, from packs, every loose object snapshot `id` needs and the store lacks.
+    /// The caller holds the store lock shared. Returns the objects and bytes written.
+    pub(crate) fn rehydrate(&self, id: &SnapshotId) -> Result<(u64, u64)> {
+        let needed = TreeCache::default().files(self, id.root(), &mut HashSet::new())?;
+        let missing: Vec<(ObjectId, bool)> = needed
+            .into_iter()
+            .filter(|(o, x)| self.objects().find(o, *x).is_none())
+            .collect();
+        self.rehydrate_objects(&missing)
+    }
+
+    /// Writes `objects` back from packs as loose objects (in the variant given).
+    pub(crate) fn rehydrate_objects(&self, missing: &[(ObjectId, bool)]) -> Result<(u64, u64)> {
+        if missing.is_empty() {
+            return Ok((0, 0));
+        }
+        let plan = self.rehydration_plan(missing)?;
+        let mut readers = HashMap::new();
+        for (_, _, locs) in &plan {
+            for loc in locs {
+                if let std::collections::hash_map::Entry::Vacant(e) = readers.entry(loc.pack) {
+                    let path = pack_path(&self.packs_dir(), &loc.pack);
+                    e.insert(PackReader::open(&path).map_err(pack_err)?);
+                }
+            }
+        }
+        let per_worker = plan.len().div_ceil(rayon::current_num_threads() * 8).max(1);
+        plan.par_chunks(per_worker)
+            .map(|part| {
+                let mut cache = BlockCache::default();
+                let (mut count, mut bytes) = (0, 0);
+                for (object, executable, locs) in part {
+                    let source = pack_path(&self.packs_dir(), &locs[0].pack);
+                    let written =
+                        self.objects()
+                            .insert_with(*object, *executable, &source, |w| {
+                                for loc in locs {
+                                    let block = cache.get(&readers, loc)?;
+                                    let bytes =
+                                        block.slice(loc.offset, loc.len).ok_or_else(|| {
+                                            io::Error::other("chunk outside its block")
+                                        })?;
+                                    w.write_all(bytes)?;
+                                }
+                                Ok(())
+                            })?;
+                    count += 1;
+                    bytes += written;
+                }
+                Ok((count, bytes))
+            })
+            .try_reduce(|| (0, 0), |a, b| Ok((a.0 + b.0, a.1 + b.1)))
+    }
+
+    /// Makes sure every object of snapshot `id` is loose, rehydrating a packed snapshot. The
+    /// caller holds the store lock shared.
+    pub(crate) fn ensure_loose(&self, id: &SnapshotId) -> Result<()> {
+        if self.snapshot_meta(id)?.packed > 0 {
+            self.rehydrate(id)?;
+        }
+        Ok(())
+    }
+
+    /// Totals of the cold tier for `stats` (after bringing the index in line with `packs/`).
+    pub(crate) fn cold_totals(&self) -> Result<ColdTotals> {
+        if self.pack_files()?.is_empty() {
+            return Ok(ColdTotals::default());
+        }
+        self.reconcile_packs()?;
+        Ok(self.open_index()?.cold_totals()?)
+    }
+}
+
+/// What the pack sweep of `prune` did.
+#[derive(Debug, Default, Clone)]
+pub struct PackSweep {
+    /// Packs no kept snapshot needs anything from: deleted.
+    pub removed: Vec<PackId>,
+    /// Packs mostly holding what nobody needs: their live entries rewritten to a new pack.
+    pub rewritten: Vec<PackId>,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+impl Store {
+    /// Deletes packs that hold nothing `kept` snapshots need, and rewrites packs where less than
+    /// half the chunk bytes are still needed. The caller holds the store lock exclusively (so
+    /// nothing can start needing a chunk meanwhile). A new pack is durable and indexed before
+    /// the old one is forgotten and deleted.
+    pub(crate) fn sweep_packs(&self, kept: &[SnapshotId], dry_run: bool) -> Result<PackSweep> {
+        let mut sweep = PackSweep::default();
+        if self.pack_files()?.is_empty() {
+            return Ok(sweep);
+        }
+        self.reconcile_packs()?;
+        let mut cache = TreeCache::default();
+        let mut seen = HashSet::new();
+        let mut objects = Vec::new();
+        for id in kept {
+            objects.extend(cache.files(self, id.root(), &mut seen)?);
+        }
+        drop(cache);
+        let index = self.open_index()?;
+        let ids: Vec<ObjectId> = objects.iter().map(|(o, _)| *o).collect();
+        let live_recipes: HashSet<ObjectId> = ids.iter().copied().collect();
+        let mut live: HashSet<(PackId, u64, u32)> = HashSet::new();
+        for locs in cold_lookup(&index, &ids)?.into_iter().flatten() {
+            live.extend(locs.iter().map(|l| (l.pack, l.block, l.offset)));
+        }
+        let mut total: HashMap<PackId, (u64, u64)> = HashMap::new();
+        for (_, loc) in index.all_chunks()? {
+            let t = total.entry(loc.pack).or_default();
+            t.0 += u64::from(loc.len);
+            if live.contains(&(loc.pack, loc.block, loc.offset)) {
+                t.1 += u64::from(loc.len);
+            }
+        }
+        let recipes = index.all_recipes()?;
+        let packs = index.packs()?;
+        drop(index);
+        for (pack, len) in packs {
+            sweep.bytes_before += len;
+            let (all, needed) = total.get(&pack).copied().unwrap_or((0, 0));
+            let recipe_live = recipes
+                .iter()
+                .any(|(o, p, _)| *p == pack && live_recipes.contains(o));
+            if needed == 0 && !recipe_live {
+                sweep.removed.push(pack);
+                continue;
+            }
+            if needed * 2 >= all {
+                sweep.bytes_after += len;
+                continue;
+            }
+            sweep.rewritten.push(pack);
+            if dry_run {
+                sweep.bytes_after += len * needed / all.max(1);
+                continue;
+            }
+            // Rewrite: the needed chunks and recipes, re-compressed into a new pack.
+            let path = pack_path(&self.packs_dir(), &pack);
+            let reader = PackReader::open(&path).map_err(pack_err)?;
+            let mut writer = None;
+            let (mut block, mut recipe_block) = (BlockBuilder::default(), BlockBuilder::default());
+            let mut new_recipes = Vec::new();
+            for header in reader.headers().map_err(pack_err)? {
+                let raw = reader.read_block(&header).map_err(pack_err)?;
+                for (offset, e) in header.placed() {
+                    let bytes = &raw[offset as usize..(offset + e.len) as usize];
+                    match e.kind {
+                        EntryKind::Chunk if live.contains(&(pack, header.offset, offset)) => {
+                            block.push(EntryKind::Chunk, e.id, bytes);
+                            if block.full() {
+                                flush_blocks(self, &mut writer, vec![std::mem::take(&mut block)])?;
+                            }
+                        }
+                        EntryKind::Recipe if live_recipes.contains(&ObjectId::from_bytes(e.id)) => {
+                            recipe_block.push(EntryKind::Recipe, e.id, bytes);
+                            new_recipes.push((ObjectId::from_bytes(e.id), bytes.to_vec()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let open: Vec<BlockBuilder> = [block, recipe_block]
+                .into_iter()
+                .filter(|b| !b.is_empty())
+                .collect();
+            flush_blocks(self, &mut writer, open)?;
+            if let Some(writer) = writer {
+                let written = writer.finish().map_err(pack_err)?;
+                sweep.bytes_after += written.len;
+                self.open_index()?.add_pack(
+                    &written.id,
+                    written.len,
+                    &written_chunks(&written),
+                    &new_recipes,
+                )?;
+            }
+            let index = self.open_index()?;
+            self.forget_packs(&index, &[pack])?;
+            drop(index);
+            envstore_pack::remove_pack(&path).map_err(pack_err)?;
+        }
+        if !dry_run && !sweep.removed.is_empty() {
+            let index = self.open_index()?;
+            self.forget_packs(&index, &sweep.removed)?;
+            drop(index);
+            for pack in &sweep.removed {
+                envstore_pack::remove_pack(&pack_path(&self.packs_dir(), pack))
+                    .map_err(pack_err)?;
+            }
+        }
+        Ok(sweep)
+    }
+}
+
+/// Damage found in packs by [`Store::check_packs`].
+#[derive(Debug, Default)]
+pub(crate) struct PackCheck {
+    /// Damaged packs: path, what is wrong, and where damage starts in each bad block (or the
+    /// offset from which nothing could be read).
+    pub(crate) damaged: Vec<DamagedPack>,
+    /// Packs on disk the index does not know.
+    pub(crate) unindexed: Vec<PathBuf>,
+    /// Packs the index knows that are gone.
+    pub(crate) missing: Vec<PackId>,
+    pub(crate) checked: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct DamagedPack {
+    pub(crate) id: PackId,
+    pub(crate) path: PathBuf,
+    pub(crate) reason: String,
+    pub(crate) bad_blocks: HashSet<u64>,
+    /// Blocks at or after this offset could not even be found.
+    pub(crate) unreadable_from: Option<u64>,
+}
+
+impl PackCheck {
+    /// Whether the chunk at `loc` can be read back intact.
+    pub(crate) fn intact(&self, loc: &ChunkLoc) -> bool {
+        if self.missing.contains(&loc.pack) {
+            return false;
+        }
+        !self.damaged.iter().any(|d| {
+            d.id == loc.pack
+                && (d.bad_blocks.contains(&loc.block)
+                    || d.unreadable_from.is_some_and(|from| loc.block >= from))
+        })
+    }
+}
+
+impl Store {
+    /// Reads every pack (or those in `only`) through: its bytes against its name, every block
+    /// against its checksum, every chunk against its id; and compares `packs/` with the index.
+    pub(crate) fn check_packs(&self, only: Option<&HashSet<PackId>>) -> Result<PackCheck> {
+        let mut check = PackCheck::default();
+        let on_disk = self.pack_files()?;
+        if on_disk.is_empty() && !self.root().join("index.redb").exists() {
+            return Ok(check);
+        }
+        // A broken index is verify's to report; here it just knows no packs.
+        let indexed: HashSet<PackId> = self
+            .open_index()
+            .and_then(|index| Ok(index.packs()?))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let present: HashSet<PackId> = on_disk.iter().map(|(id, _)| *id).collect();
+        check.missing = indexed.difference(&present).copied().collect();
+        check.missing.sort();
+        let results: Vec<Option<DamagedPack>> = on_disk
+            .par_iter()
+            .filter(|(id, _)| only.is_none_or(|o| o.contains(id)))
+            .map(|(id, path)| check_pack(*id, path))
+            .collect();
+        for (id, path) in &on_disk {
+            if !indexed.contains(id) {
+                check.unindexed.push(path.clone());
+            }
+        }
+        check.checked = results.len() as u64;
+        check.damaged = results.into_iter().flatten().collect();
+        Ok(check)
+    }
+
+    /// Mends packs: indexes unknown packs, forgets missing ones, and rewrites each damaged pack's
+    /// intact blocks into a new pack before deleting it. Returns what was done. The caller holds
+    /// the store lock exclusively.
+    pub(crate) fn repair_packs(&self, check: &PackCheck) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        let added = self.reconcile_packs()?;
+        if added > 0 {
+            done.push(format!("indexed {added} packs the index did not know"));
+        }
+        if !check.missing.is_empty() {
+            done.push(format!("forgot {} missing packs", check.missing.len()));
+        }
+        for damaged in &check.damaged {
+            let reader = PackReader::open(&damaged.path).ok();
+            let mut writer = None;
+            let mut blocks = Vec::new();
+            let mut recipes = Vec::new();
+            let mut at = envstore_pack::PACK_MAGIC.len() as u64;
+            while let Some(reader) = &reader {
+                if damaged.unreadable_from.is_some_and(|from| at >= from) || at >= reader.len() {
+                    break;
+                }
+                let Ok(header) = reader.header_at(at) else {
+                    break;
+                };
+                at = header.end();
+                if damaged.bad_blocks.contains(&header.offset) {
+                    continue;
+                }
+                let Ok(block) = reader.block_at(header.offset) else {
+                    continue;
+                };
+                let mut builder = BlockBuilder::default();
+                for (offset, e) in block.header.placed() {
+                    let bytes = block.slice(offset, e.len).expect("checked block");
+                    builder.push(e.kind, e.id, bytes);
+                    if e.kind == EntryKind::Recipe {
+                        recipes.push((ObjectId::from_bytes(e.id), bytes.to_vec()));
+                    }
+                }
+                blocks.push(builder);
+            }
+            flush_blocks(self, &mut writer, blocks)?;
+            let index = self.open_index()?;
+            if let Some(writer) = writer {
+                let written = writer.finish().map_err(pack_err)?;
+                index.add_pack(
+                    &written.id,
+                    written.len,
+                    &written_chunks(&written),
+                    &recipes,
+                )?;
+            }
+            self.forget_packs(&index, &[damaged.id])?;
+            drop(index);
+            envstore_pack::remove_pack(&damaged.path).map_err(pack_err)?;
+            done.push(format!(
+                "rewrote the intact blocks of {} and removed it",
+                damaged.path.display()
+            ));
+        }
+        Ok(done)
+    }
+}
+
+/// Checks one pack; `None` when it is intact.
+fn check_pack(id: PackId, path: &std::path::Path) -> Option<DamagedPack> {
+    let mut damaged = DamagedPack {
+        id,
+        path: path.to_owned(),
+        reason: String::new(),
+        bad_blocks: HashSet::new(),
+        unreadable_from: None,
+    };
+    let reader = match PackReader::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            damaged.reason = e.to_string();
+            damaged.unreadable_from = Some(0);
+            return Some(damaged);
+        }
+    };
+    let mut reasons = Vec::new();
+    let mut at = envstore_pack::PACK_MAGIC.len() as u64;
+    while at < reader.len() {
+        match reader.header_at(at) {
+            Ok(header) => {
+                if let Err(e) = reader.block_at(header.offset) {
+                    reasons.push(e.to_string());
+                    damaged.bad_blocks.insert(header.offset);
+                }
+                at = header.end();
+            }
+            Err(e) => {
+                reasons.push(e.to_string());
+                damaged.unreadable_from = Some(at);
+                break;
+            }
+        }
+    }
+    if reasons.is_empty() {
+        match reader.content_id() {
+            Ok(actual) if actual == id => return None,
+            Ok(_) => reasons.push(format!(
+                "{} does not match its name (cut short?)",
+                path.display()
+            )),
+            Err(e) => reasons.push(e.to_string()),
+        }
+    }
+    damaged.reason = reasons.join("; ");
+    Some(damaged)
+}
+
+/// The last few blocks one worker decompressed.
+#[derive(Default)]
+struct BlockCache {
+    blocks: Vec<((PackId, u64), Block)>,
+}
+
+impl BlockCache {
+    const SIZE: usize = 4;
+
+    fn get(&mut self, readers: &HashMap<PackId, PackReader>, loc: &ChunkLoc) -> io::Result<&Block> {
+        let key = (loc.pack, loc.block);
+        if let Some(i) = self.blocks.iter().position(|(k, _)| *k == key) {
+            let hit = self.blocks.remove(i);
+            self.blocks.push(hit);
+        } else {
+            let reader = readers
+                .get(&loc.pack)
+                .ok_or_else(|| io::Error::other("pack not open"))?;
+            let header = reader.header_at(loc.block).map_err(io::Error::other)?;
+            let raw = reader.read_block(&header).map_err(io::Error::other)?;
+            if self.blocks.len() == Self::SIZE {
+                self.blocks.remove(0);
+            }
+            self.blocks.push((key, Block { header, raw }));
+        }
+        Ok(&self.blocks.last().expect("just pushed").1)
+    }
+}
