@@ -214,6 +214,27 @@ fn damage_without_another_copy_is_reported_as_unrepairable() {
 }
 
 #[test]
+fn the_chunk_index_is_rebuilt_from_the_packs() {
+    let env = Env::new();
+    let srcs = related_envs(&env);
+    let ids: Vec<String> = srcs.iter().map(|s| env.ingest(s)).collect();
+    env.ok(&["pack"]);
+    // Lost: the next rehydration indexes the packs again.
+    fs::remove_file(env.store.join("index.redb")).unwrap();
+    assert_same_tree(&env.materialize(Path::new(&ids[0])), &srcs[0]);
+    // Damaged: verify says so, repair rebuilds it from snapshots/ and packs/.
+    fs::write(env.store.join("index.redb"), b"not a redb file").unwrap();
+    let out = env.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = env.run(&["verify", "--repair"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 packs"));
+    assert_eq!(json(&env, &["verify"])["ok"], true);
+    assert_same_tree(&env.materialize(Path::new(&ids[1])), &srcs[1]);
+    assert_eq!(json(&env, &["stats"])["packed_snapshots"], 3);
+}
+
+#[test]
 fn prune_moves_unused_snapshots_to_packs_and_sweeps_dead_packs() {
     let env = Env::new();
     let srcs = related_envs(&env);

@@ -555,7 +555,12 @@ impl Store {
     /// rebuild.
     fn rehydration_plan(&self, objects: &[(ObjectId, bool)]) -> Result<Plan> {
         let ids: Vec<ObjectId> = objects.iter().map(|(o, _)| *o).collect();
-        let locs = cold_lookup(&self.open_index()?, &ids)?;
+        let mut locs = cold_lookup(&self.open_index()?, &ids)?;
+        if locs.iter().any(Option::is_none) && self.reconcile_packs()? > 0 {
+            // The index did not know every pack (it was lost, or a pack was interrupted):
+            // now it does.
+            locs = cold_lookup(&self.open_index()?, &ids)?;
+        }
         let mut plan: Plan = Vec::with_capacity(objects.len());
         for ((object, executable), locs) in objects.iter().zip(locs) {
             match locs {
