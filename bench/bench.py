@@ -46,19 +46,25 @@ def build_envstore():
     return ROOT / "target" / "release" / "envstore"
 
 
-def pip_workload():
-    env = CACHE / "pip-env"
-    if not (env / ".complete").exists():
-        log(f"creating the pip workload in {env} ...")
-        shutil.rmtree(env, ignore_errors=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--target", str(env)] + PIP_REQUIREMENTS,
-            check=True,
-        )
+def pip_target(env, requirements, compile_bytecode=False):
+    """`pip install --target env requirements`, once: cached until the directory is removed."""
+    if (env / ".complete").exists():
+        return env
+    log(f"creating {env} ...")
+    shutil.rmtree(env, ignore_errors=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--target", str(env)] + requirements,
+        check=True,
+    )
+    if compile_bytecode:
         # Build environments carry the bytecode their hooks wrote; envstore filters it.
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(env)], check=False)
-        (env / ".complete").touch()
+    (env / ".complete").touch()
     return env
+
+
+def pip_workload():
+    return pip_target(CACHE / "pip-env", PIP_REQUIREMENTS, compile_bytecode=True)
 
 
 def synthetic_workload(files, seed=1):

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import CACHE, build_envstore, du, files_of, log  # noqa: E402
+from bench import CACHE, build_envstore, du, files_of, log, pip_target  # noqa: E402
 
 BASE = ["scikit-build-core", "pybind11", "cmake", "ninja"]
 PIP_ENVS = {
@@ -46,19 +46,7 @@ PIP_ENVS = {
 
 
 def pip_envs():
-    out = []
-    for name, reqs in PIP_ENVS.items():
-        env = CACHE / f"cold-{name}"
-        if not (env / ".complete").exists():
-            log(f"creating {env} ...")
-            shutil.rmtree(env, ignore_errors=True)
-            subprocess.run(
-                [sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--target", str(env)] + reqs,
-                check=True,
-            )
-            (env / ".complete").touch()
-        out.append((name, env))
-    return out
+    return [(name, pip_target(CACHE / f"cold-{name}", reqs)) for name, reqs in PIP_ENVS.items()]
 
 
 def synthetic_envs():

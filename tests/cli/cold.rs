@@ -5,15 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::common::*;
-
-fn json(env: &Env, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&env.ok(&all)).unwrap()
-}
 
 /// Three related environments: shared files, one big file edited near its start (content-defined
 /// chunks keep most of it shared), and files of their own.
@@ -315,13 +307,7 @@ fn prune_rewrites_packs_that_are_mostly_garbage() {
 #[test]
 fn sigkill_during_pack_leaves_a_store_that_verify_passes() {
     let env = Env::new();
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = |bound: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % bound
-    };
+    let mut next = rng(0x2545_f491_4f6c_dd1du64);
     let mut sources = Vec::new();
     let mut killed = 0;
     for round in 0..12u64 {

@@ -19,13 +19,7 @@ fn spawn(env: &Env, args: &[&str]) -> Child {
 #[test]
 fn sigkill_at_random_points_never_damages_the_store() {
     let env = Env::new();
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = |bound: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % bound
-    };
+    let mut next = rng(0x9e37_79b9_7f4a_7c15u64);
     let mut sources: Vec<PathBuf> = Vec::new();
     for round in 0..40u64 {
         let src = env.path(&format!("src{round}"));

@@ -5,15 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
-
 use crate::common::*;
-
-fn json(env: &Env, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&env.ok(&all)).unwrap()
-}
 
 /// Makes snapshot `id` look last used `days` ago.
 fn age(env: &Env, id: &str, days: u64) {

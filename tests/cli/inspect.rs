@@ -7,12 +7,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn json(env: &Env, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&env.ok(&all)).unwrap()
-}
-
 #[test]
 fn pins_name_snapshots_for_every_command() {
     let env = Env::new();

@@ -71,6 +71,15 @@ fn id32(bytes: &[u8]) -> Result<[u8; 32], IndexError> {
     bytes.try_into().map_err(|_| bad("key"))
 }
 
+fn decode_loc(value: &[u8]) -> Result<ChunkLoc, IndexError> {
+    ChunkLoc::decode(value).ok_or_else(|| bad("chunk location"))
+}
+
+fn decode_recipe_row(value: &[u8]) -> Result<RecipeRow, IndexError> {
+    let pack = id32(value.get(..32).ok_or_else(|| bad("recipe"))?)?;
+    Ok((PackId::from_bytes(pack), value[32..].to_vec()))
+}
+
 macro_rules! read_table {
     ($self:ident, $txn:ident, $def:expr, $empty:expr) => {
         match $txn.open_table($def) {
@@ -175,84 +184,67 @@ impl Index {
         Ok(out)
     }
 
-    /// Where each chunk is, if indexed.
-    pub fn chunk_locs(&self, ids: &[ChunkId]) -> Result<Vec<Option<ChunkLoc>>, IndexError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| (self.db_err())(e.into()))?;
-        let table = read_table!(self, txn, CHUNKS, vec![None; ids.len()]);
-        ids.iter()
-            .map(|id| {
-                let value = table
-                    .get(&id.as_bytes()[..])
-                    .map_err(|e| (self.db_err())(e.into()))?;
-                value
-                    .map(|v| ChunkLoc::decode(v.value()).ok_or_else(|| bad("chunk location")))
-                    .transpose()
+    /// The values of `keys` in a table of byte values, decoded; `None` where a key is absent.
+    fn get_many<T>(
+        &self,
+        def: TableDefinition<&[u8], &[u8]>,
+        keys: &[[u8; 32]],
+        decode: impl Fn(&[u8]) -> Result<T, IndexError>,
+    ) -> Result<Vec<Option<T>>, IndexError> {
+        let err = self.db_err();
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = read_table!(self, txn, def, keys.iter().map(|_| None).collect());
+        keys.iter()
+            .map(|key| {
+                let value = table.get(&key[..]).map_err(|e| err(e.into()))?;
+                value.map(|v| decode(v.value())).transpose()
             })
             .collect()
+    }
+
+    /// Every row of a table of byte values, decoded.
+    fn scan<T>(
+        &self,
+        def: TableDefinition<&[u8], &[u8]>,
+        decode: impl Fn([u8; 32], &[u8]) -> Result<T, IndexError>,
+    ) -> Result<Vec<T>, IndexError> {
+        let err = self.db_err();
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = read_table!(self, txn, def, Vec::new());
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| err(e.into()))? {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            out.push(decode(id32(k.value())?, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Where each chunk is, if indexed.
+    pub fn chunk_locs(&self, ids: &[ChunkId]) -> Result<Vec<Option<ChunkLoc>>, IndexError> {
+        let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
+        self.get_many(CHUNKS, &keys, decode_loc)
     }
 
     /// The recipe of each object, if it has one (objects stored as one chunk have none: their
     /// chunk has their id).
     pub fn recipes(&self, ids: &[ObjectId]) -> Result<Vec<Option<RecipeRow>>, IndexError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| (self.db_err())(e.into()))?;
-        let table = read_table!(self, txn, RECIPES, vec![None; ids.len()]);
-        ids.iter()
-            .map(|id| {
-                let value = table
-                    .get(&id.as_bytes()[..])
-                    .map_err(|e| (self.db_err())(e.into()))?;
-                value
-                    .map(|v| {
-                        let v = v.value();
-                        let pack = id32(v.get(..32).ok_or_else(|| bad("recipe"))?)?;
-                        Ok((PackId::from_bytes(pack), v[32..].to_vec()))
-                    })
-                    .transpose()
-            })
-            .collect()
+        let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
+        self.get_many(RECIPES, &keys, decode_recipe_row)
     }
 
     /// Every recipe: object, the pack holding the recipe, recipe bytes.
     pub fn all_recipes(&self) -> Result<Vec<(ObjectId, PackId, Vec<u8>)>, IndexError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| (self.db_err())(e.into()))?;
-        let table = read_table!(self, txn, RECIPES, Vec::new());
-        let mut out = Vec::new();
-        for row in table.iter().map_err(|e| (self.db_err())(e.into()))? {
-            let (k, v) = row.map_err(|e| (self.db_err())(e.into()))?;
-            let v = v.value();
-            let pack = id32(v.get(..32).ok_or_else(|| bad("recipe"))?)?;
-            out.push((
-                ObjectId::from_bytes(id32(k.value())?),
-                PackId::from_bytes(pack),
-                v[32..].to_vec(),
-            ));
-        }
-        Ok(out)
+        self.scan(RECIPES, |key, value| {
+            let (pack, recipe) = decode_recipe_row(value)?;
+            Ok((ObjectId::from_bytes(key), pack, recipe))
+        })
     }
 
     /// Every chunk and where it is.
     pub fn all_chunks(&self) -> Result<Vec<(ChunkId, ChunkLoc)>, IndexError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| (self.db_err())(e.into()))?;
-        let table = read_table!(self, txn, CHUNKS, Vec::new());
-        let mut out = Vec::new();
-        for row in table.iter().map_err(|e| (self.db_err())(e.into()))? {
-            let (k, v) = row.map_err(|e| (self.db_err())(e.into()))?;
-            let loc = ChunkLoc::decode(v.value()).ok_or_else(|| bad("chunk location"))?;
-            out.push((ChunkId::from_bytes(id32(k.value())?), loc));
-        }
-        Ok(out)
+        self.scan(CHUNKS, |key, value| {
+            Ok((ChunkId::from_bytes(key), decode_loc(value)?))
+        })
     }
 
     /// Totals of the cold tier.
