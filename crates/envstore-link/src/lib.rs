@@ -10,7 +10,7 @@
 use std::fmt;
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -310,10 +310,36 @@ fn failed(mode: LinkMode, from: &Path, to: &Path, source: io::Error) -> LinkErro
     }
 }
 
+/// Sets the mode (unless creation already gave it) and the fixed mtime through `file`.
 fn finish(file: &File, mode: u32) -> io::Result<()> {
-    file.set_permissions(Permissions::from_mode(mode))?;
+    if !mode_applies_at_creation(mode) {
+        file.set_permissions(Permissions::from_mode(mode))?;
+    }
     let t = fixed_mtime();
     file.set_times(FileTimes::new().set_modified(t).set_accessed(t))
+}
+
+/// Creates `dest`, which must not exist, for writing, asking for `mode` at creation.
+fn create_new(dest: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(dest)
+}
+
+/// Whether a file created with `mode` gets exactly that mode, so no `fchmod` is needed: true
+/// when the process umask (read once, from /proc/self/status, which unlike umask(2) does not
+/// change it under other threads' feet) clears none of its bits. On XFS every fchmod is a
+/// logged transaction; a first materialization saves one per object and one per file.
+pub fn mode_applies_at_creation(mode: u32) -> bool {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let umask = UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    });
+    umask.is_some_and(|umask| mode & umask == 0)
 }
 
 fn create_empty(dest: &Path, mode: u32) -> io::Result<()> {
@@ -323,21 +349,28 @@ fn create_empty(dest: &Path, mode: u32) -> io::Result<()> {
 /// Creates `dest` (which must not exist) holding `bytes`, read-only (0444, or 0555 when
 /// executable), with the fixed mtime: how relocated files are materialized.
 pub fn write_new(dest: &Path, bytes: &[u8], executable: bool) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(dest)?;
+    let mode = if executable { 0o555 } else { 0o444 };
+    let mut file = create_new(dest, mode)?;
     io::Write::write_all(&mut file, bytes)?;
-    finish(&file, if executable { 0o555 } else { 0o444 })
+    finish(&file, mode)
 }
 
 fn reflink(object: &Path, dest: &Path, mode: u32) -> io::Result<()> {
-    reflink_copy::reflink(object, dest)?;
-    // FICLONE copies no permissions (uv#18181): set them, through a read-only handle, which is
-    // enough for the owner to chmod and set times.
-    finish(&File::open(dest)?, mode)
+    let src = File::open(object)?;
+    let out = create_new(dest, mode)?;
+    if let Err(e) = reflink_copy::reflink_file(&src, &out) {
+        drop(out);
+        let _ = fs::remove_file(dest);
+        return Err(e);
+    }
+    // FICLONE copies no permissions (uv#18181): set them, and the mtime, through the handle
+    // that created the file (no second open).
+    finish(&out, mode)
 }
 
 fn copy(object: &Path, dest: &Path, mode: u32) -> io::Result<()> {
     let mut src = File::open(object)?;
-    let mut out = OpenOptions::new().write(true).create_new(true).open(dest)?;
+    let mut out = create_new(dest, mode)?;
     // std uses copy_file_range here, which the kernel may turn into a clone.
     io::copy(&mut src, &mut out)?;
     finish(&out, mode)

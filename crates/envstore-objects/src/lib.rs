@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use envstore_tree::{DecodeError, ObjectId, Tree, TreeId, fixed_mtime};
+use envstore_walk::Stamp;
 use tempfile::NamedTempFile;
 
 /// What went wrong with an object or tree. Every variant names the path involved.
@@ -73,11 +74,13 @@ thread_local! {
 }
 
 /// A temporary file in the directory of `dest`, for publishing by a same-directory rename.
-/// Its name starts with `.tmp-`, which no object or tree name does.
-fn temp_beside(dest: &Path) -> Result<NamedTempFile, ObjectError> {
+/// Its name starts with `.tmp-`, which no object or tree name does. It is created with `mode`
+/// (the handle stays writable), which saves an fchmod when the umask allows it.
+fn temp_beside(dest: &Path, mode: u32) -> Result<NamedTempFile, ObjectError> {
     let dir = dest.parent().expect("store paths have a parent");
     tempfile::Builder::new()
         .prefix(".tmp-")
+        .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)
         .map_err(io_err("create a temporary file in", dir))
 }
@@ -169,11 +172,18 @@ impl ObjectStore {
     /// for `executable`. The bytes are hashed again while they are copied, so an object's
     /// content always matches its name even if the source changes in between. The source is
     /// only read. Returns the bytes written (0 when the variant was there already).
+    ///
+    /// With `settled`, the walk's [`Stamp`] of a file that was settled when it was hashed: if
+    /// the source still has that stamp after the copy, nothing wrote to it since it was hashed,
+    /// so the copy (a consistent clone, or an in-kernel copy) has the hashed bytes and is not
+    /// read again. On a reflink file system that read is most of the cost: a clone's pages are
+    /// not in the page cache, so re-hashing it reads every byte back from disk.
     pub fn insert_file(
         &self,
         source: &Path,
         expected: ObjectId,
         executable: bool,
+        settled: Option<&Stamp>,
     ) -> Result<u64, ObjectError> {
         let dest = self.path(&expected, executable);
         if Self::exists(&dest) {
@@ -184,7 +194,9 @@ impl ObjectStore {
             return self.make_variant(&expected, executable);
         }
         let (mut src, _) = envstore_walk::open_source_file(source)?;
-        let (tmp, size, actual) = self.copy_to_temp(&mut src, source, &dest, executable)?;
+        let settled = settled.map(|stamp| (stamp, expected));
+        let (tmp, size, actual) =
+            self.copy_to_temp(&mut src, source, &dest, executable, settled)?;
         if actual != expected {
             return Err(ObjectError::SourceChanged {
                 path: source.to_owned(),
@@ -225,7 +237,7 @@ impl ObjectStore {
             }
         })?;
         let id = ObjectId::from(hasher.finalize());
-        finish_file(file.as_file(), file.path(), object_mode(executable))?;
+        finish_file(file.as_file(), file.path(), object_mode(executable), false)?;
         let written = if publish(file, &self.path(&id, executable))? {
             size
         } else {
@@ -247,9 +259,9 @@ impl ObjectStore {
             return Ok(0);
         }
         debug_assert_eq!(ObjectId::from(blake3::hash(bytes)), expected);
-        let mut tmp = temp_beside(&dest)?;
+        let mut tmp = temp_beside(&dest, object_mode(executable))?;
         tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
-        finish_file(tmp.as_file(), tmp.path(), object_mode(executable))?;
+        finish_file(tmp.as_file(), tmp.path(), object_mode(executable), true)?;
         Ok(if publish(tmp, &dest)? {
             bytes.len() as u64
         } else {
@@ -272,7 +284,7 @@ impl ObjectStore {
         if Self::exists(&dest) {
             return Ok(0);
         }
-        let mut tmp = temp_beside(&dest)?;
+        let mut tmp = temp_beside(&dest, object_mode(executable))?;
         let tmp_path = tmp.path().to_owned();
         let mut writer = HashingWriter {
             inner: io::BufWriter::with_capacity(256 << 10, tmp.as_file_mut()),
@@ -294,7 +306,7 @@ impl ObjectStore {
                 actual: format!("{actual} for object {expected}"),
             });
         }
-        finish_file(tmp.as_file(), &tmp_path, object_mode(executable))?;
+        finish_file(tmp.as_file(), &tmp_path, object_mode(executable), true)?;
         Ok(if publish(tmp, &dest)? { size } else { 0 })
     }
 
@@ -316,7 +328,7 @@ impl ObjectStore {
             _ => io_err("open", &from)(e),
         })?;
         let dest = self.path(id, executable);
-        let (tmp, size, actual) = self.copy_to_temp(&mut src, &from, &dest, executable)?;
+        let (tmp, size, actual) = self.copy_to_temp(&mut src, &from, &dest, executable, None)?;
         if actual != *id {
             return Err(ObjectError::Corrupt {
                 path: from,
@@ -340,21 +352,38 @@ impl ObjectStore {
     /// The temp file is created next to `dest`, in the same shard directory: a rename within one
     /// directory takes only that directory's lock, while a rename across directories serializes
     /// on the file system's rename mutex (one shared `tmp/` made first-time ingest 4x slower).
+    /// With `settled` (a stamp and the id hashed under it), the copy is trusted instead of
+    /// re-hashed when the source still has that stamp afterwards (see [`Self::insert_file`]).
     fn copy_to_temp(
         &self,
         src: &mut File,
         src_path: &Path,
         dest: &Path,
         executable: bool,
+        settled: Option<(&Stamp, ObjectId)>,
     ) -> Result<(NamedTempFile, u64, ObjectId), ObjectError> {
-        let mut tmp = temp_beside(dest)?;
+        let mut tmp = temp_beside(dest, object_mode(executable))?;
         let tmp_path = tmp.path().to_owned();
-        io::copy(src, tmp.as_file_mut()).map_err(|e| match e.kind() {
+        // A clone when the file system can (one ioctl, no data written); else the kernel copies.
+        let cloned = reflink_copy::reflink_file(src, tmp.as_file()).is_ok();
+        let copied = if cloned {
+            Ok(0)
+        } else {
+            io::copy(src, tmp.as_file_mut())
+        };
+        copied.map_err(|e| match e.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
                 io_err("write", &tmp_path)(e)
             }
             _ => io_err("copy", src_path)(e),
         })?;
+        if let Some((stamp, id)) = settled {
+            let now = src.metadata().map_err(io_err("stat", src_path))?;
+            if Stamp::of(&now) == *stamp {
+                finish_file(tmp.as_file(), &tmp_path, object_mode(executable), true)?;
+                return Ok((tmp, now.len(), id));
+            }
+        }
         let file = tmp.as_file_mut();
         file.seek(io::SeekFrom::Start(0))
             .map_err(io_err("read", &tmp_path))?;
@@ -362,7 +391,7 @@ impl ObjectStore {
         let size = COPY_BUF
             .with_borrow_mut(|buf| envstore_walk::hash_reader(file, buf, &mut hasher))
             .map_err(io_err("read", &tmp_path))?;
-        finish_file(tmp.as_file(), &tmp_path, object_mode(executable))?;
+        finish_file(tmp.as_file(), &tmp_path, object_mode(executable), true)?;
         Ok((tmp, size, ObjectId::from(hasher.finalize())))
     }
 
@@ -402,9 +431,17 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// Sets a stored file's mode and the fixed mtime through its open handle.
-fn finish_file(file: &File, path: &Path, mode: u32) -> Result<(), ObjectError> {
-    file.set_permissions(Permissions::from_mode(mode))
-        .map_err(io_err("chmod", path))?;
+/// `created_with_mode`: the file was created asking for `mode` (see [`temp_beside`]).
+fn finish_file(
+    file: &File,
+    path: &Path,
+    mode: u32,
+    created_with_mode: bool,
+) -> Result<(), ObjectError> {
+    if !(created_with_mode && envstore_link::mode_applies_at_creation(mode)) {
+        file.set_permissions(Permissions::from_mode(mode))
+            .map_err(io_err("chmod", path))?;
+    }
     let t = fixed_mtime();
     file.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
         .map_err(io_err("set the mtime of", path))
@@ -442,9 +479,9 @@ impl TreeStore {
         if fs::symlink_metadata(&dest).is_ok() {
             return Ok(id);
         }
-        let mut tmp = temp_beside(&dest)?;
+        let mut tmp = temp_beside(&dest, READ_ONLY)?;
         tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
-        finish_file(tmp.as_file(), tmp.path(), READ_ONLY)?;
+        finish_file(tmp.as_file(), tmp.path(), READ_ONLY, true)?;
         publish(tmp, &dest)?;
         Ok(id)
     }
@@ -465,5 +502,58 @@ impl TreeStore {
             });
         }
         Tree::decode(&bytes).map_err(|source| ObjectError::BadTree { path, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ObjectStore) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("objects")).unwrap();
+        let objects = ObjectStore::new(dir.path().join("objects"));
+        objects.init().unwrap();
+        (dir, objects)
+    }
+
+    #[test]
+    fn a_settled_unchanged_source_is_stored_without_rereading() {
+        let (dir, objects) = store();
+        let src = dir.path().join("src");
+        fs::write(&src, b"settled bytes").unwrap();
+        let id = ObjectId::from(blake3::hash(b"settled bytes"));
+        let stamp = Stamp::of(&fs::metadata(&src).unwrap());
+        assert_eq!(
+            objects.insert_file(&src, id, false, Some(&stamp)).unwrap(),
+            13
+        );
+        let stored = objects.path(&id, false);
+        assert_eq!(fs::read(&stored).unwrap(), b"settled bytes");
+        assert_eq!(
+            fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
+    }
+
+    #[test]
+    fn a_source_written_after_it_was_hashed_is_caught_with_or_without_a_stamp() {
+        let (dir, objects) = store();
+        let src = dir.path().join("src");
+        fs::write(&src, b"original").unwrap();
+        let id = ObjectId::from(blake3::hash(b"original"));
+        let stamp = Stamp::of(&fs::metadata(&src).unwrap());
+        // Same size, new bytes: the write moves ctime (and mtime), so the stamp no longer
+        // matches and the copy is hashed, which reveals the change.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&src, b"modified").unwrap();
+        for settled in [Some(&stamp), None] {
+            let err = objects.insert_file(&src, id, false, settled).unwrap_err();
+            assert!(matches!(err, ObjectError::SourceChanged { .. }), "{err}");
+            assert!(!objects.contains(&id));
+        }
+        // No temp file is left behind.
+        let shard = objects.path(&id, false).parent().unwrap().to_owned();
+        assert_eq!(fs::read_dir(shard).unwrap().count(), 0);
     }
 }

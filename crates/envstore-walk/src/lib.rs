@@ -82,6 +82,41 @@ pub struct SourceFile {
     /// The bytes to store when they differ from the file's (a relocated file, a rewritten
     /// RECORD); `object` is their hash.
     pub content: Option<Vec<u8>>,
+    /// The file's stamp when it was hashed, if it was settled then (see [`Stamp`]).
+    pub stamp: Option<Stamp>,
+}
+
+/// What changes whenever a file's content does: device, inode, size, mtime and ctime.
+///
+/// Every write (and every chmod, rename or link) sets ctime to the current time, which no
+/// user can set back. So a file whose ctime was already older than the walk's start when it
+/// was hashed (by more than [`SETTLE`], which covers the kernel's coarse clock), and whose stamp
+/// is the same later, has not been written in between, as git's "racily clean" rule reasons.
+/// Files younger than that are re-read instead of trusted. Not covered: a process writing
+/// through a shared writable mapping it dirtied before the walk (no ctime update until
+/// writeback); environments are not written that way, and `verify` re-hashes everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// How much older than the walk a file's ctime must be for its stamp to be trusted.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Stamp {
+    pub fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
 }
 
 /// Counts of what the walk saw.
@@ -133,9 +168,13 @@ pub fn walk(
             path: root.to_owned(),
         });
     }
+    let settled_before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.saturating_sub(SETTLE).as_secs() as i64);
     let walker = Walker {
         filter,
         on_file,
+        settled_before,
         relocator: filter.relocates().then(|| Relocator::new(root)),
         relocated: Mutex::new(Vec::new()),
         binary_with_prefix: Mutex::new(Vec::new()),
@@ -186,6 +225,8 @@ struct AtomicStats {
 }
 
 struct Walker<'a> {
+    /// Unix seconds: files whose ctime is older are settled (see [`Stamp`]).
+    settled_before: i64,
     filter: &'a Filter,
     on_file: Option<&'a (dyn Fn(u64) + Sync)>,
     relocator: Option<Relocator>,
@@ -272,7 +313,12 @@ impl Walker<'_> {
         } else if file_type.is_file() {
             // Venv prompts carry the root's name: relocated in bin/activate* only.
             let activate = rel == Path::new("bin") && name.as_bytes().starts_with(b"activate");
-            let hashed = hash_file(&path, self.relocator.as_ref(), activate)?;
+            let hashed = hash_file(
+                &path,
+                self.relocator.as_ref(),
+                activate,
+                self.settled_before,
+            )?;
             let (object, size, executable) = (hashed.object, hashed.size, hashed.executable);
             let relocated = hashed.content.is_some();
             if relocated {
@@ -291,7 +337,7 @@ impl Walker<'_> {
             if let Some(on_file) = self.on_file {
                 on_file(size);
             }
-            let content = hashed.content;
+            let (content, stamp) = (hashed.content, hashed.stamp);
             self.files
                 .lock()
                 .expect("no panics while locked")
@@ -301,6 +347,7 @@ impl Walker<'_> {
                     size,
                     executable,
                     content,
+                    stamp,
                 });
             EntryKind::File {
                 object,
@@ -365,6 +412,7 @@ struct Hashed {
     /// Relocated bytes (with the placeholder), when they differ from the file's.
     content: Option<Vec<u8>>,
     binary_with_prefix: bool,
+    stamp: Option<Stamp>,
 }
 
 /// Hashes one regular file; in a relocatable walk, small files are read whole and scanned.
@@ -372,6 +420,7 @@ fn hash_file(
     path: &Path,
     relocator: Option<&Relocator>,
     activate: bool,
+    settled_before: i64,
 ) -> Result<Hashed, WalkError> {
     let (mut file, meta) = open_source_file(path)?;
     let executable = meta.mode() & 0o100 != 0;
@@ -392,6 +441,7 @@ fn hash_file(
             executable,
             content,
             binary_with_prefix,
+            stamp: None,
         });
     }
     let mut hasher = blake3::Hasher::new();
@@ -406,12 +456,14 @@ fn hash_file(
             .map_err(WalkError::io("read", path))?
     };
     let object = ObjectId::from(hasher.finalize());
+    let settled = meta.ctime() < settled_before && size == meta.len();
     Ok(Hashed {
         object,
         size,
         executable,
         content: None,
         binary_with_prefix: false,
+        stamp: settled.then(|| Stamp::of(&meta)),
     })
 }
 

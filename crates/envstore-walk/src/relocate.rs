@@ -232,6 +232,7 @@ pub(crate) fn fix_records(
         file.object = object;
         file.size = size;
         file.content = Some(new);
+        file.stamp = None;
     }
     // Keep only the trees the (new) root reaches.
     let mut reachable = HashSet::new();

@@ -476,7 +476,10 @@ impl Store {
         let mut todo: Vec<&SourceFile> = walked.files.iter().collect();
         todo.sort_unstable_by_key(|f| (f.object, f.executable));
         todo.dedup_by_key(|f| (f.object, f.executable));
-        todo.retain(|f| !self.objects.path(&f.object, f.executable).exists());
+        // No existence check here: insert_* make the same one (a stat per object saved).
+        if self.progress.is_some() {
+            todo.retain(|f| !self.objects.path(&f.object, f.executable).exists());
+        }
         self.report(Progress::Storing {
             objects: todo.len() as u64,
             bytes: todo.iter().map(|f| f.size).sum(),
@@ -486,7 +489,12 @@ impl Store {
             .map(|f| {
                 let written = match &f.content {
                     Some(bytes) => self.objects.insert_bytes(bytes, f.object, f.executable)?,
-                    None => self.objects.insert_file(&f.path, f.object, f.executable)?,
+                    None => self.objects.insert_file(
+                        &f.path,
+                        f.object,
+                        f.executable,
+                        f.stamp.as_ref(),
+                    )?,
                 };
                 self.report(Progress::Stored { bytes: f.size });
                 Ok((u64::from(written > 0), written))

@@ -490,7 +490,7 @@ impl Store {
                         } if o == object
                             && self
                                 .objects()
-                                .insert_file(&path, *object, *executable)
+                                .insert_file(&path, *object, *executable, None)
                                 .is_ok() =>
                         {
                             return Some(path);
@@ -591,7 +591,7 @@ impl Store {
                 .flatten()
                 .any(|(path, executable)| {
                     self.objects()
-                        .insert_file(path, *object, *executable)
+                        .insert_file(path, *object, *executable, None)
                         .is_ok()
                 });
             if from_copy {
