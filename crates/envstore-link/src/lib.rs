@@ -312,9 +312,7 @@ fn failed(mode: LinkMode, from: &Path, to: &Path, source: io::Error) -> LinkErro
 
 /// Sets the mode (unless creation already gave it) and the fixed mtime through `file`.
 fn finish(file: &File, mode: u32) -> io::Result<()> {
-    if !mode_applies_at_creation(mode) {
-        file.set_permissions(Permissions::from_mode(mode))?;
-    }
+    set_mode_unless_created_with(file, mode, true)?;
     let t = fixed_mtime();
     file.set_times(FileTimes::new().set_modified(t).set_accessed(t))
 }
@@ -328,11 +326,29 @@ fn create_new(dest: &Path, mode: u32) -> io::Result<File> {
         .open(dest)
 }
 
+/// Gives `file` `mode`: with `created_with_mode` (it was created asking for `mode`) and a umask
+/// that lets the mode through, only checks it (a default ACL on the directory can still change
+/// it; an fstat is cheaper than the fchmod, which XFS logs as a transaction).
+pub fn set_mode_unless_created_with(
+    file: &File,
+    mode: u32,
+    created_with_mode: bool,
+) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if created_with_mode
+        && mode_applies_at_creation(mode)
+        && file.metadata()?.mode() & 0o7777 == mode
+    {
+        return Ok(());
+    }
+    file.set_permissions(Permissions::from_mode(mode))
+}
+
 /// Whether a file created with `mode` gets exactly that mode, so no `fchmod` is needed: true
 /// when the process umask (read once, from /proc/self/status, which unlike umask(2) does not
 /// change it under other threads' feet) clears none of its bits. On XFS every fchmod is a
 /// logged transaction; a first materialization saves one per object and one per file.
-pub fn mode_applies_at_creation(mode: u32) -> bool {
+fn mode_applies_at_creation(mode: u32) -> bool {
     static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
     let umask = UMASK.get_or_init(|| {
         let status = fs::read_to_string("/proc/self/status").ok()?;

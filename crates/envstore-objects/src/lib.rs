@@ -438,10 +438,8 @@ fn finish_file(
     mode: u32,
     created_with_mode: bool,
 ) -> Result<(), ObjectError> {
-    if !(created_with_mode && envstore_link::mode_applies_at_creation(mode)) {
-        file.set_permissions(Permissions::from_mode(mode))
-            .map_err(io_err("chmod", path))?;
-    }
+    envstore_link::set_mode_unless_created_with(file, mode, created_with_mode)
+        .map_err(io_err("chmod", path))?;
     let t = fixed_mtime();
     file.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
         .map_err(io_err("set the mtime of", path))
