@@ -120,6 +120,29 @@ fn pack_frees_loose_objects_and_materializing_rehydrates_byte_identical_trees() 
 }
 
 #[test]
+fn large_files_are_packed_as_a_stream_and_share_chunks_with_their_edits() {
+    let env = Env::new();
+    let big = pseudo_random(20 << 20, 5); // above the 16 MiB streaming threshold
+    let (a, b) = (env.path("a"), env.path("b"));
+    write(&a.join("lib/libhuge.so"), &big);
+    let mut edited = big.clone();
+    edited.splice(10 << 20..10 << 20, b"a patch in the middle".iter().copied());
+    write(&b.join("lib/libhuge.so"), &edited);
+    let (id_a, id_b) = (env.ingest(&a), env.ingest(&b));
+    let first = json(&env, &["pack", &id_a]);
+    assert_eq!(first["object_bytes"].as_u64(), Some(20 << 20));
+    let second = json(&env, &["pack", &id_b]);
+    let new = second["new_chunk_bytes"].as_u64().unwrap();
+    assert!(
+        new < 1 << 20,
+        "an edit in the middle costs a chunk or two, not {new} bytes"
+    );
+    assert_eq!(json(&env, &["verify"])["ok"], true);
+    assert_same_tree(&env.materialize(Path::new(&id_a)), &a);
+    assert_same_tree(&env.materialize(Path::new(&id_b)), &b);
+}
+
+#[test]
 fn pack_refuses_what_it_cannot_pack_with_exit_2() {
     let env = Env::new();
     let src = env.path("src");

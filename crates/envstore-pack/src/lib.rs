@@ -62,6 +62,14 @@ pub fn cut(data: &[u8]) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// The chunks of a file read from `reader`, one at a time (memory stays at a few chunks however
+/// large the file): the same cut points as [`cut`] for a file of more than
+/// [`SINGLE_CHUNK_MAX`] bytes.
+pub fn cut_stream<R: io::Read>(reader: R) -> impl Iterator<Item = io::Result<Vec<u8>>> {
+    fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+        .map(|chunk| chunk.map(|c| c.data).map_err(io::Error::from))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
     #[error("failed to {op} {path}: {source}")]

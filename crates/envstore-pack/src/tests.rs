@@ -30,6 +30,16 @@ fn cut_points_match_the_test_vector() {
 }
 
 #[test]
+fn streaming_cuts_at_the_same_points() {
+    for (seed, len) in [(&b"envstore cut points"[..], 1 << 20), (b"long", 5 << 20)] {
+        let data = pseudo_random(seed, len);
+        let sliced: Vec<Vec<u8>> = cut(&data).into_iter().map(|r| data[r].to_vec()).collect();
+        let streamed: Vec<Vec<u8>> = cut_stream(&data[..]).map(Result::unwrap).collect();
+        assert_eq!(streamed, sliced);
+    }
+}
+
+#[test]
 fn small_files_are_one_chunk_and_chunks_cover_the_file() {
     let one = |r: Vec<Range<usize>>| <[_; 1]>::try_from(r).ok().map(|[r]| (r.start, r.end));
     assert_eq!(one(cut(b"")), Some((0, 0)));

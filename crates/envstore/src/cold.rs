@@ -36,6 +36,8 @@ use crate::{Error, Result, Store};
 const PACK_TARGET: u64 = 256 << 20;
 /// Objects are read, cut and hashed this many bytes at a time: bounds pack's memory.
 const BATCH_BYTES: u64 = 32 << 20;
+/// Objects at least this large are read as a stream, one chunk at a time.
+const LARGE_OBJECT: u64 = 16 << 20;
 
 /// What `pack` did.
 #[derive(Debug, Default, Clone)]
@@ -61,8 +63,8 @@ pub struct PackReport {
     pub recovered_packs: u64,
 }
 
-/// An object read for packing: its bytes, and its chunks with their ranges.
-type Loaded = (ObjectId, Vec<u8>, Vec<(ChunkId, std::ops::Range<usize>)>);
+/// An object read for packing: its size, and its chunks.
+type Loaded = (ObjectId, u64, Vec<(ChunkId, Vec<u8>)>);
 
 /// The chunk locations that rebuild each object.
 type Plan = Vec<(ObjectId, bool, Vec<ChunkLoc>)>;
@@ -209,11 +211,25 @@ struct Packer<'s> {
     pending_recipes: Vec<(ObjectId, Vec<u8>)>,
     /// Chunks the cold tier has (found in the index, or written by this run).
     known: HashSet<ChunkId>,
+    /// Full blocks waiting to be compressed.
+    sealed: Vec<BlockBuilder>,
     report: PackReport,
 }
 
+/// Fails unless an object's bytes hashed to its name.
+fn check_whole(object: &ObjectId, whole: [u8; 32], path: PathBuf) -> Result<()> {
+    if whole == *object.as_bytes() {
+        return Ok(());
+    }
+    Err(ObjectError::Corrupt {
+        path,
+        actual: ObjectId::from_bytes(whole).to_hex(),
+    }
+    .into())
+}
+
 impl Packer<'_> {
-    /// Reads, verifies and cuts one batch of objects, and adds what is new to blocks.
+    /// Reads, verifies and cuts one batch of objects (in parallel), and adds what is new.
     fn add_batch(&mut self, batch: &[(ObjectId, bool)]) -> Result<()> {
         let store = self.store;
         let loaded: Vec<Loaded> = batch
@@ -221,71 +237,108 @@ impl Packer<'_> {
             .map(|(object, executable)| {
                 let path = store.objects().require(object, *executable)?;
                 let data = fs::read(&path).map_err(Error::io("read", &path))?;
-                let ranges = envstore_pack::cut(&data);
-                let chunks: Vec<(ChunkId, std::ops::Range<usize>)> = ranges
+                let chunks: Vec<(ChunkId, Vec<u8>)> = envstore_pack::cut(&data)
                     .into_iter()
-                    .map(|r| (ChunkId::from(blake3::hash(&data[r.clone()])), r))
+                    .map(|r| {
+                        (
+                            ChunkId::from(blake3::hash(&data[r.clone()])),
+                            data[r].to_vec(),
+                        )
+                    })
                     .collect();
                 // Never pack a damaged object: its bytes must hash to its name.
                 let whole = match chunks.as_slice() {
                     [(id, _)] => *id.as_bytes(),
                     _ => *blake3::hash(&data).as_bytes(),
                 };
-                if whole != *object.as_bytes() {
-                    return Err(ObjectError::Corrupt {
-                        path,
-                        actual: ObjectId::from_bytes(whole).to_hex(),
-                    }
-                    .into());
-                }
-                Ok((*object, data, chunks))
+                check_whole(object, whole, path)?;
+                Ok((*object, data.len() as u64, chunks))
             })
             .collect::<Result<_>>()?;
+        let mut chunks = Vec::new();
+        for (object, size, these) in loaded {
+            self.note_object(object, size, these.iter().map(|(id, _)| *id).collect());
+            chunks.extend(these);
+        }
+        self.add_chunks(chunks)
+    }
 
-        // Which of these chunks does the cold tier have already?
-        let unknown: Vec<ChunkId> = loaded
+    /// Adds one large object, read and cut as a stream, so that memory stays bounded however
+    /// large it is.
+    fn add_large(&mut self, object: ObjectId, executable: bool) -> Result<()> {
+        let path = self.store.objects().require(&object, executable)?;
+        let file = fs::File::open(&path).map_err(Error::io("open", &path))?;
+        let mut hasher = blake3::Hasher::new();
+        let (mut ids, mut size) = (Vec::new(), 0u64);
+        let (mut pending, mut pending_bytes) = (Vec::new(), 0u64);
+        for chunk in envstore_pack::cut_stream(io::BufReader::with_capacity(1 << 20, file)) {
+            let chunk = chunk.map_err(Error::io("read", &path))?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            pending_bytes += chunk.len() as u64;
+            let id = ChunkId::from(blake3::hash(&chunk));
+            ids.push(id);
+            pending.push((id, chunk));
+            if pending_bytes >= BATCH_BYTES {
+                self.add_chunks(std::mem::take(&mut pending))?;
+                pending_bytes = 0;
+            }
+        }
+        self.add_chunks(pending)?;
+        check_whole(&object, *hasher.finalize().as_bytes(), path)?;
+        // The recipe goes in after all its chunks: in the same pack or a later one.
+        self.note_object(object, size, ids);
+        Ok(())
+    }
+
+    /// Counts an object, and queues its recipe when it has several chunks.
+    fn note_object(&mut self, object: ObjectId, size: u64, chunks: Vec<ChunkId>) {
+        self.report.objects += 1;
+        self.report.object_bytes += size;
+        if chunks.len() > 1 {
+            let recipe = encode_recipe(size, &chunks);
+            self.recipes
+                .push(EntryKind::Recipe, *object.as_bytes(), &recipe);
+            self.pending_recipes.push((object, recipe));
+            if self.recipes.full() {
+                self.sealed.push(std::mem::take(&mut self.recipes));
+            }
+        }
+    }
+
+    /// Adds the chunks the cold tier does not have yet to blocks, compresses the full blocks,
+    /// and closes the pack when it is large enough.
+    fn add_chunks(&mut self, chunks: Vec<(ChunkId, Vec<u8>)>) -> Result<()> {
+        let unknown: Vec<ChunkId> = chunks
             .iter()
-            .flat_map(|(_, _, chunks)| chunks.iter().map(|(id, _)| *id))
+            .map(|(id, _)| *id)
             .filter(|id| !self.known.contains(id))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
         if !unknown.is_empty() {
-            let index = store.open_index()?;
+            let index = self.store.open_index()?;
             for (id, loc) in unknown.iter().zip(index.chunk_locs(&unknown)?) {
                 if loc.is_some() {
                     self.known.insert(*id);
                 }
             }
         }
-
-        let mut sealed = Vec::new();
-        for (object, data, chunks) in &loaded {
-            self.report.objects += 1;
-            self.report.object_bytes += data.len() as u64;
-            for (id, range) in chunks {
-                if self.known.insert(*id) {
-                    self.report.new_chunks += 1;
-                    self.report.new_chunk_bytes += range.len() as u64;
-                    self.chunks
-                        .push(EntryKind::Chunk, *id.as_bytes(), &data[range.clone()]);
-                    if self.chunks.full() {
-                        sealed.push(std::mem::take(&mut self.chunks));
-                    }
-                }
-            }
-            if chunks.len() > 1 {
-                let ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
-                let recipe = encode_recipe(data.len() as u64, &ids);
-                self.recipes
-                    .push(EntryKind::Recipe, *object.as_bytes(), &recipe);
-                self.pending_recipes.push((*object, recipe));
-                if self.recipes.full() {
-                    sealed.push(std::mem::take(&mut self.recipes));
+        for (id, bytes) in chunks {
+            if self.known.insert(id) {
+                self.report.new_chunks += 1;
+                self.report.new_chunk_bytes += bytes.len() as u64;
+                self.chunks.push(EntryKind::Chunk, *id.as_bytes(), &bytes);
+                if self.chunks.full() {
+                    self.sealed.push(std::mem::take(&mut self.chunks));
                 }
             }
         }
-        flush_blocks(store, &mut self.writer, sealed)?;
+        flush_blocks(
+            self.store,
+            &mut self.writer,
+            std::mem::take(&mut self.sealed),
+        )?;
         if self.writer.as_ref().is_some_and(|w| w.len() >= PACK_TARGET) {
             self.finish_pack()?;
         }
@@ -294,13 +347,15 @@ impl Packer<'_> {
 
     /// Writes the open blocks, makes the pack durable, then records it in the index.
     fn finish_pack(&mut self) -> Result<()> {
-        let open: Vec<BlockBuilder> = [
-            std::mem::take(&mut self.chunks),
-            std::mem::take(&mut self.recipes),
-        ]
-        .into_iter()
-        .filter(|b| !b.is_empty())
-        .collect();
+        let mut open = std::mem::take(&mut self.sealed);
+        open.extend(
+            [
+                std::mem::take(&mut self.chunks),
+                std::mem::take(&mut self.recipes),
+            ]
+            .into_iter()
+            .filter(|b| !b.is_empty()),
+        );
         flush_blocks(self.store, &mut self.writer, open)?;
         let Some(writer) = self.writer.take() else {
             return Ok(());
@@ -466,6 +521,7 @@ impl Store {
                 recipes: BlockBuilder::default(),
                 pending_recipes: Vec::new(),
                 known: HashSet::new(),
+                sealed: Vec::new(),
                 report,
             };
             let mut batch = Vec::new();
@@ -476,6 +532,10 @@ impl Store {
                     .find(&object, executable)
                     .and_then(|p| fs::symlink_metadata(p).ok())
                     .map_or(0, |m| m.len());
+                if size >= LARGE_OBJECT {
+                    packer.add_large(object, executable)?;
+                    continue;
+                }
                 batch.push((object, executable));
                 batch_bytes += size;
                 if batch_bytes >= BATCH_BYTES {
@@ -737,6 +797,10 @@ impl Store {
                         EntryKind::Recipe if live_recipes.contains(&ObjectId::from_bytes(e.id)) => {
                             recipe_block.push(EntryKind::Recipe, e.id, bytes);
                             new_recipes.push((ObjectId::from_bytes(e.id), bytes.to_vec()));
+                            if recipe_block.full() {
+                                let full = std::mem::take(&mut recipe_block);
+                                flush_blocks(self, &mut writer, vec![full])?;
+                            }
                         }
                         _ => {}
                     }
