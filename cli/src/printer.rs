@@ -73,7 +73,7 @@ impl Printer {
                         )
                         .expect("a valid template"),
                     );
-                    bar.set_message(format!("{objects} new files"));
+                    bar.set_message(format!("{objects} files"));
                     bar.set_length(total);
                     bar.set_position(0);
                 }

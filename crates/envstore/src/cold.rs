@@ -22,7 +22,7 @@ use envstore_index::{ChunkLoc, ColdTotals, Index};
 use envstore_lock::{FileLock, LockKind};
 use envstore_objects::ObjectError;
 use envstore_pack::{
-    Block, BlockBuilder, EncodedBlock, EntryKind, PackReader, PackWriter, WrittenPack,
+    Block, BlockBuilder, EncodedBlock, Entry, EntryKind, PackReader, PackWriter, WrittenPack,
     decode_recipe, encode_recipe, pack_path, parse_pack_name,
 };
 use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId};
@@ -778,53 +778,11 @@ impl Store {
                 continue;
             }
             // Rewrite: the needed chunks and recipes, re-compressed into a new pack.
-            let path = pack_path(&self.packs_dir(), &pack);
-            let reader = PackReader::open(&path).map_err(pack_err)?;
-            let mut writer = None;
-            let (mut block, mut recipe_block) = (BlockBuilder::default(), BlockBuilder::default());
-            let mut new_recipes = Vec::new();
-            for header in reader.headers().map_err(pack_err)? {
-                let raw = reader.read_block(&header).map_err(pack_err)?;
-                for (offset, e) in header.placed() {
-                    let bytes = &raw[offset as usize..(offset + e.len) as usize];
-                    match e.kind {
-                        EntryKind::Chunk if live.contains(&(pack, header.offset, offset)) => {
-                            block.push(EntryKind::Chunk, e.id, bytes);
-                            if block.full() {
-                                flush_blocks(self, &mut writer, vec![std::mem::take(&mut block)])?;
-                            }
-                        }
-                        EntryKind::Recipe if live_recipes.contains(&ObjectId::from_bytes(e.id)) => {
-                            recipe_block.push(EntryKind::Recipe, e.id, bytes);
-                            new_recipes.push((ObjectId::from_bytes(e.id), bytes.to_vec()));
-                            if recipe_block.full() {
-                                let full = std::mem::take(&mut recipe_block);
-                                flush_blocks(self, &mut writer, vec![full])?;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            let open: Vec<BlockBuilder> = [block, recipe_block]
-                .into_iter()
-                .filter(|b| !b.is_empty())
-                .collect();
-            flush_blocks(self, &mut writer, open)?;
-            if let Some(writer) = writer {
-                let written = writer.finish().map_err(pack_err)?;
-                sweep.bytes_after += written.len;
-                self.open_index()?.add_pack(
-                    &written.id,
-                    written.len,
-                    &written_chunks(&written),
-                    &new_recipes,
-                )?;
-            }
-            let index = self.open_index()?;
-            self.forget_packs(&index, &[pack])?;
-            drop(index);
-            envstore_pack::remove_pack(&path).map_err(pack_err)?;
+            let keep = |block: u64, offset: u32, e: &Entry| match e.kind {
+                EntryKind::Chunk => live.contains(&(pack, block, offset)),
+                EntryKind::Recipe => live_recipes.contains(&ObjectId::from_bytes(e.id)),
+            };
+            sweep.bytes_after += self.rewrite_pack(pack, &keep, None)?;
         }
         if !dry_run && !sweep.removed.is_empty() {
             let index = self.open_index()?;
@@ -911,6 +869,80 @@ impl Store {
         Ok(check)
     }
 
+    /// Replaces pack `pack` by a new pack holding the entries `keep` accepts (given the block's
+    /// offset, the entry's offset in the block and the entry), re-compressed; the new pack is
+    /// durable and indexed before the old one is forgotten and deleted. With `damaged`, blocks
+    /// the check found bad (and everything from where no block could be read) are left out;
+    /// without, any damage is an error. Returns the new pack's length (0 when nothing is kept).
+    fn rewrite_pack(
+        &self,
+        pack: PackId,
+        keep: &dyn Fn(u64, u32, &Entry) -> bool,
+        damaged: Option<&DamagedPack>,
+    ) -> Result<u64> {
+        let path = pack_path(&self.packs_dir(), &pack);
+        let reader = match PackReader::open(&path) {
+            Ok(reader) => Some(reader),
+            Err(_) if damaged.is_some() => None,
+            Err(e) => return Err(pack_err(e)),
+        };
+        let mut writer = None;
+        let (mut chunks, mut recipes) = (BlockBuilder::default(), BlockBuilder::default());
+        let mut new_recipes = Vec::new();
+        let mut at = envstore_pack::PACK_MAGIC.len() as u64;
+        while let Some(reader) = &reader {
+            let readable = damaged.is_none_or(|d| d.unreadable_from.is_none_or(|from| at < from));
+            if at >= reader.len() || !readable {
+                break;
+            }
+            let header = reader.header_at(at).map_err(pack_err)?;
+            at = header.end();
+            if damaged.is_some_and(|d| d.bad_blocks.contains(&header.offset)) {
+                continue;
+            }
+            let block = reader.block_at(header.offset).map_err(pack_err)?;
+            for (offset, e) in block.header.placed() {
+                if !keep(header.offset, offset, e) {
+                    continue;
+                }
+                let bytes = block.slice(offset, e.len).expect("a checked block");
+                let builder = match e.kind {
+                    EntryKind::Chunk => &mut chunks,
+                    EntryKind::Recipe => {
+                        new_recipes.push((ObjectId::from_bytes(e.id), bytes.to_vec()));
+                        &mut recipes
+                    }
+                };
+                builder.push(e.kind, e.id, bytes);
+                if builder.full() {
+                    let full = std::mem::take(builder);
+                    flush_blocks(self, &mut writer, vec![full])?;
+                }
+            }
+        }
+        let open: Vec<BlockBuilder> = [chunks, recipes]
+            .into_iter()
+            .filter(|b| !b.is_empty())
+            .collect();
+        flush_blocks(self, &mut writer, open)?;
+        let index = self.open_index()?;
+        let mut len = 0;
+        if let Some(writer) = writer {
+            let written = writer.finish().map_err(pack_err)?;
+            len = written.len;
+            index.add_pack(
+                &written.id,
+                written.len,
+                &written_chunks(&written),
+                &new_recipes,
+            )?;
+        }
+        self.forget_packs(&index, &[pack])?;
+        drop(index);
+        envstore_pack::remove_pack(&path).map_err(pack_err)?;
+        Ok(len)
+    }
+
     /// Mends packs: indexes unknown packs, forgets missing ones, and rewrites each damaged pack's
     /// intact blocks into a new pack before deleting it. Returns what was done. The caller holds
     /// the store lock exclusively.
@@ -924,49 +956,7 @@ impl Store {
             done.push(format!("forgot {} missing packs", check.missing.len()));
         }
         for damaged in &check.damaged {
-            let reader = PackReader::open(&damaged.path).ok();
-            let mut writer = None;
-            let mut blocks = Vec::new();
-            let mut recipes = Vec::new();
-            let mut at = envstore_pack::PACK_MAGIC.len() as u64;
-            while let Some(reader) = &reader {
-                if damaged.unreadable_from.is_some_and(|from| at >= from) || at >= reader.len() {
-                    break;
-                }
-                let Ok(header) = reader.header_at(at) else {
-                    break;
-                };
-                at = header.end();
-                if damaged.bad_blocks.contains(&header.offset) {
-                    continue;
-                }
-                let Ok(block) = reader.block_at(header.offset) else {
-                    continue;
-                };
-                let mut builder = BlockBuilder::default();
-                for (offset, e) in block.header.placed() {
-                    let bytes = block.slice(offset, e.len).expect("checked block");
-                    builder.push(e.kind, e.id, bytes);
-                    if e.kind == EntryKind::Recipe {
-                        recipes.push((ObjectId::from_bytes(e.id), bytes.to_vec()));
-                    }
-                }
-                blocks.push(builder);
-            }
-            flush_blocks(self, &mut writer, blocks)?;
-            let index = self.open_index()?;
-            if let Some(writer) = writer {
-                let written = writer.finish().map_err(pack_err)?;
-                index.add_pack(
-                    &written.id,
-                    written.len,
-                    &written_chunks(&written),
-                    &recipes,
-                )?;
-            }
-            self.forget_packs(&index, &[damaged.id])?;
-            drop(index);
-            envstore_pack::remove_pack(&damaged.path).map_err(pack_err)?;
+            self.rewrite_pack(damaged.id, &|_, _, _| true, Some(damaged))?;
             done.push(format!(
                 "rewrote the intact blocks of {} and removed it",
                 damaged.path.display()

@@ -135,7 +135,8 @@ impl Lease {
 pub enum Progress {
     /// One file hashed.
     Hashed { bytes: u64 },
-    /// Storing starts: this many new objects, this many bytes.
+    /// Storing starts: this many distinct objects to store (those the store has already count
+    /// as done at once), this many bytes.
     Storing { objects: u64, bytes: u64 },
     /// One object stored.
     Stored { bytes: u64 },
@@ -476,10 +477,8 @@ impl Store {
         let mut todo: Vec<&SourceFile> = walked.files.iter().collect();
         todo.sort_unstable_by_key(|f| (f.object, f.executable));
         todo.dedup_by_key(|f| (f.object, f.executable));
-        // No existence check here: insert_* make the same one (a stat per object saved).
-        if self.progress.is_some() {
-            todo.retain(|f| !self.objects.path(&f.object, f.executable).exists());
-        }
+        // No existence check here: insert_* make the same one (a stat per object saved), and
+        // the progress display counts objects already stored as done at once.
         self.report(Progress::Storing {
             objects: todo.len() as u64,
             bytes: todo.iter().map(|f| f.size).sum(),
