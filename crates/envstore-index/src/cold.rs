@@ -125,45 +125,29 @@ impl Index {
         txn.commit().map_err(|e| err(e.into()))
     }
 
-    /// Forgets a pack and every chunk and recipe the index finds in it (entries that point to
-    /// another copy stay).
-    pub fn remove_pack(
-        &self,
-        pack: &PackId,
-        chunks: &[ChunkId],
-        recipes: &[ObjectId],
-    ) -> Result<(), IndexError> {
+    /// Forgets packs, with every chunk and recipe entry that points into them (entries that
+    /// point to another copy stay), in one transaction. Chunk locations and recipe rows both
+    /// start with their pack's id.
+    pub fn remove_packs(&self, packs: &[PackId]) -> Result<(), IndexError> {
         let err = self.db_err();
+        let gone = |value: &[u8]| {
+            packs
+                .iter()
+                .any(|p| value.get(..32) == Some(&p.as_bytes()[..]))
+        };
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
-            let mut packs = txn.open_table(PACKS).map_err(|e| err(e.into()))?;
-            packs
-                .remove(&pack.as_bytes()[..])
-                .map_err(|e| err(e.into()))?;
-            let mut table = txn.open_table(CHUNKS).map_err(|e| err(e.into()))?;
-            for id in chunks {
-                let here = table
-                    .get(&id.as_bytes()[..])
-                    .map_err(|e| err(e.into()))?
-                    .and_then(|v| ChunkLoc::decode(v.value()))
-                    .is_some_and(|loc| loc.pack == *pack);
-                if here {
-                    table
-                        .remove(&id.as_bytes()[..])
-                        .map_err(|e| err(e.into()))?;
-                }
+            let mut table = txn.open_table(PACKS).map_err(|e| err(e.into()))?;
+            for pack in packs {
+                table
+                    .remove(&pack.as_bytes()[..])
+                    .map_err(|e| err(e.into()))?;
             }
-            let mut table = txn.open_table(RECIPES).map_err(|e| err(e.into()))?;
-            for id in recipes {
-                let here = table
-                    .get(&id.as_bytes()[..])
-                    .map_err(|e| err(e.into()))?
-                    .is_some_and(|v| v.value().get(..32) == Some(&pack.as_bytes()[..]));
-                if here {
-                    table
-                        .remove(&id.as_bytes()[..])
-                        .map_err(|e| err(e.into()))?;
-                }
+            for def in [CHUNKS, RECIPES] {
+                let mut table = txn.open_table(def).map_err(|e| err(e.into()))?;
+                table
+                    .retain(|_, value| !gone(value))
+                    .map_err(|e| err(e.into()))?;
             }
         }
         txn.commit().map_err(|e| err(e.into()))
@@ -325,7 +309,7 @@ mod tests {
             (2, 1500, 2)
         );
         // Removing p1 keeps c2, which lives in p2.
-        index.remove_pack(&p1, &[c1, c2], &[o]).unwrap();
+        index.remove_packs(&[p1]).unwrap();
         assert_eq!(
             index.chunk_locs(&[c1, c2]).unwrap(),
             [None, Some(loc(p2, 8))]

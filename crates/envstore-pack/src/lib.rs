@@ -133,12 +133,17 @@ impl BlockHeader {
 
     /// The entries with their offsets in the block's raw bytes.
     pub fn placed(&self) -> impl Iterator<Item = (u32, &Entry)> {
-        self.entries.iter().scan(0u32, |at, e| {
-            let start = *at;
-            *at += e.len;
-            Some((start, e))
-        })
+        placed(&self.entries)
     }
+}
+
+/// Entries with their offsets in their block's raw bytes (each starts where the last ended).
+pub fn placed(entries: &[Entry]) -> impl Iterator<Item = (u32, &Entry)> {
+    entries.iter().scan(0u32, |at, e| {
+        let start = *at;
+        *at += e.len;
+        Some((start, e))
+    })
 }
 
 /// What a block's checksum covers: its entry table (ids of recipes are not hashes of their

@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use envstore_index::{Index, SnapshotMeta};
+use envstore_index::SnapshotMeta;
 use envstore_link::LinkMode;
 use envstore_tree::diff::{self, Change};
 use envstore_tree::{ObjectId, SnapshotId, Tree, TreeId};
@@ -258,7 +258,7 @@ impl Store {
     /// The snapshot records, read through the index and repaired against `snapshots/` (the
     /// truth): records missing from the index are added, stale ones removed.
     fn catalogue(&self) -> Result<Vec<(SnapshotId, SnapshotMeta)>> {
-        let index = Index::open(self.root(), self.options().lock_timeout)?;
+        let index = self.open_index()?;
         let on_disk: HashSet<SnapshotId> = self.snapshot_ids()?.into_iter().collect();
         let mut records: BTreeMap<SnapshotId, SnapshotMeta> = match index.snapshots() {
             Ok(records) => records.into_iter().collect(),
@@ -310,7 +310,7 @@ impl Store {
                 unique_bytes += size;
             }
         })?;
-        let link_mode = Index::open(self.root(), self.options().lock_timeout)?.link_mode(id)?;
+        let link_mode = self.open_index()?.link_mode(id)?;
         let materialized = self.is_materialized(id);
         Ok(SnapshotDetail {
             path: self.env_path(id),

@@ -84,29 +84,22 @@ pub(crate) fn scan_pack(reader: &PackReader, id: PackId) -> Result<ScannedPack, 
         recipes: Vec::new(),
     };
     for header in reader.headers().map_err(pack_err)? {
+        scanned
+            .chunks
+            .extend(block_chunks(id, header.offset, header.placed()));
         let mut raw = None;
         for (offset, entry) in header.placed() {
-            match entry.kind {
-                EntryKind::Chunk => scanned.chunks.push((
-                    ChunkId::from_bytes(entry.id),
-                    ChunkLoc {
-                        pack: id,
-                        block: header.offset,
-                        offset,
-                        len: entry.len,
-                    },
-                )),
-                EntryKind::Recipe => {
-                    if raw.is_none() {
-                        raw = Some(reader.read_block(&header).map_err(pack_err)?);
-                    }
-                    let raw = raw.as_ref().expect("read above");
-                    let bytes = &raw[offset as usize..(offset + entry.len) as usize];
-                    scanned
-                        .recipes
-                        .push((ObjectId::from_bytes(entry.id), bytes.to_vec()));
-                }
+            if entry.kind != EntryKind::Recipe {
+                continue;
             }
+            if raw.is_none() {
+                raw = Some(reader.read_block(&header).map_err(pack_err)?);
+            }
+            let raw = raw.as_ref().expect("read above");
+            let bytes = &raw[offset as usize..(offset + entry.len) as usize];
+            scanned
+                .recipes
+                .push((ObjectId::from_bytes(entry.id), bytes.to_vec()));
         }
     }
     Ok(scanned)
@@ -178,27 +171,31 @@ fn flush_blocks(
     Ok(())
 }
 
+/// The locations of the chunks among a block's entries.
+fn block_chunks<'e>(
+    pack: PackId,
+    block: u64,
+    entries: impl Iterator<Item = (u32, &'e Entry)>,
+) -> impl Iterator<Item = (ChunkId, ChunkLoc)> {
+    entries
+        .filter(|(_, e)| e.kind == EntryKind::Chunk)
+        .map(move |(offset, e)| {
+            let loc = ChunkLoc {
+                pack,
+                block,
+                offset,
+                len: e.len,
+            };
+            (ChunkId::from_bytes(e.id), loc)
+        })
+}
+
 /// Chunk locations of a pack just written, for the index.
 fn written_chunks(pack: &WrittenPack) -> Vec<(ChunkId, ChunkLoc)> {
-    let mut out = Vec::new();
-    for (block, entries) in &pack.blocks {
-        let mut offset = 0u32;
-        for e in entries {
-            if e.kind == EntryKind::Chunk {
-                out.push((
-                    ChunkId::from_bytes(e.id),
-                    ChunkLoc {
-                        pack: pack.id,
-                        block: *block,
-                        offset,
-                        len: e.len,
-                    },
-                ));
-            }
-            offset += e.len;
-        }
-    }
-    out
+    pack.blocks
+        .iter()
+        .flat_map(|(block, entries)| block_chunks(pack.id, *block, envstore_pack::placed(entries)))
+        .collect()
 }
 
 /// Builds packs from objects; see [`Store::pack`].
@@ -377,10 +374,6 @@ impl Store {
         self.root().join("packs")
     }
 
-    pub(crate) fn open_index(&self) -> Result<Index> {
-        Ok(Index::open(self.root(), self.options().lock_timeout)?)
-    }
-
     fn pack_lock(&self) -> Result<FileLock> {
         Ok(FileLock::acquire(
             &self.root().join("pack.lock"),
@@ -437,30 +430,9 @@ impl Store {
             .copied()
             .collect();
         if !gone.is_empty() {
-            self.forget_packs(&index, &gone)?;
+            index.remove_packs(&gone)?;
         }
         Ok(added)
-    }
-
-    /// Removes packs from the index, with every chunk and recipe it has in them.
-    pub(crate) fn forget_packs(&self, index: &Index, packs: &[PackId]) -> Result<()> {
-        let packs: HashSet<PackId> = packs.iter().copied().collect();
-        let chunks = index.all_chunks()?;
-        let recipes = index.all_recipes()?;
-        for pack in &packs {
-            let c: Vec<ChunkId> = chunks
-                .iter()
-                .filter(|(_, loc)| loc.pack == *pack)
-                .map(|(id, _)| *id)
-                .collect();
-            let r: Vec<ObjectId> = recipes
-                .iter()
-                .filter(|(_, p, _)| p == pack)
-                .map(|(id, _, _)| *id)
-                .collect();
-            index.remove_pack(pack, &c, &r)?;
-        }
-        Ok(())
     }
 
     /// Moves snapshots into the cold tier: every object they need is cut into chunks, new chunks
@@ -498,13 +470,7 @@ impl Store {
                 .collect();
 
             // The objects, in tree order, without those the cold tier has.
-            let mut cache = TreeCache::default();
-            let mut seen = HashSet::new();
-            let mut objects = Vec::new();
-            for id in &targets {
-                objects.extend(cache.files(self, id.root(), &mut seen)?);
-            }
-            drop(cache);
+            let objects = self.objects_of(&targets)?;
             let ids: Vec<ObjectId> = objects.iter().map(|(o, _)| *o).collect();
             let cold = cold_lookup(&self.open_index()?, &ids)?;
             let todo: Vec<(ObjectId, bool)> = objects
@@ -573,10 +539,7 @@ impl Store {
     /// confirms each can be rebuilt from packs. Holds the store lock exclusively, so no ingest or
     /// materialization is between deciding and deleting.
     fn free_packed_objects(&self) -> Result<(u64, u64)> {
-        let _lock = FileLock::acquire(
-            &self.root().join("store.lock"),
-            LockKind::Exclusive,
-            self.options().lock_timeout,
+        let _lock = self.lock_exclusive(
             "the store lock (pack frees loose objects alone; builds hold it while they write)",
         )?;
         let mut cache = TreeCache::default();
@@ -641,7 +604,7 @@ impl Store {
     /// Writes back, from packs, every loose object snapshot `id` needs and the store lacks.
     /// The caller holds the store lock shared. Returns the objects and bytes written.
     pub(crate) fn rehydrate(&self, id: &SnapshotId) -> Result<(u64, u64)> {
-        let needed = TreeCache::default().files(self, id.root(), &mut HashSet::new())?;
+        let needed = self.objects_of(&[*id])?;
         let missing: Vec<(ObjectId, bool)> = needed
             .into_iter()
             .filter(|(o, x)| self.objects().find(o, *x).is_none())
@@ -733,13 +696,7 @@ impl Store {
             return Ok(sweep);
         }
         self.reconcile_packs()?;
-        let mut cache = TreeCache::default();
-        let mut seen = HashSet::new();
-        let mut objects = Vec::new();
-        for id in kept {
-            objects.extend(cache.files(self, id.root(), &mut seen)?);
-        }
-        drop(cache);
+        let objects = self.objects_of(kept)?;
         let index = self.open_index()?;
         let ids: Vec<ObjectId> = objects.iter().map(|(o, _)| *o).collect();
         let live_recipes: HashSet<ObjectId> = ids.iter().copied().collect();
@@ -785,9 +742,7 @@ impl Store {
             sweep.bytes_after += self.rewrite_pack(pack, &keep, None)?;
         }
         if !dry_run && !sweep.removed.is_empty() {
-            let index = self.open_index()?;
-            self.forget_packs(&index, &sweep.removed)?;
-            drop(index);
+            self.open_index()?.remove_packs(&sweep.removed)?;
             for pack in &sweep.removed {
                 envstore_pack::remove_pack(&pack_path(&self.packs_dir(), pack))
                     .map_err(pack_err)?;
@@ -937,7 +892,7 @@ impl Store {
                 &new_recipes,
             )?;
         }
-        self.forget_packs(&index, &[pack])?;
+        index.remove_packs(&[pack])?;
         drop(index);
         envstore_pack::remove_pack(&path).map_err(pack_err)?;
         Ok(len)

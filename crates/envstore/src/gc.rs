@@ -394,10 +394,7 @@ impl Store {
     /// Plans and carries out a prune. Holds the store lock exclusively, waiting at most the
     /// store's lock timeout for running ingests to finish.
     pub fn prune(&self, options: &PruneOptions) -> Result<PrunePlan> {
-        let lock = FileLock::acquire(
-            &self.root().join("store.lock"),
-            LockKind::Exclusive,
-            self.options().lock_timeout,
+        let lock = self.lock_exclusive(
             "the store lock (prune needs it alone; ingests and materializations hold it while they write)",
         )?;
         let mut plan = self.plan_prune(options, true)?;

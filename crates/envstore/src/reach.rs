@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet, hash_map::Entry};
 
-use envstore_tree::{EntryKind, ObjectId, Tree, TreeId};
+use envstore_tree::{EntryKind, ObjectId, SnapshotId, Tree, TreeId};
 
 use crate::{Error, Store};
 
@@ -99,6 +99,20 @@ impl TreeCache {
                     stack.push(*tree);
                 }
             }
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// The distinct objects the snapshots `ids` need, with the exec bit of their first use, in
+    /// tree order (see [`TreeCache::files`]).
+    pub(crate) fn objects_of(&self, ids: &[SnapshotId]) -> Result<Vec<(ObjectId, bool)>, Error> {
+        let mut cache = TreeCache::default();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(cache.files(self, id.root(), &mut seen)?);
         }
         Ok(out)
     }

@@ -347,6 +347,18 @@ impl Store {
         )?)
     }
 
+    /// Takes the store lock exclusively, for work that deletes what a writer could be about to
+    /// use (prune, repair, freeing packed objects); `what` describes the lock in the time-out
+    /// message.
+    pub(crate) fn lock_exclusive(&self, what: &'static str) -> Result<FileLock> {
+        Ok(FileLock::acquire(
+            &self.root.join("store.lock"),
+            LockKind::Exclusive,
+            self.options.lock_timeout,
+            what,
+        )?)
+    }
+
     /// Interprets a command-line SOURCE: a directory (anything containing `/`, `.`, `..`, or an
     /// existing directory), else a pin name, else a snapshot id or unique id prefix of at least
     /// 8 hex digits.
@@ -667,6 +679,11 @@ impl Store {
             ingest,
             index_warning,
         }
+    }
+
+    /// Opens the index (waiting at most the lock time-out); keep it open briefly.
+    pub(crate) fn open_index(&self) -> Result<Index> {
+        Ok(Index::open(&self.root, self.options.lock_timeout)?)
     }
 
     /// Runs `f` on the index; returns the failure as a warning instead of an error.

@@ -24,7 +24,6 @@ use std::sync::Mutex;
 
 use envstore_index::Index;
 use envstore_link::LinkPolicy;
-use envstore_lock::{FileLock, LockKind};
 use envstore_tree::{
     EntryKind, ObjectId, PackId, SnapshotId, Tree, TreeId, substitute_placeholder,
 };
@@ -214,12 +213,7 @@ impl Store {
     /// Checks the whole store, or one snapshot, and with `repair` mends what it can.
     pub fn verify(&self, only: Option<&SnapshotId>, repair: bool) -> Result<VerifyReport> {
         let _lock = if repair {
-            FileLock::acquire(
-                &self.root().join("store.lock"),
-                LockKind::Exclusive,
-                self.options().lock_timeout,
-                "the store lock (repair needs it alone)",
-            )?
+            self.lock_exclusive("the store lock (repair needs it alone)")?
         } else {
             self.lock_shared()?
         };
@@ -409,7 +403,7 @@ impl Store {
         // packs/, healed like the catalogue is on `ls`); a broken index is reported below.
         let _ = self.reconcile_packs();
         let objects: Vec<ObjectId> = needs.objects.keys().copied().collect();
-        let locs = match Index::open(self.root(), self.options().lock_timeout) {
+        let locs = match self.open_index() {
             Ok(index) => cold_lookup(&index, &objects).unwrap_or_default(),
             Err(_) => Vec::new(), // reported as an index problem below
         };
@@ -526,7 +520,7 @@ impl Store {
                 .into_iter()
                 .map(|id| Ok((id, self.snapshot_meta(&id)?)))
                 .collect::<Result<Vec<_>>>()?;
-            Index::open(self.root(), self.options().lock_timeout)?.rebuild(&records)?;
+            self.open_index()?.rebuild(&records)?;
             let packs = self.reconcile_packs()?;
             report.repaired.push(format!(
                 "rebuilt the index from {} snapshot records and {packs} packs",
