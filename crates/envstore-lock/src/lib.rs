@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,9 @@ pub enum LockKind {
 pub enum LockError {
     #[error("failed to open the lock file {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
+    /// The lock file is missing and cannot be created: the store is read-only here.
+    #[error("cannot create the lock file {path}: {source}")]
+    ReadOnly { path: PathBuf, source: io::Error },
     #[error("failed to lock {path}: {source}")]
     Lock { path: PathBuf, source: io::Error },
     #[error(
@@ -54,16 +57,7 @@ impl FileLock {
         let start = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(|source| LockError::Open {
-                    path: path.to_owned(),
-                    source,
-                })?;
+            let file = open_lock_file(path)?;
             let attempt = match kind {
                 LockKind::Shared => file.try_lock_shared(),
                 LockKind::Exclusive => file.try_lock(),
@@ -110,6 +104,34 @@ impl FileLock {
         })
     }
 
+    /// Whether a lock of `kind` could be taken on `path` right now, without creating the file
+    /// (a missing lock file is free) and without keeping the lock: for dry runs, which change
+    /// nothing.
+    pub fn probe(path: &Path, kind: LockKind) -> Result<bool, LockError> {
+        let file = match open_nofollow(path, false) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(source) => {
+                return Err(LockError::Open {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let attempt = match kind {
+            LockKind::Shared => file.try_lock_shared(),
+            LockKind::Exclusive => file.try_lock(),
+        };
+        match attempt {
+            Ok(()) => Ok(true),
+            Err(TryLockError::WouldBlock) => Ok(false),
+            Err(TryLockError::Error(source)) => Err(LockError::Lock {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
     /// Takes the lock only if it is free right now.
     pub fn try_acquire(path: &Path, kind: LockKind) -> Result<Option<FileLock>, LockError> {
         match Self::acquire(path, kind, Duration::ZERO, "a lock") {
@@ -141,8 +163,74 @@ impl FileLock {
     }
 }
 
+/// Opens (creating when `create`) a lock file without following a symbolic link or blocking on
+/// a fifo that replaced it, and checks it is a regular file: a lock file swapped for a link must
+/// not make envstore create or lock a file outside the store.
+fn open_nofollow(path: &Path, create: bool) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "it is a symbolic link; envstore does not follow links in its store \
+                     (remove it, or run `envstore verify --repair`)",
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "it is not a regular file (remove it, or run `envstore verify --repair`)",
+        ));
+    }
+    Ok(file)
+}
+
+/// Opens the lock file for locking. On a store that cannot be written here (a read-only mount,
+/// another user's store) an existing lock file is opened read-only, which `flock` accepts; a
+/// missing one is [`LockError::ReadOnly`].
+fn open_lock_file(path: &Path) -> Result<File, LockError> {
+    match open_nofollow(path, true) {
+        Ok(file) => Ok(file),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EROFS | libc::EACCES | libc::EPERM)
+            ) =>
+        {
+            open_nofollow(path, false).map_err(|source| {
+                if source.kind() == io::ErrorKind::NotFound {
+                    LockError::ReadOnly {
+                        path: path.to_owned(),
+                        source: e,
+                    }
+                } else {
+                    LockError::Open {
+                        path: path.to_owned(),
+                        source,
+                    }
+                }
+            })
+        }
+        Err(source) => Err(LockError::Open {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 fn same_file(file: &File, path: &Path) -> bool {
-    match (file.metadata(), std::fs::metadata(path)) {
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => false,
     }
