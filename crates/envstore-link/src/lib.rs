@@ -93,6 +93,8 @@ pub enum LinkError {
         to: PathBuf,
         source: io::Error,
     },
+    #[error("{path} is damaged ({reason}); run `envstore verify --repair`")]
+    Damaged { path: PathBuf, reason: String },
     #[error("failed to prepare {path}: {source}")]
     Source {
         path: PathBuf,
@@ -196,6 +198,7 @@ impl Linker {
         hardlink_source: impl FnOnce() -> Result<PathBuf, LinkError>,
     ) -> Result<LinkMode, LinkError> {
         let mode = if executable { 0o555 } else { 0o444 };
+        check_object(object, size)?;
         if size == 0 {
             create_empty(dest, mode)
                 .map_err(|source| failed(LinkMode::Copy, object, dest, source))?;
@@ -205,23 +208,24 @@ impl Linker {
         loop {
             let current = decode(self.state.load(Ordering::Acquire)).unwrap_or(LinkMode::Reflink);
             let result = match current {
-                LinkMode::Reflink => reflink(object, dest, mode),
+                LinkMode::Reflink => reflink(object, dest, mode, size),
                 LinkMode::Hardlink => {
                     let source = hardlink_source
                         .take()
                         .expect("hardlink is attempted once per file");
                     let from = source()?;
-                    match fs::hard_link(&from, dest) {
+                    check_object(&from, size)?;
+                    match hard_link_checked(&from, dest, size) {
                         // Too many links to this object: copy this one file.
                         Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
-                            copy(object, dest, mode)
+                            copy(object, dest, mode, size)
                                 .map_err(|source| failed(LinkMode::Copy, object, dest, source))?;
                             return Ok(LinkMode::Copy);
                         }
                         other => other,
                     }
                 }
-                LinkMode::Copy => copy(object, dest, mode),
+                LinkMode::Copy => copy(object, dest, mode, size),
             };
             match result {
                 Ok(()) => {
@@ -371,8 +375,59 @@ pub fn write_new(dest: &Path, bytes: &[u8], executable: bool) -> io::Result<()> 
     finish(&file, mode)
 }
 
-fn reflink(object: &Path, dest: &Path, mode: u32) -> io::Result<()> {
-    let src = File::open(object)?;
+/// The cheap half of the reuse check (the bytes are `verify`'s job): the object is a regular
+/// file, not a link, of the size its snapshot records. A damaged object is never laid out.
+fn check_object(object: &Path, size: u64) -> Result<(), LinkError> {
+    let damaged = |reason: String| LinkError::Damaged {
+        path: object.to_owned(),
+        reason,
+    };
+    match fs::symlink_metadata(object) {
+        Ok(meta) if meta.is_file() && meta.len() == size => Ok(()),
+        Ok(meta) if meta.is_file() => Err(damaged(format!(
+            "{} bytes where its snapshot says {size}",
+            meta.len()
+        ))),
+        Ok(meta) => Err(damaged(format!(
+            "it is {}, not a regular file",
+            envstore_fs::kind_name(&meta)
+        ))),
+        Err(e) => Err(damaged(e.to_string())),
+    }
+}
+
+/// Hardlinks `from` to `dest` and checks that what was linked is a regular file of `size`
+/// bytes: `link(2)` does not follow a symbolic link, it links the link itself, so an object
+/// swapped for a link between the check and the link is caught here and the link removed.
+fn hard_link_checked(from: &Path, dest: &Path, size: u64) -> io::Result<()> {
+    fs::hard_link(from, dest)?;
+    match fs::symlink_metadata(dest) {
+        Ok(meta) if meta.is_file() && meta.len() == size => Ok(()),
+        _ => {
+            let _ = fs::remove_file(dest);
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} changed while it was linked", from.display()),
+            ))
+        }
+    }
+}
+
+/// Opens an object for reading without following a link, and checks its size again on the
+/// descriptor (it may have been replaced since [`check_object`]).
+fn open_object(object: &Path, size: u64) -> io::Result<File> {
+    let (file, meta) = envstore_fs::open_regular(object)?;
+    if meta.len() != size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is {} bytes, not {size}", object.display(), meta.len()),
+        ));
+    }
+    Ok(file)
+}
+
+fn reflink(object: &Path, dest: &Path, mode: u32, size: u64) -> io::Result<()> {
+    let src = open_object(object, size)?;
     let out = create_new(dest, mode)?;
     if let Err(e) = reflink_copy::reflink_file(&src, &out) {
         drop(out);
@@ -384,11 +439,11 @@ fn reflink(object: &Path, dest: &Path, mode: u32) -> io::Result<()> {
     finish(&out, mode)
 }
 
-fn copy(object: &Path, dest: &Path, mode: u32) -> io::Result<()> {
-    let mut src = File::open(object)?;
+fn copy(object: &Path, dest: &Path, mode: u32, size: u64) -> io::Result<()> {
+    let src = open_object(object, size)?;
     let mut out = create_new(dest, mode)?;
-    // std uses copy_file_range here, which the kernel may turn into a clone.
-    io::copy(&mut src, &mut out)?;
+    // copy_file_range per data range (the kernel may clone), holes kept.
+    envstore_fs::copy_sparse(&src, &mut out)?;
     finish(&out, mode)
 }
 

@@ -11,9 +11,13 @@
 //! loses a race simply uses the winner's identical copy.
 
 use std::fs::{self, File, Permissions};
-use std::io::{self, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use envstore_fs::DirState;
 
 use envstore_tree::{DecodeError, ObjectId, Tree, TreeId, fixed_mtime};
 use envstore_walk::Stamp;
@@ -47,6 +51,13 @@ pub enum ObjectError {
     Corrupt { path: PathBuf, actual: String },
     #[error("{path} is not a valid tree: {source}; run `envstore verify --repair`")]
     BadTree { path: PathBuf, source: DecodeError },
+    #[error(
+        "{path} is {what}, not a directory envstore made; envstore never follows links or \
+         writes through them in its store. Run `envstore verify --repair` to replace it"
+    )]
+    NotAStoreDir { path: PathBuf, what: &'static str },
+    #[error("{path} is damaged ({reason}); run `envstore verify --repair`")]
+    Damaged { path: PathBuf, reason: String },
 }
 
 fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> ObjectError + 'p {
@@ -58,6 +69,11 @@ fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> Obj
 }
 
 const READ_ONLY: u32 = 0o444;
+/// The largest relocated file (they are under 1 MiB before relocation) read whole.
+const MAX_SMALL: u64 = 16 << 20;
+/// The largest tree read: a directory of about a million entries. A bound, so that a tree file
+/// replaced by something huge cannot take the machine's memory.
+pub const MAX_TREE: u64 = 256 << 20;
 const READ_ONLY_EXEC: u32 = 0o555;
 
 /// The mode of an object file: its variant's.
@@ -91,6 +107,76 @@ fn shard_path(dir: &Path, hex: &str) -> PathBuf {
     path
 }
 
+/// Which of the 256 shard directories this process has seen to be real directories (not
+/// links): each is checked with one `lstat` before the first write, read or removal in it.
+#[derive(Debug)]
+struct Shards {
+    checked: [AtomicBool; 256],
+}
+
+impl Default for Shards {
+    fn default() -> Self {
+        Shards {
+            checked: std::array::from_fn(|_| AtomicBool::new(false)),
+        }
+    }
+}
+
+impl Shards {
+    /// Checks, once per process, that the shard holding `path` is a real directory.
+    fn check(&self, path: &Path) -> Result<(), ObjectError> {
+        let shard = path.parent().expect("store paths have a parent");
+        let index = shard
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| u8::from_str_radix(n, 16).ok())
+            .map(usize::from);
+        if index.is_some_and(|i| self.checked[i].load(Ordering::Relaxed)) {
+            return Ok(());
+        }
+        match envstore_fs::dir_state(shard).map_err(io_err("read", shard))? {
+            DirState::Dir => {
+                if let Some(i) = index {
+                    self.checked[i].store(true, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            DirState::Missing => Err(ObjectError::Missing {
+                path: shard.to_owned(),
+            }),
+            DirState::Other(what) => Err(ObjectError::NotAStoreDir {
+                path: shard.to_owned(),
+                what,
+            }),
+        }
+    }
+}
+
+/// What is at the path of an object or tree that is about to be stored or reused.
+enum Existing {
+    Absent,
+    /// A regular file of the expected size: reused (verify checks the bytes).
+    Intact,
+    /// Something else: a link, a directory, a file of the wrong size. Replaced.
+    Damaged,
+}
+
+/// Checks the entry at `path` with one `lstat` (never following a link): the cheap half of the
+/// reuse guarantee (docs/design.md, "What envstore guarantees").
+fn existing(path: &Path, size: Option<u64>) -> Existing {
+    match fs::symlink_metadata(path) {
+        Err(_) => Existing::Absent,
+        Ok(meta) if meta.is_file() && size.is_none_or(|s| s == meta.len()) => Existing::Intact,
+        Ok(_) => Existing::Damaged,
+    }
+}
+
+/// Removes a damaged entry so that a good copy can take its name (a link is removed, never
+/// followed; a directory is removed as a tree).
+fn remove_damaged(path: &Path) -> Result<(), ObjectError> {
+    envstore_fs::remove_all(path).map_err(io_err("remove the damaged", path))
+}
+
 fn create_shards(dir: &Path) -> Result<(), ObjectError> {
     for i in 0..=255u8 {
         let shard = dir.join(format!("{i:02x}"));
@@ -117,12 +203,70 @@ fn publish(tmp: NamedTempFile, dest: &Path) -> Result<bool, ObjectError> {
 #[derive(Debug, Clone)]
 pub struct ObjectStore {
     dir: PathBuf,
+    shards: Arc<Shards>,
 }
 
 impl ObjectStore {
     /// `dir` is `<store>/objects`.
     pub fn new(dir: PathBuf) -> Self {
-        ObjectStore { dir }
+        ObjectStore {
+            dir,
+            shards: Arc::default(),
+        }
+    }
+
+    /// Checks (once per process and shard) that the shard directory of `path` is a real
+    /// directory, before anything is written, linked or removed in it.
+    pub fn check_shard(&self, path: &Path) -> Result<(), ObjectError> {
+        self.shards.check(path)
+    }
+
+    /// Opens a stored object for reading (never through a link) and checks the cheap half of
+    /// its integrity: a regular file of `size` bytes. The bytes are checked by `verify`.
+    pub fn open_checked(
+        &self,
+        path: &Path,
+        size: u64,
+    ) -> Result<(File, fs::Metadata), ObjectError> {
+        self.check_shard(path)?;
+        let (file, meta) = envstore_fs::open_regular(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ObjectError::Missing {
+                path: path.to_owned(),
+            },
+            _ => ObjectError::Damaged {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            },
+        })?;
+        if meta.len() != size {
+            return Err(ObjectError::Damaged {
+                path: path.to_owned(),
+                reason: format!("{} bytes where its snapshot says {size}", meta.len()),
+            });
+        }
+        Ok((file, meta))
+    }
+
+    /// Reads a small stored object whole (a relocated file) and checks its bytes against its
+    /// name: relocated files are rewritten, not linked, so this is where they are verified.
+    pub fn read_verified(&self, id: &ObjectId, executable: bool) -> Result<Vec<u8>, ObjectError> {
+        let path = self.require(id, executable)?;
+        self.check_shard(&path)?;
+        let bytes = envstore_fs::read_bounded(&path, MAX_SMALL).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ObjectError::Missing { path: path.clone() },
+            _ => ObjectError::Damaged {
+                path: path.clone(),
+                reason: e.to_string(),
+            },
+        })?;
+        let actual = ObjectId::from(blake3::hash(&bytes));
+        if actual != *id {
+            return Err(ObjectError::Corrupt {
+                path,
+                actual: actual.to_hex(),
+            });
+        }
+        Ok(bytes)
     }
 
     /// Creates the 256 shard directories (idempotent, safe to race).
@@ -168,42 +312,41 @@ impl ObjectStore {
             })
     }
 
-    /// Stores the regular file at `source`, which the walk hashed as `expected`, in the variant
-    /// for `executable`. The bytes are hashed again while they are copied, so an object's
-    /// content always matches its name even if the source changes in between. The source is
-    /// only read. Returns the bytes written (0 when the variant was there already).
+    /// Stores the regular file at `source`, which the walk hashed as `expected` (`size` bytes),
+    /// in the variant for `executable`. The source is only read. Returns the bytes written (0
+    /// when an intact variant was there already).
     ///
-    /// With `settled`, the walk's [`Stamp`] of a file that was settled when it was hashed: if
-    /// the source still has that stamp after the copy, nothing wrote to it since it was hashed,
-    /// so the copy (a consistent clone, or an in-kernel copy) has the hashed bytes and is not
-    /// read again. On a reflink file system that read is most of the cost: a clone's pages are
-    /// not in the page cache, so re-hashing it reads every byte back from disk.
+    /// An object is published only when the bytes stored are known to hash to its name: they
+    /// are hashed as they are written (one read of the source feeds both), or, when the file
+    /// system clones, the source is hashed again right after the clone (see
+    /// [`Self::copy_to_temp`]). A source that changed since the walk hashed it is refused with
+    /// [`ObjectError::SourceChanged`]. An existing entry that is not a regular file of the
+    /// right size (a link, a truncated file) is replaced, not reused.
     pub fn insert_file(
         &self,
         source: &Path,
         expected: ObjectId,
         executable: bool,
+        size: u64,
         settled: Option<&Stamp>,
     ) -> Result<u64, ObjectError> {
         let dest = self.path(&expected, executable);
-        if Self::exists(&dest) {
-            return Ok(0);
+        self.check_shard(&dest)?;
+        match existing(&dest, Some(size)) {
+            Existing::Intact => return Ok(0),
+            Existing::Damaged => remove_damaged(&dest)?,
+            Existing::Absent => {}
         }
-        if Self::exists(&self.path(&expected, !executable)) {
+        let other = self.path(&expected, !executable);
+        if let Existing::Intact = existing(&other, Some(size)) {
             // Same bytes, other exec bit: derive the variant from the stored, verified copy.
-            return self.make_variant(&expected, executable);
+            if let Ok(written) = self.make_variant(&expected, executable) {
+                return Ok(written);
+            }
         }
         let (mut src, _) = envstore_walk::open_source_file(source)?;
-        let settled = settled.map(|stamp| (stamp, expected));
-        let (tmp, size, actual) =
-            self.copy_to_temp(&mut src, source, &dest, executable, settled)?;
-        if actual != expected {
-            return Err(ObjectError::SourceChanged {
-                path: source.to_owned(),
-                expected,
-                actual,
-            });
-        }
+        let (tmp, size) =
+            self.copy_to_temp(&mut src, source, &dest, executable, expected, settled)?;
         Ok(if publish(tmp, &dest)? { size } else { 0 })
     }
 
@@ -238,11 +381,12 @@ impl ObjectStore {
         })?;
         let id = ObjectId::from(hasher.finalize());
         finish_file(file.as_file(), file.path(), object_mode(executable), false)?;
-        let written = if publish(file, &self.path(&id, executable))? {
-            size
-        } else {
-            0
-        };
+        let dest = self.path(&id, executable);
+        self.check_shard(&dest)?;
+        if let Existing::Damaged = existing(&dest, Some(size)) {
+            remove_damaged(&dest)?;
+        }
+        let written = if publish(file, &dest)? { size } else { 0 };
         Ok((id, size, written))
     }
 
@@ -255,10 +399,19 @@ impl ObjectStore {
         executable: bool,
     ) -> Result<u64, ObjectError> {
         let dest = self.path(&expected, executable);
-        if Self::exists(&dest) {
-            return Ok(0);
+        self.check_shard(&dest)?;
+        match existing(&dest, Some(bytes.len() as u64)) {
+            Existing::Intact => return Ok(0),
+            Existing::Damaged => remove_damaged(&dest)?,
+            Existing::Absent => {}
         }
-        debug_assert_eq!(ObjectId::from(blake3::hash(bytes)), expected);
+        let actual = ObjectId::from(blake3::hash(bytes));
+        if actual != expected {
+            return Err(ObjectError::Corrupt {
+                path: dest,
+                actual: format!("{actual} for object {expected}"),
+            });
+        }
         let mut tmp = temp_beside(&dest, object_mode(executable))?;
         tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
         finish_file(tmp.as_file(), tmp.path(), object_mode(executable), true)?;
@@ -281,8 +434,11 @@ impl ObjectStore {
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<u64, ObjectError> {
         let dest = self.path(&expected, executable);
-        if Self::exists(&dest) {
-            return Ok(0);
+        self.check_shard(&dest)?;
+        match existing(&dest, None) {
+            Existing::Intact => return Ok(0),
+            Existing::Damaged => remove_damaged(&dest)?,
+            Existing::Absent => {}
         }
         let mut tmp = temp_beside(&dest, object_mode(executable))?;
         let tmp_path = tmp.path().to_owned();
@@ -314,8 +470,16 @@ impl ObjectStore {
     /// variant if needed (hardlinks need the inode with the right mode).
     pub fn ensure_variant(&self, id: &ObjectId, executable: bool) -> Result<PathBuf, ObjectError> {
         let dest = self.path(id, executable);
-        if !Self::exists(&dest) {
-            self.make_variant(id, executable)?;
+        self.check_shard(&dest)?;
+        match existing(&dest, None) {
+            Existing::Intact => {}
+            Existing::Damaged => {
+                remove_damaged(&dest)?;
+                self.make_variant(id, executable)?;
+            }
+            Existing::Absent => {
+                self.make_variant(id, executable)?;
+            }
         }
         Ok(dest)
     }
@@ -323,91 +487,142 @@ impl ObjectStore {
     /// Copies the other variant of `id` (verifying it) into the variant for `executable`.
     fn make_variant(&self, id: &ObjectId, executable: bool) -> Result<u64, ObjectError> {
         let from = self.path(id, !executable);
-        let mut src = File::open(&from).map_err(|e| match e.kind() {
+        self.check_shard(&from)?;
+        let (mut src, _) = envstore_fs::open_regular(&from).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => ObjectError::Missing { path: from.clone() },
-            _ => io_err("open", &from)(e),
+            _ => ObjectError::Damaged {
+                path: from.clone(),
+                reason: e.to_string(),
+            },
         })?;
         let dest = self.path(id, executable);
-        let (tmp, size, actual) = self.copy_to_temp(&mut src, &from, &dest, executable, None)?;
-        if actual != *id {
-            return Err(ObjectError::Corrupt {
-                path: from,
-                actual: actual.to_hex(),
-            });
-        }
-        Ok(if publish(tmp, &self.path(id, executable))? {
-            size
-        } else {
-            0
-        })
+        let (tmp, size) = self
+            .copy_to_temp(&mut src, &from, &dest, executable, *id, None)
+            .map_err(|e| match e {
+                ObjectError::SourceChanged { path, actual, .. } => ObjectError::Corrupt {
+                    path,
+                    actual: actual.to_hex(),
+                },
+                other => other,
+            })?;
+        Ok(if publish(tmp, &dest)? { size } else { 0 })
     }
 
-    /// Copies `src` into a new temp file, hashes the copy, and makes it read-only with the
-    /// fixed mtime.
+    /// Copies `src` into a new temp file beside `dest`, read-only with the fixed mtime, and
+    /// makes sure the copy holds bytes that hash to `expected`; otherwise
+    /// [`ObjectError::SourceChanged`] (nothing is published).
     ///
-    /// The kernel copies (`copy_file_range`), which XFS and btrfs turn into a clone when the
-    /// source is on the store's file system: no data is written. What is hashed is the stored
-    /// copy, not what was read, so an object's bytes always match its name.
+    /// Where the file system clones (XFS, btrfs), the copy is a clone: no data is written. A
+    /// clone's pages are not cached, so hashing it reads every byte back from disk (40% of a
+    /// first materialization on XFS). For a source that was *settled* when the walk hashed it
+    /// (`settled`: its ctime was then more than 2 s old) the source is hashed again instead,
+    /// from the page cache, and trusted if its stamp did not move from before the clone to
+    /// after that hash: the clone flushes the source's dirty pages and write-protects them, so
+    /// any later write, through `write(2)` or a shared mapping, moves ctime. (Comparing stamps
+    /// alone was not enough: a writer holding a mapping it dirtied before the walk changes
+    /// bytes without moving ctime until writeback.) Otherwise the clone itself is hashed.
+    ///
+    /// Without a clone, one read of the source feeds both the hash and the write, so the hash
+    /// is of exactly the bytes stored. All-zero blocks are skipped, not written, so a sparse
+    /// file stays sparse in the store.
     ///
     /// The temp file is created next to `dest`, in the same shard directory: a rename within one
     /// directory takes only that directory's lock, while a rename across directories serializes
     /// on the file system's rename mutex (one shared `tmp/` made first-time ingest 4x slower).
-    /// With `settled` (a stamp and the id hashed under it), the copy is trusted instead of
-    /// re-hashed when the source still has that stamp afterwards (see [`Self::insert_file`]).
     fn copy_to_temp(
         &self,
         src: &mut File,
         src_path: &Path,
         dest: &Path,
         executable: bool,
-        settled: Option<(&Stamp, ObjectId)>,
-    ) -> Result<(NamedTempFile, u64, ObjectId), ObjectError> {
+        expected: ObjectId,
+        settled: Option<&Stamp>,
+    ) -> Result<(NamedTempFile, u64), ObjectError> {
         let mut tmp = temp_beside(dest, object_mode(executable))?;
         let tmp_path = tmp.path().to_owned();
-        // A clone when the file system can (one ioctl, no data written); else the kernel copies.
-        let cloned = reflink_copy::reflink_file(src, tmp.as_file()).is_ok();
-        let copied = if cloned {
-            Ok(0)
+        let before = src.metadata().map_err(io_err("stat", src_path))?;
+        let (actual, size) = if reflink_copy::reflink_file(src, tmp.as_file()).is_ok() {
+            let unchanged = |a: &fs::Metadata| settled.is_some_and(|s| *s == Stamp::of(a));
+            let mut trusted = None;
+            if unchanged(&before) {
+                let again = hash_file(src).map_err(io_err("read", src_path))?;
+                let after = src.metadata().map_err(io_err("stat", src_path))?;
+                if unchanged(&after) && again.0 == expected {
+                    trusted = Some(again);
+                }
+            }
+            match trusted {
+                Some(hashed) => hashed,
+                None => hash_file(tmp.as_file_mut()).map_err(io_err("read", &tmp_path))?,
+            }
         } else {
-            io::copy(src, tmp.as_file_mut())
+            copy_hashing(src, tmp.as_file_mut()).map_err(|e| match e.kind() {
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                    io_err("write", &tmp_path)(e)
+                }
+                _ => io_err("copy", src_path)(e),
+            })?
         };
-        copied.map_err(|e| match e.kind() {
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-                io_err("write", &tmp_path)(e)
-            }
-            _ => io_err("copy", src_path)(e),
-        })?;
-        if let Some((stamp, id)) = settled {
-            let now = src.metadata().map_err(io_err("stat", src_path))?;
-            if Stamp::of(&now) == *stamp {
-                finish_file(tmp.as_file(), &tmp_path, object_mode(executable), true)?;
-                return Ok((tmp, now.len(), id));
-            }
+        if actual != expected {
+            return Err(ObjectError::SourceChanged {
+                path: src_path.to_owned(),
+                expected,
+                actual,
+            });
         }
-        let file = tmp.as_file_mut();
-        file.seek(io::SeekFrom::Start(0))
-            .map_err(io_err("read", &tmp_path))?;
-        let mut hasher = blake3::Hasher::new();
-        let size = COPY_BUF
-            .with_borrow_mut(|buf| envstore_walk::hash_reader(file, buf, &mut hasher))
-            .map_err(io_err("read", &tmp_path))?;
         finish_file(tmp.as_file(), &tmp_path, object_mode(executable), true)?;
-        Ok((tmp, size, ObjectId::from(hasher.finalize())))
+        Ok((tmp, size))
     }
 
-    /// Re-hashes a stored object; `Ok(None)` when it is missing.
+    /// Re-hashes a stored object; `Ok(None)` when it is missing. Anything but a regular file
+    /// (a link is not followed) is an error.
     pub fn rehash(&self, path: &Path) -> Result<Option<ObjectId>, ObjectError> {
-        let mut file = match File::open(path) {
-            Ok(f) => f,
+        let mut file = match envstore_fs::open_regular(path) {
+            Ok((f, _)) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("open", path)(e)),
         };
-        let mut hasher = blake3::Hasher::new();
-        COPY_BUF
-            .with_borrow_mut(|buf| envstore_walk::hash_reader(&mut file, buf, &mut hasher))
-            .map_err(io_err("read", path))?;
-        Ok(Some(ObjectId::from(hasher.finalize())))
+        let (id, _) = hash_file(&mut file).map_err(io_err("read", path))?;
+        Ok(Some(id))
     }
+}
+
+/// Hashes a file from its start; returns the id and the byte count.
+fn hash_file(file: &mut File) -> io::Result<(ObjectId, u64)> {
+    file.seek(io::SeekFrom::Start(0))?;
+    let mut hasher = blake3::Hasher::new();
+    let size =
+        COPY_BUF.with_borrow_mut(|buf| envstore_walk::hash_reader(file, buf, &mut hasher))?;
+    Ok((ObjectId::from(hasher.finalize()), size))
+}
+
+/// Copies `src` to `dst` from one read: each block read is hashed and written (or, when it is
+/// all zeros, skipped, leaving a hole), so the hash is of exactly what was stored.
+fn copy_hashing(src: &mut File, dst: &mut File) -> io::Result<(ObjectId, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let size = COPY_BUF.with_borrow_mut(|buf| -> io::Result<u64> {
+        let mut size = 0u64;
+        loop {
+            let n = match src.read(buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let block = &buf[..n];
+            hasher.update(block);
+            if n >= 4096 && envstore_fs::is_zero(block) {
+                dst.seek(io::SeekFrom::Current(n as i64))?;
+            } else {
+                dst.write_all(block)?;
+            }
+            size += n as u64;
+        }
+        Ok(size)
+    })?;
+    // Trailing zero blocks were skipped: the length makes them a hole.
+    dst.set_len(size)?;
+    Ok((ObjectId::from(hasher.finalize()), size))
 }
 
 /// Hashes what passes through it.
@@ -449,12 +664,16 @@ fn finish_file(
 #[derive(Debug, Clone)]
 pub struct TreeStore {
     dir: PathBuf,
+    shards: Arc<Shards>,
 }
 
 impl TreeStore {
     /// `dir` is `<store>/trees`.
     pub fn new(dir: PathBuf) -> Self {
-        TreeStore { dir }
+        TreeStore {
+            dir,
+            shards: Arc::default(),
+        }
     }
 
     pub fn init(&self) -> Result<(), ObjectError> {
@@ -469,13 +688,17 @@ impl TreeStore {
         fs::symlink_metadata(self.path(id)).is_ok()
     }
 
-    /// Stores `tree` under its id unless it is there already.
+    /// Stores `tree` under its id unless an intact copy is there already. An entry of the
+    /// wrong size or kind (truncated, a link) is replaced, so storing a tree again heals it.
     pub fn insert(&self, tree: &Tree) -> Result<TreeId, ObjectError> {
         let bytes = tree.encode();
         let id = TreeId::from(blake3::hash(&bytes));
         let dest = self.path(&id);
-        if fs::symlink_metadata(&dest).is_ok() {
-            return Ok(id);
+        self.shards.check(&dest)?;
+        match existing(&dest, Some(bytes.len() as u64)) {
+            Existing::Intact => return Ok(id),
+            Existing::Damaged => remove_damaged(&dest)?,
+            Existing::Absent => {}
         }
         let mut tmp = temp_beside(&dest, READ_ONLY)?;
         tmp.write_all(&bytes).map_err(io_err("write", tmp.path()))?;
@@ -484,13 +707,17 @@ impl TreeStore {
         Ok(id)
     }
 
-    /// Reads, verifies and decodes a tree. A tree that does not hash to its name, or does not
-    /// decode, is reported as damage rather than trusted.
+    /// Reads, verifies and decodes a tree. A tree that does not hash to its name, does not
+    /// decode, or is not a regular file of bounded size is reported as damage, never trusted.
     pub fn get(&self, id: &TreeId) -> Result<Tree, ObjectError> {
         let path = self.path(id);
-        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+        self.shards.check(&path)?;
+        let bytes = envstore_fs::read_bounded(&path, MAX_TREE).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => ObjectError::Missing { path: path.clone() },
-            _ => io_err("read", &path)(e),
+            _ => ObjectError::Damaged {
+                path: path.clone(),
+                reason: e.to_string(),
+            },
         })?;
         let actual = TreeId::from(blake3::hash(&bytes));
         if actual != *id {
@@ -523,7 +750,9 @@ mod tests {
         let id = ObjectId::from(blake3::hash(b"settled bytes"));
         let stamp = Stamp::of(&fs::metadata(&src).unwrap());
         assert_eq!(
-            objects.insert_file(&src, id, false, Some(&stamp)).unwrap(),
+            objects
+                .insert_file(&src, id, false, 13, Some(&stamp))
+                .unwrap(),
             13
         );
         let stored = objects.path(&id, false);
@@ -546,7 +775,9 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(&src, b"modified").unwrap();
         for settled in [Some(&stamp), None] {
-            let err = objects.insert_file(&src, id, false, settled).unwrap_err();
+            let err = objects
+                .insert_file(&src, id, false, 8, settled)
+                .unwrap_err();
             assert!(matches!(err, ObjectError::SourceChanged { .. }), "{err}");
             assert!(!objects.contains(&id));
         }
