@@ -100,72 +100,78 @@ impl Index {
         chunks: &[(ChunkId, ChunkLoc)],
         recipes: &[(ObjectId, Vec<u8>)],
     ) -> Result<(), IndexError> {
-        let err = self.db_err();
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut packs = txn.open_table(PACKS).map_err(|e| err(e.into()))?;
-            packs
-                .insert(&pack.as_bytes()[..], len)
-                .map_err(|e| err(e.into()))?;
-            let mut table = txn.open_table(CHUNKS).map_err(|e| err(e.into()))?;
-            for (id, loc) in chunks {
-                table
-                    .insert(&id.as_bytes()[..], &loc.encode()[..])
+        self.guarded(|| {
+            let err = self.db_err();
+            let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+            {
+                let mut packs = txn.open_table(PACKS).map_err(|e| err(e.into()))?;
+                packs
+                    .insert(&pack.as_bytes()[..], len)
                     .map_err(|e| err(e.into()))?;
+                let mut table = txn.open_table(CHUNKS).map_err(|e| err(e.into()))?;
+                for (id, loc) in chunks {
+                    table
+                        .insert(&id.as_bytes()[..], &loc.encode()[..])
+                        .map_err(|e| err(e.into()))?;
+                }
+                let mut table = txn.open_table(RECIPES).map_err(|e| err(e.into()))?;
+                for (id, recipe) in recipes {
+                    let mut value = pack.as_bytes().to_vec();
+                    value.extend_from_slice(recipe);
+                    table
+                        .insert(&id.as_bytes()[..], &value[..])
+                        .map_err(|e| err(e.into()))?;
+                }
             }
-            let mut table = txn.open_table(RECIPES).map_err(|e| err(e.into()))?;
-            for (id, recipe) in recipes {
-                let mut value = pack.as_bytes().to_vec();
-                value.extend_from_slice(recipe);
-                table
-                    .insert(&id.as_bytes()[..], &value[..])
-                    .map_err(|e| err(e.into()))?;
-            }
-        }
-        txn.commit().map_err(|e| err(e.into()))
+            txn.commit().map_err(|e| err(e.into()))
+        })
     }
 
     /// Forgets packs, with every chunk and recipe entry that points into them (entries that
     /// point to another copy stay), in one transaction. Chunk locations and recipe rows both
     /// start with their pack's id.
     pub fn remove_packs(&self, packs: &[PackId]) -> Result<(), IndexError> {
-        let err = self.db_err();
-        let gone = |value: &[u8]| {
-            packs
-                .iter()
-                .any(|p| value.get(..32) == Some(&p.as_bytes()[..]))
-        };
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut table = txn.open_table(PACKS).map_err(|e| err(e.into()))?;
-            for pack in packs {
-                table
-                    .remove(&pack.as_bytes()[..])
-                    .map_err(|e| err(e.into()))?;
+        self.guarded(|| {
+            let err = self.db_err();
+            let gone = |value: &[u8]| {
+                packs
+                    .iter()
+                    .any(|p| value.get(..32) == Some(&p.as_bytes()[..]))
+            };
+            let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+            {
+                let mut table = txn.open_table(PACKS).map_err(|e| err(e.into()))?;
+                for pack in packs {
+                    table
+                        .remove(&pack.as_bytes()[..])
+                        .map_err(|e| err(e.into()))?;
+                }
+                for def in [CHUNKS, RECIPES] {
+                    let mut table = txn.open_table(def).map_err(|e| err(e.into()))?;
+                    table
+                        .retain(|_, value| !gone(value))
+                        .map_err(|e| err(e.into()))?;
+                }
             }
-            for def in [CHUNKS, RECIPES] {
-                let mut table = txn.open_table(def).map_err(|e| err(e.into()))?;
-                table
-                    .retain(|_, value| !gone(value))
-                    .map_err(|e| err(e.into()))?;
-            }
-        }
-        txn.commit().map_err(|e| err(e.into()))
+            txn.commit().map_err(|e| err(e.into()))
+        })
     }
 
     /// Every indexed pack and its length.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>, IndexError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| (self.db_err())(e.into()))?;
-        let table = read_table!(self, txn, PACKS, Vec::new());
-        let mut out = Vec::new();
-        for row in table.iter().map_err(|e| (self.db_err())(e.into()))? {
-            let (k, v) = row.map_err(|e| (self.db_err())(e.into()))?;
-            out.push((PackId::from_bytes(id32(k.value())?), v.value()));
-        }
-        Ok(out)
+        self.guarded(|| {
+            let txn = self
+                .db
+                .begin_read()
+                .map_err(|e| (self.db_err())(e.into()))?;
+            let table = read_table!(self, txn, PACKS, Vec::new());
+            let mut out = Vec::new();
+            for row in table.iter().map_err(|e| (self.db_err())(e.into()))? {
+                let (k, v) = row.map_err(|e| (self.db_err())(e.into()))?;
+                out.push((PackId::from_bytes(id32(k.value())?), v.value()));
+            }
+            Ok(out)
+        })
     }
 
     /// The values of `keys` in a table of byte values, decoded; `None` where a key is absent.
@@ -205,63 +211,75 @@ impl Index {
 
     /// Where each chunk is, if indexed.
     pub fn chunk_locs(&self, ids: &[ChunkId]) -> Result<Vec<Option<ChunkLoc>>, IndexError> {
-        let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
-        self.get_many(CHUNKS, &keys, decode_loc)
+        self.guarded(|| {
+            let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
+            self.get_many(CHUNKS, &keys, decode_loc)
+        })
     }
 
     /// The recipe of each object, if it has one (objects stored as one chunk have none: their
     /// chunk has their id).
     pub fn recipes(&self, ids: &[ObjectId]) -> Result<Vec<Option<RecipeRow>>, IndexError> {
-        let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
-        self.get_many(RECIPES, &keys, decode_recipe_row)
+        self.guarded(|| {
+            let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
+            self.get_many(RECIPES, &keys, decode_recipe_row)
+        })
     }
 
     /// Every recipe: object, the pack holding the recipe, recipe bytes.
     pub fn all_recipes(&self) -> Result<Vec<(ObjectId, PackId, Vec<u8>)>, IndexError> {
-        self.scan(RECIPES, |key, value| {
-            let (pack, recipe) = decode_recipe_row(value)?;
-            Ok((ObjectId::from_bytes(key), pack, recipe))
+        self.guarded(|| {
+            self.scan(RECIPES, |key, value| {
+                let (pack, recipe) = decode_recipe_row(value)?;
+                Ok((ObjectId::from_bytes(key), pack, recipe))
+            })
         })
     }
 
     /// Every chunk and where it is.
     pub fn all_chunks(&self) -> Result<Vec<(ChunkId, ChunkLoc)>, IndexError> {
-        self.scan(CHUNKS, |key, value| {
-            Ok((ChunkId::from_bytes(key), decode_loc(value)?))
+        self.guarded(|| {
+            self.scan(CHUNKS, |key, value| {
+                Ok((ChunkId::from_bytes(key), decode_loc(value)?))
+            })
         })
     }
 
     /// Totals of the cold tier.
     pub fn cold_totals(&self) -> Result<ColdTotals, IndexError> {
-        let err = self.db_err();
-        let mut totals = ColdTotals::default();
-        for (_, len) in self.packs()? {
-            totals.packs += 1;
-            totals.pack_bytes += len;
-        }
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
-        if let Ok(recipes) = txn.open_table(RECIPES) {
-            totals.recipes = recipes.len().map_err(|e| err(e.into()))?;
-        }
-        for (_, loc) in self.all_chunks()? {
-            totals.chunks += 1;
-            totals.chunk_bytes += u64::from(loc.len);
-        }
-        Ok(totals)
+        self.guarded(|| {
+            let err = self.db_err();
+            let mut totals = ColdTotals::default();
+            for (_, len) in self.packs()? {
+                totals.packs += 1;
+                totals.pack_bytes += len;
+            }
+            let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+            if let Ok(recipes) = txn.open_table(RECIPES) {
+                totals.recipes = recipes.len().map_err(|e| err(e.into()))?;
+            }
+            for (_, loc) in self.all_chunks()? {
+                totals.chunks += 1;
+                totals.chunk_bytes += u64::from(loc.len);
+            }
+            Ok(totals)
+        })
     }
 
     /// Empties the chunk index (before rebuilding it from the packs).
     pub fn clear_cold(&self) -> Result<(), IndexError> {
-        let err = self.db_err();
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
-        for name in ["chunks", "recipes", "packs"] {
-            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
-            match txn.delete_table(def) {
-                Ok(_) => {}
-                Err(e) => return Err(err(e.into())),
+        self.guarded(|| {
+            let err = self.db_err();
+            let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+            for name in ["chunks", "recipes", "packs"] {
+                let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
+                match txn.delete_table(def) {
+                    Ok(_) => {}
+                    Err(e) => return Err(err(e.into())),
+                }
             }
-        }
-        txn.commit().map_err(|e| err(e.into()))
+            txn.commit().map_err(|e| err(e.into()))
+        })
     }
 }
 
