@@ -77,7 +77,7 @@ impl Relocator {
     /// under the root), where the root's name in the prompt is relocated too.
     pub(crate) fn scan(&self, content: &[u8], activate: bool) -> Scan {
         let has_name =
-            activate && !self.name.is_empty() && memmem::find(content, &self.name).is_some();
+            activate && !self.name.is_empty() && prompt_names(content, &self.name).next().is_some();
         if !has_name
             && !self
                 .prefixes
@@ -91,7 +91,7 @@ impl Relocator {
         }
         let mut out = self.replace(content).unwrap_or_else(|| content.to_vec());
         if has_name {
-            out = replace_all(&out, &self.name, NAME_PLACEHOLDER);
+            out = replace_prompt_names(&out, &self.name);
         }
         Scan::Relocated(out)
     }
@@ -107,6 +107,49 @@ impl Relocator {
                 out
             })
     }
+}
+
+/// Where an activate script uses the environment's directory name as its prompt, and only
+/// there: `(NAME)` (every shell's prompt, `PS1="(env) ..."`, `set prompt = "(env) ..."`),
+/// `VIRTUAL_ENV_PROMPT=NAME` with or without quotes (newer venv and virtualenv), and
+/// virtualenv's `"xNAME"` test. A name is not replaced inside other words: a venv called `env`
+/// must not turn csh's `setenv` into something else, nor one called `python` its `pydoc` alias.
+fn prompt_names<'a>(content: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    memmem::find_iter(content, name).filter(move |&at| {
+        let before = &content[..at];
+        let after = &content[at + name.len()..];
+        let next = after.first().copied();
+        let closes = |q: Option<u8>| match q {
+            Some(q) => next == Some(q),
+            None => matches!(next, None | Some(b'\n' | b' ' | b'\t' | b';')),
+        };
+        if before.ends_with(b"(") && next == Some(b')') {
+            return true;
+        }
+        if before.ends_with(b"\"x") && next == Some(b'"') {
+            return true;
+        }
+        let (quote, rest) = match before.last() {
+            Some(&q @ (b'"' | b'\'')) => (Some(q), &before[..before.len() - 1]),
+            _ => (None, before),
+        };
+        let assigned =
+            rest.ends_with(b"VIRTUAL_ENV_PROMPT=") || rest.ends_with(b"VIRTUAL_ENV_PROMPT ");
+        assigned && closes(quote)
+    })
+}
+
+/// `content` with the name placeholder wherever [`prompt_names`] finds the name.
+fn replace_prompt_names(content: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len());
+    let mut from = 0;
+    for at in prompt_names(content, name).collect::<Vec<_>>() {
+        out.extend_from_slice(&content[from..at]);
+        out.extend_from_slice(NAME_PLACEHOLDER);
+        from = at + name.len();
+    }
+    out.extend_from_slice(&content[from..]);
+    out
 }
 
 fn replace_all(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
@@ -339,6 +382,31 @@ mod tests {
             "a longer name is another directory"
         );
         assert!(r.symlink(b"/usr/bin/python3").is_none());
+    }
+
+    #[test]
+    fn the_name_is_relocated_only_where_it_is_the_prompt() {
+        // Names that are also words in the scripts (issue 12, item 9).
+        for name in ["env", "bin", "venv", "python", "set", "x"] {
+            let r = Relocator {
+                prefixes: vec![format!("/t/{name}").into_bytes()],
+                name: name.as_bytes().to_vec(),
+            };
+            let script = format!(
+                "# reset old environment variables\nsetenv PATH \"$VIRTUAL_ENV/bin:$PATH\"\n\
+                 alias pydoc python -m pydoc\nPS1=\"({name}) ${{PS1:-}}\"\n\
+                 VIRTUAL_ENV_PROMPT={name}\nsetenv VIRTUAL_ENV_PROMPT \"({name}) \"\n\
+                 if [ \"x{name}\" != x ] ; then\nVIRTUAL_ENV=/t/{name}\n"
+            );
+            let Scan::Relocated(out) = r.scan(script.as_bytes(), true) else {
+                panic!("{name}: an activate script is relocated");
+            };
+            let expected = "# reset old environment variables\nsetenv PATH \"$VIRTUAL_ENV/bin:$PATH\"\n\
+                 alias pydoc python -m pydoc\nPS1=\"(@@ENVSTORE_NAME@@) ${PS1:-}\"\n\
+                 VIRTUAL_ENV_PROMPT=@@ENVSTORE_NAME@@\nsetenv VIRTUAL_ENV_PROMPT \"(@@ENVSTORE_NAME@@) \"\n\
+                 if [ \"x@@ENVSTORE_NAME@@\" != x ] ; then\nVIRTUAL_ENV=@@ENVSTORE_PREFIX@@\n";
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{name}");
+        }
     }
 
     #[test]
