@@ -1,7 +1,6 @@
 //! Export and import: a snapshot as one tar or tar.zst file, and back.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Read, Write};
 use std::time::SystemTime;
 
@@ -10,8 +9,51 @@ use envstore_index::SnapshotMeta;
 use envstore_objects::ObjectError;
 use envstore_tree::{Entry, EntryKind, SnapshotId, Tree, TreeId};
 
-use crate::catalog::unix_secs;
+use crate::files::unix_secs;
 use crate::{Error, Result, Store};
+
+/// The export's destination: its write errors are told apart from errors reading the store, so
+/// that a full disk or a closed pipe names the output, not the store.
+struct Output<W>(W);
+
+/// Marks an I/O error as the output's.
+#[derive(Debug)]
+struct OutputFailed(std::io::Error);
+
+impl std::fmt::Display for OutputFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for OutputFailed {}
+
+impl<W: Write> Write for Output<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .write(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), OutputFailed(e)))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0
+            .flush()
+            .map_err(|e| std::io::Error::new(e.kind(), OutputFailed(e)))
+    }
+}
+
+/// An export error: the output's own ([`Error::Output`]), or one reading the store.
+fn export_err(store: &std::path::Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| {
+        if e.get_ref().is_some_and(|inner| inner.is::<OutputFailed>()) {
+            let inner = e.into_inner().expect("checked above");
+            let OutputFailed(source) = *inner.downcast::<OutputFailed>().expect("checked above");
+            Error::Output { source }
+        } else {
+            Error::io("read the snapshot from", store)(e)
+        }
+    }
+}
 
 /// What an import built: the tree, as it will be stored.
 enum Node {
@@ -29,14 +71,17 @@ impl Store {
         }
         let _lock = self.lock_shared()?;
         self.ensure_loose(id)?;
-        let mut writer = Writer::new(out, format).map_err(Error::io("write", self.root()))?;
+        let mut writer = Writer::new(Output(out), format).map_err(export_err(self.root()))?;
         self.export_tree(&mut writer, &id.root(), &[])?;
-        writer.finish().map_err(Error::io("write", self.root()))
+        writer
+            .finish()
+            .map(|Output(out)| out)
+            .map_err(export_err(self.root()))
     }
 
     fn export_tree<W: Write>(
         &self,
-        writer: &mut Writer<W>,
+        writer: &mut Writer<Output<W>>,
         tree: &TreeId,
         prefix: &[u8],
     ) -> Result<()> {
@@ -47,7 +92,7 @@ impl Store {
                 path.push(b'/');
             }
             path.extend_from_slice(&entry.name);
-            let io = Error::io("write the archive for", self.root());
+            let io = export_err(self.root());
             match &entry.kind {
                 EntryKind::Dir { tree } => {
                     writer.add(&path, Item::Dir).map_err(io)?;
@@ -71,7 +116,7 @@ impl Store {
                     relocated,
                 } => {
                     let stored = self.objects().require(object, *executable)?;
-                    let mut file = File::open(&stored).map_err(Error::io("open", &stored))?;
+                    let (mut file, _) = self.objects().open_checked(&stored, *size)?;
                     let (size, executable, relocated) = (*size, *executable, *relocated);
                     let item = Item::File {
                         size,
@@ -92,6 +137,7 @@ impl Store {
     /// refused archive are unreferenced, and prune removes them). `limit` bounds the bytes
     /// after decompression. `label` says where it came from (recorded as the source).
     pub fn import(&self, input: impl Read, limit: u64, label: &str) -> Result<SnapshotId> {
+        self.require_writable("import into it")?;
         let _lock = self.lock_shared()?;
         let tmp = self.root().join("tmp");
         let mut root = BTreeMap::new();

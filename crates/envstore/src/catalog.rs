@@ -17,12 +17,14 @@ use envstore_link::LinkMode;
 use envstore_tree::diff::{self, Change};
 use envstore_tree::{ObjectId, SnapshotId, Tree, TreeId};
 
-use crate::gc::Stored;
+use crate::files::Stored;
 use crate::reach::TreeCache;
 use crate::{Error, Result, Source, Store};
 
 /// Longest pin name.
 const MAX_PIN_LEN: usize = 200;
+/// A pin file holds one id and a newline; a little slack for editors.
+const MAX_PIN_FILE: u64 = 256;
 
 /// Checks a pin name: letters, digits, `.`, `_`, `-`, `+`; not empty, not starting with `.`.
 /// Anything else could name a path outside `pins/` (or a hidden temp file) and is refused.
@@ -40,6 +42,13 @@ pub fn validate_pin_name(name: &str) -> Result<()> {
             name: name.to_owned(),
         })
     }
+}
+
+/// Every pin in `pins/`: the readable ones by name, and the damaged ones with the reason.
+#[derive(Debug, Default)]
+pub(crate) struct PinList {
+    pub(crate) good: Vec<(String, SnapshotId)>,
+    pub(crate) damaged: Vec<(String, String)>,
 }
 
 /// A snapshot as `ls` and `show` see it.
@@ -114,30 +123,44 @@ pub struct StoreStats {
     pub link_support: Vec<(LinkMode, std::result::Result<(), String>)>,
 }
 
-pub(crate) fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::files::unix_secs;
 
 impl Store {
     fn pin_path(&self, name: &str) -> PathBuf {
         self.root().join("pins").join(name)
     }
 
-    /// The snapshot a pin names, if the pin exists.
+    /// What pin `name` holds: `None` when there is no such pin, else its target or why it
+    /// cannot be read. Read without following a link or blocking on a fifo, and bounded: a pin
+    /// replaced by a link to `/dev/zero` or by a huge file is damaged, not a hang.
+    pub(crate) fn read_pin(&self, name: &str) -> Result<Option<Result<SnapshotId, String>>> {
+        let path = self.pin_path(name);
+        match envstore_fs::read_bounded(&path, MAX_PIN_FILE) {
+            Ok(bytes) => Ok(Some(
+                std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|text| text.trim().parse().ok())
+                    .ok_or_else(|| "it does not hold a snapshot id".to_owned()),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => Ok(None),
+            Err(e) => Ok(Some(Err(e.to_string()))),
+        }
+    }
+
+    /// The snapshot a pin names, if the pin exists; a damaged pin is an error saying how to
+    /// replace or remove it.
     pub fn pin_target(&self, name: &str) -> Result<Option<SnapshotId>> {
         if validate_pin_name(name).is_err() {
             return Ok(None);
         }
-        let path = self.pin_path(name);
-        match fs::read_to_string(&path) {
-            Ok(text) => text
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| Error::BadPinFile { path }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("read", &path)(e)),
+        match self.read_pin(name)? {
+            None => Ok(None),
+            Some(Ok(id)) => Ok(Some(id)),
+            Some(Err(reason)) => Err(Error::DamagedPin {
+                name: name.to_owned(),
+                reason,
+            }),
         }
     }
 
@@ -156,32 +179,36 @@ impl Store {
         Ok((id, self.pin(name, &id)?))
     }
 
-    /// Points pin `name` at `id` (replacing what it pointed at); returns the previous target.
+    /// Points pin `name` at `id` (replacing what it pointed at, a damaged pin included);
+    /// returns the previous target.
     pub fn pin(&self, name: &str, id: &SnapshotId) -> Result<Option<SnapshotId>> {
         validate_pin_name(name)?;
+        self.require_writable("pin")?;
         let _lock = self.lock_shared()?;
         if !self.has_snapshot(id) {
             return Err(Error::UnknownSnapshot {
                 prefix: id.to_hex(),
             });
         }
-        let previous = self.pin_target(name)?;
+        let previous = self.read_pin(name)?.and_then(Result::ok);
         self.write_file_atomic(&self.pin_path(name), format!("{id}\n").as_bytes())?;
         Ok(previous)
     }
 
-    /// Removes pin `name`; returns what it pointed at.
-    pub fn unpin(&self, name: &str) -> Result<SnapshotId> {
+    /// Removes pin `name`; returns what it pointed at (`Err` with the reason for a damaged
+    /// pin, which is removed all the same: never through a link).
+    pub fn unpin(&self, name: &str) -> Result<Result<SnapshotId, String>> {
         validate_pin_name(name)?;
-        let Some(id) = self.pin_target(name)? else {
+        let Some(target) = self.read_pin(name)? else {
             return Err(Error::UnknownPin {
                 name: name.to_owned(),
                 near: self.near_pins(name)?,
             });
         };
+        self.require_writable("unpin")?;
         let path = self.pin_path(name);
-        fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-        Ok(id)
+        envstore_fs::remove_all(&path).map_err(Error::io("remove", &path))?;
+        Ok(target)
     }
 
     /// Pin names close to `name` (edit distance, or containing it), closest first: for "did
@@ -197,10 +224,23 @@ impl Store {
         Ok(near.into_iter().map(|(_, p)| p).take(5).collect())
     }
 
-    /// Every pin, by name.
+    /// Every readable pin, by name. A damaged pin is left out with a warning (see
+    /// [`Store::take_warnings`]): one bad pin must not stop `ls` or `prune` for the store.
     pub fn pins(&self) -> Result<Vec<(String, SnapshotId)>> {
+        let PinList { good, damaged } = self.all_pins()?;
+        for (name, reason) in damaged {
+            self.warn(format!(
+                "pin {name} is damaged ({reason}); `envstore pin {name} SOURCE` replaces it, \
+                 `envstore unpin {name}` removes it"
+            ));
+        }
+        Ok(good)
+    }
+
+    /// Every pin: the readable ones, and the damaged ones with the reason.
+    pub(crate) fn all_pins(&self) -> Result<PinList> {
         let dir = self.root().join("pins");
-        let mut out = Vec::new();
+        let mut list = PinList::default();
         for entry in fs::read_dir(&dir).map_err(Error::io("read", &dir))? {
             let entry = entry.map_err(Error::io("read", &dir))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -209,19 +249,23 @@ impl Store {
             if validate_pin_name(&name).is_err() {
                 continue; // a temp file of a pin being written
             }
-            if let Some(id) = self.pin_target(&name)? {
-                out.push((name, id));
+            match self.read_pin(&name)? {
+                Some(Ok(id)) => list.good.push((name, id)),
+                Some(Err(reason)) => list.damaged.push((name, reason)),
+                None => {}
             }
         }
-        out.sort();
-        Ok(out)
+        list.good.sort();
+        list.damaged.sort();
+        Ok(list)
     }
 
     /// Records that snapshot `id` was used now: the mtime of its record `snapshots/<id>`.
     /// Cheap (one `open` and one `futimens`, no index); failures (a read-only store) are
     /// ignored. Prune keeps what was used within its window.
     pub fn touch(&self, id: &SnapshotId) {
-        if let Ok(record) = fs::File::open(self.snapshot_file(id)) {
+        // Never through a link: that would move the mtime of a file outside the store.
+        if let Ok((record, _)) = envstore_fs::open_regular(&self.snapshot_file(id)) {
             let _ = record.set_modified(SystemTime::now());
         }
     }
@@ -229,7 +273,7 @@ impl Store {
     /// When snapshot `id` was last used (unix seconds): its record's mtime, which starts at its
     /// creation and moves with every use.
     pub fn last_used(&self, id: &SnapshotId, meta: &SnapshotMeta) -> u64 {
-        fs::metadata(self.snapshot_file(id))
+        fs::symlink_metadata(self.snapshot_file(id))
             .and_then(|m| m.modified())
             .map_or(meta.created, unix_secs)
     }
@@ -256,9 +300,55 @@ impl Store {
     }
 
     /// The snapshot records, read through the index and repaired against `snapshots/` (the
-    /// truth): records missing from the index are added, stale ones removed.
+    /// truth): records missing from the index are added, stale ones removed. Without a usable
+    /// index (a read-only store, a damaged or busy index) the records are read directly. A
+    /// snapshot whose record cannot be read is listed with what its file's times say, and a
+    /// warning.
     fn catalogue(&self) -> Result<Vec<(SnapshotId, SnapshotMeta)>> {
-        let index = self.open_index()?;
+        match self.open_index() {
+            Ok(index) => self.catalogue_with(&index).or_else(|e| {
+                self.warn(format!("{e}; listing from snapshots/ instead"));
+                self.records()
+            }),
+            Err(e) => {
+                if self.is_writable() {
+                    self.warn(format!("{e}; listing from snapshots/ instead"));
+                }
+                self.records()
+            }
+        }
+    }
+
+    /// Every snapshot's record, read from `snapshots/`; a damaged one gets a placeholder
+    /// record (and a warning).
+    pub(crate) fn records(&self) -> Result<Vec<(SnapshotId, SnapshotMeta)>> {
+        Ok(self
+            .snapshot_ids()?
+            .into_iter()
+            .map(|id| (id, self.snapshot_meta_or_warn(&id)))
+            .collect())
+    }
+
+    /// The record of `id`, or, when it cannot be read, a placeholder whose times come from the
+    /// record file (with a warning naming the repair).
+    pub(crate) fn snapshot_meta_or_warn(&self, id: &SnapshotId) -> SnapshotMeta {
+        self.snapshot_meta(id).unwrap_or_else(|e| {
+            self.warn(format!("{e}; `envstore verify --repair` rewrites it"));
+            let created = fs::symlink_metadata(self.snapshot_file(id))
+                .and_then(|m| m.modified())
+                .map_or(0, unix_secs);
+            SnapshotMeta {
+                created,
+                source: "(damaged record)".to_owned(),
+                ..SnapshotMeta::default()
+            }
+        })
+    }
+
+    fn catalogue_with(
+        &self,
+        index: &envstore_index::Index,
+    ) -> Result<Vec<(SnapshotId, SnapshotMeta)>> {
         let on_disk: HashSet<SnapshotId> = self.snapshot_ids()?.into_iter().collect();
         let mut records: BTreeMap<SnapshotId, SnapshotMeta> = match index.snapshots() {
             Ok(records) => records.into_iter().collect(),
@@ -270,9 +360,15 @@ impl Store {
             .copied()
             .collect();
         let mut missing = Vec::new();
+        let mut damaged = Vec::new();
         for id in on_disk.iter().filter(|id| !records.contains_key(id)) {
-            missing.push((*id, self.snapshot_meta(id)?));
+            match self.snapshot_meta(id) {
+                Ok(meta) => missing.push((*id, meta)),
+                // Not cached: listed from its file each time until repaired.
+                Err(_) => damaged.push((*id, self.snapshot_meta_or_warn(id))),
+            }
         }
+        records.extend(damaged);
         if !stale.is_empty() {
             index.remove_snapshots(&stale)?;
             for id in &stale {
@@ -310,7 +406,11 @@ impl Store {
                 unique_bytes += size;
             }
         })?;
-        let link_mode = self.open_index()?.link_mode(id)?;
+        // How it was laid out is a cache entry: unknown without a usable index.
+        let link_mode = self
+            .open_index()
+            .ok()
+            .and_then(|index| index.link_mode(id).ok().flatten());
         let materialized = self.is_materialized(id);
         Ok(SnapshotDetail {
             path: self.env_path(id),
@@ -362,7 +462,7 @@ impl Store {
     pub fn stats(&self) -> Result<StoreStats> {
         let mut stats = StoreStats::default();
         for id in self.snapshot_ids()? {
-            let meta = self.snapshot_meta(&id)?;
+            let meta = self.snapshot_meta_or_warn(&id);
             stats.snapshots += 1;
             stats.logical_bytes += meta.bytes;
             stats.materialized += u64::from(self.is_materialized(&id));
@@ -371,7 +471,7 @@ impl Store {
                 stats.packed_logical_bytes += meta.bytes;
             }
         }
-        let cold = self.cold_totals()?;
+        let cold = self.cold_totals().unwrap_or_default();
         (stats.packs, stats.pack_bytes) = (cold.packs, cold.pack_bytes);
         (stats.chunks, stats.chunk_bytes) = (cold.chunks, cold.chunk_bytes);
         stats.pins = self.pins()?.len() as u64;
@@ -382,11 +482,15 @@ impl Store {
                     stats.object_bytes += file.len;
                 }
                 Stored::Tree(_) => stats.trees += 1,
-                Stored::Temp | Stored::Other => {}
+                Stored::Temp | Stored::Other | Stored::BadShard(_) => {}
             }
         }
         stats.disk_bytes = disk_usage(self.root())?;
-        stats.link_support = envstore_link::probe(&self.root().join("tmp"));
+        stats.link_support = if self.is_writable() {
+            envstore_link::probe(&self.root().join("tmp"))
+        } else {
+            Vec::new()
+        };
         Ok(stats)
     }
 }

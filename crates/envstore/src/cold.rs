@@ -28,7 +28,7 @@ use envstore_pack::{
 use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId};
 use rayon::prelude::*;
 
-use crate::catalog::unix_secs;
+use crate::files::unix_secs;
 use crate::reach::TreeCache;
 use crate::{Error, Result, Store};
 
@@ -565,7 +565,7 @@ impl Store {
             for executable in [false, true] {
                 let path = self.objects().path(object, executable);
                 if let Ok(meta) = fs::symlink_metadata(&path) {
-                    crate::gc::remove_file(&path)?;
+                    crate::files::remove_file(&path)?;
                     count += 1;
                     bytes += meta.len();
                 }

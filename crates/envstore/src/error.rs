@@ -30,6 +30,30 @@ pub enum Error {
         path: PathBuf,
         source: io::Error,
     },
+    #[error(
+        "{path} is {what}, not the directory envstore made; envstore never follows links in its \
+         store. Run `envstore verify --repair` to replace it (the link itself is removed, never \
+         what it points at)"
+    )]
+    DamagedLayout { path: PathBuf, what: &'static str },
+    #[error(
+        "the store at {path} is read-only here (a read-only mount, or another user's store), so \
+         envstore cannot {what}; commands that only read (ls, show, diff, path, stats, verify, \
+         export, materialize of what is materialized) work. Use a writable --store for this"
+    )]
+    ReadOnlyStore { path: PathBuf, what: &'static str },
+    #[error(
+        "{path} is inside the store at {store}; envstore does not store its own internals. \
+         Give the environment's own directory"
+    )]
+    SourceInStore { path: PathBuf, store: PathBuf },
+    #[error(
+        "pin `{name}` is damaged ({reason}); `envstore pin {name} SOURCE` replaces it, `envstore unpin {name}` removes it"
+    )]
+    DamagedPin { name: String, reason: String },
+    /// Writing the output (an export's file or stdout) failed.
+    #[error("failed to write the output: {source}")]
+    Output { source: io::Error },
     #[error("{path} is not a directory, so it cannot hold a store; choose another --store")]
     StoreNotADirectory { path: PathBuf },
     #[error(

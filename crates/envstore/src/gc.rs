@@ -12,18 +12,16 @@
 //! and tree no kept snapshot references is deleted, with the leftovers of interrupted work.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use envstore_lock::{FileLock, LockKind};
 use envstore_tree::{ObjectId, SnapshotId, TreeId};
 
-use crate::catalog::unix_secs;
 use crate::cold::{PackReport, PackSweep};
+use crate::files::{Stored, remove_file, remove_tree, unix_secs};
 use crate::reach::TreeCache;
-use crate::{Error, Result, Store};
+use crate::{Result, Store};
 
 /// What prune may remove.
 #[derive(Debug, Clone)]
@@ -82,6 +80,9 @@ pub struct PrunePlan {
     pub size_after: u64,
     /// Set when the size bound cannot be met (everything left is pinned or leased).
     pub size_unmet: bool,
+    /// Snapshots whose trees cannot be read: kept (prune cannot tell what they need), and
+    /// while there are any, no object or tree is swept. `verify --repair` mends or removes them.
+    pub damaged: Vec<SnapshotId>,
     /// Packs deleted or rewritten because kept snapshots need little or nothing in them.
     pub packs: PackSweep,
     /// Kept snapshots unused for `pack_older_than`, moved (or, dry, to be moved) to packs.
@@ -100,135 +101,7 @@ impl PrunePlan {
     }
 }
 
-/// What a file in `objects/` or `trees/` is, by its name (for objects, the id without the `.x`
-/// variant suffix).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Stored {
-    Object(ObjectId),
-    Tree(TreeId),
-    Temp,
-    Other,
-}
-
-/// One file under `objects/` or `trees/`.
-#[derive(Debug)]
-pub(crate) struct StoredFile {
-    pub(crate) path: PathBuf,
-    pub(crate) kind: Stored,
-    pub(crate) len: u64,
-}
-
-fn classify(shard: &str, name: &str, is_objects: bool) -> Stored {
-    if name.starts_with(".tmp-") {
-        return Stored::Temp;
-    }
-    let hex = format!(
-        "{shard}{}",
-        if is_objects {
-            name.strip_suffix(".x").unwrap_or(name)
-        } else {
-            name
-        }
-    );
-    match (is_objects, hex.parse::<ObjectId>(), hex.parse::<TreeId>()) {
-        (true, Ok(id), _) => Stored::Object(id),
-        (false, _, Ok(id)) => Stored::Tree(id),
-        _ => Stored::Other,
-    }
-}
-
 impl Store {
-    /// Leftovers of interrupted work: temporary files in shard directories, half-built or
-    /// half-removed materializations, temporary records and pins, anything in `tmp/`, and
-    /// materializations whose snapshot record is gone. Safe to delete under the exclusive store
-    /// lock, which every writer of these holds shared.
-    /// `stored` is [`Store::stored_files`], whose temp files are leftovers too.
-    pub(crate) fn leftovers(&self, stored: &[StoredFile]) -> Result<Vec<PathBuf>> {
-        let mut out: Vec<PathBuf> = stored
-            .iter()
-            .filter(|f| matches!(f.kind, Stored::Temp))
-            .map(|f| f.path.clone())
-            .collect();
-        let read = |dir: &Path| -> Result<Vec<fs::DirEntry>> {
-            match fs::read_dir(dir) {
-                Ok(entries) => Ok(entries.flatten().collect()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-                Err(e) => Err(Error::io("read", dir)(e)),
-            }
-        };
-        let is_temp = |e: &fs::DirEntry| e.file_name().to_string_lossy().starts_with(".tmp-");
-        for entry in read(&self.root().join("envs"))? {
-            let orphan = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<SnapshotId>().ok())
-                .is_some_and(|id| !self.has_snapshot(&id));
-            if is_temp(&entry) || orphan {
-                out.push(entry.path());
-            }
-        }
-        for dir in ["snapshots", "pins", "leases", "packs"] {
-            out.extend(
-                read(&self.root().join(dir))?
-                    .iter()
-                    .filter(|e| is_temp(e))
-                    .map(fs::DirEntry::path),
-            );
-        }
-        out.extend(
-            read(&self.root().join("tmp"))?
-                .iter()
-                .map(fs::DirEntry::path),
-        );
-        out.sort();
-        Ok(out)
-    }
-
-    /// Every file in `objects/` and `trees/`, temp files included, classified by its name: the
-    /// one listing that prune, verify and stats share.
-    pub(crate) fn stored_files(&self) -> Result<Vec<StoredFile>> {
-        let mut out = Vec::new();
-        for (dir, is_objects) in [("objects", true), ("trees", false)] {
-            let dir = self.root().join(dir);
-            for shard in fs::read_dir(&dir)
-                .map_err(Error::io("read", &dir))?
-                .flatten()
-            {
-                let shard_name = shard.file_name().to_string_lossy().into_owned();
-                let shard = shard.path();
-                for entry in fs::read_dir(&shard)
-                    .map_err(Error::io("read", &shard))?
-                    .flatten()
-                {
-                    let kind = classify(
-                        &shard_name,
-                        &entry.file_name().to_string_lossy(),
-                        is_objects,
-                    );
-                    let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    out.push(StoredFile {
-                        path: entry.path(),
-                        kind,
-                        len,
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Removes leftovers (see [`Store::leftovers`]); the caller holds the store lock exclusively.
-    pub(crate) fn remove_leftovers(&self, leftovers: &[PathBuf]) -> Result<()> {
-        for path in leftovers {
-            if path.is_dir() && !path.is_symlink() {
-                remove_tree(path, path.parent().expect("leftovers have a parent"))?;
-            } else {
-                remove_file(path)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Computes what prune would remove. With `hold_locks`, the leases of the snapshots to
     /// remove stay locked in the plan (for [`Store::prune`]); otherwise they are only probed.
     fn plan_prune(&self, options: &PruneOptions, hold_locks: bool) -> Result<PrunePlan> {
@@ -241,7 +114,7 @@ impl Store {
         let mut candidates = Vec::new();
         let mut kept = Vec::new();
         for id in self.snapshot_ids()? {
-            let meta = self.snapshot_meta(&id)?;
+            let meta = self.snapshot_meta_or_warn(&id);
             let last_used = self.last_used(&id, &meta);
             if pinned.contains(&id) {
                 kept.push(id);
@@ -267,7 +140,7 @@ impl Store {
                 Stored::Tree(id) => {
                     tree_sizes.insert(id, file.len);
                 }
-                Stored::Temp | Stored::Other => {}
+                Stored::Temp | Stored::Other | Stored::BadShard(_) => {}
             }
         }
         plan.size_before = sizes.values().sum::<u64>() + tree_sizes.values().sum::<u64>();
@@ -279,9 +152,19 @@ impl Store {
         let mut tree_count: HashMap<TreeId, u32> = HashMap::new();
         for id in kept.iter().chain(candidates.iter().map(|c| &c.id)) {
             let (mut objects, mut trees) = (HashSet::new(), HashSet::new());
-            cache.walk_all(self, id.root(), &mut trees, &mut |o, _| {
+            let walked = cache.walk_all(self, id.root(), &mut trees, &mut |o, _| {
                 objects.insert(o);
-            })?;
+            });
+            if let Err(e) = walked {
+                self.warn(format!(
+                    "snapshot {} cannot be read ({e}); prune keeps it, and removes no object \
+                     until `envstore verify --repair` has mended or removed it",
+                    &id.to_hex()[..12]
+                ));
+                plan.damaged.push(*id);
+                refs.insert(*id, Default::default());
+                continue;
+            }
             for o in &objects {
                 *object_count.entry(*o).or_default() += 1;
             }
@@ -318,6 +201,12 @@ impl Store {
             }
         };
 
+        for id in &plan.damaged {
+            if !kept.contains(id) {
+                kept.push(*id);
+            }
+        }
+        candidates.retain(|c| !plan.damaged.contains(&c.id));
         for mut candidate in candidates {
             let by_age = candidate.last_used <= cutoff;
             let by_size = options.max_size.is_some_and(|max| size > max);
@@ -325,15 +214,20 @@ impl Store {
                 kept.push(candidate.id);
                 continue;
             }
-            match FileLock::try_acquire(&self.lease_path(&candidate.id), LockKind::Exclusive)? {
+            let lease = self.lease_path(&candidate.id);
+            let free = if hold_locks {
+                FileLock::try_acquire(&lease, LockKind::Exclusive)?
+                    .map(|lock| plan.locks.push(lock))
+            } else {
+                // A dry run only looks: it creates no lease file.
+                FileLock::probe(&lease, LockKind::Exclusive)?.then_some(())
+            };
+            match free {
                 None => {
                     plan.leased.push(candidate.id);
                     kept.push(candidate.id);
                 }
-                Some(lock) => {
-                    if hold_locks {
-                        plan.locks.push(lock);
-                    }
+                Some(()) => {
                     candidate.reason = if by_age { Reason::Unused } else { Reason::Size };
                     release(&candidate.id, &mut size);
                     plan.remove.push(candidate);
@@ -346,13 +240,19 @@ impl Store {
         if let Some(window) = options.pack_older_than {
             let cutoff = now.saturating_sub(window.as_secs());
             for id in &kept {
-                let meta = self.snapshot_meta(id)?;
+                let Ok(meta) = self.snapshot_meta(id) else {
+                    continue; // damaged: left as it is
+                };
                 let cold = meta.packed > 0 && !self.is_materialized(id);
-                if cold || self.last_used(id, &meta) > cutoff || plan.leased.contains(id) {
+                if cold
+                    || self.last_used(id, &meta) > cutoff
+                    || plan.leased.contains(id)
+                    || plan.damaged.contains(id)
+                {
                     continue;
                 }
                 // In use right now: leave it hot.
-                if FileLock::try_acquire(&self.lease_path(id), LockKind::Exclusive)?.is_some() {
+                if FileLock::probe(&self.lease_path(id), LockKind::Exclusive)? {
                     plan.to_pack.push(*id);
                 }
             }
@@ -366,10 +266,19 @@ impl Store {
             keep_objects.extend(objects.iter().copied());
             keep_trees.extend(trees.iter().copied());
         }
+        let sweep = plan.damaged.is_empty();
         for file in &stored {
             let keep = match file.kind {
-                Stored::Object(id) => keep_objects.contains(&id),
-                Stored::Tree(id) => keep_trees.contains(&id),
+                Stored::Object(id) => !sweep || keep_objects.contains(&id),
+                Stored::Tree(id) => !sweep || keep_trees.contains(&id),
+                Stored::BadShard(what) => {
+                    self.warn(format!(
+                        "{} is {what}, not a directory; prune does not enter it. Run \
+                         `envstore verify --repair`",
+                        file.path.display()
+                    ));
+                    true
+                }
                 Stored::Temp | Stored::Other => true,
             };
             if !keep {
@@ -401,8 +310,7 @@ impl Store {
         for removal in &plan.remove {
             // Disappear atomically first: a materialization is either whole or gone.
             remove_tree(&self.env_path(&removal.id), &self.root().join("envs"))?;
-            let record = self.snapshot_file(&removal.id);
-            fs::remove_file(&record).map_err(Error::io("remove", &record))?;
+            remove_file(&self.snapshot_file(&removal.id))?;
         }
         for (path, _) in &plan.unreferenced {
             remove_file(path)?;
@@ -436,29 +344,4 @@ impl Store {
         }
         Ok(plan)
     }
-}
-
-pub(crate) fn remove_file(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
-        _ => Ok(()),
-    }
-}
-
-/// Removes a directory tree: first renamed to a `.tmp-trash-*` name in `parent` (one atomic
-/// step, after which nobody can find it by its old name), then deleted.
-pub(crate) fn remove_tree(path: &Path, parent: &Path) -> Result<()> {
-    let trash = tempfile::Builder::new()
-        .prefix(".tmp-trash-")
-        .tempdir_in(parent)
-        .map_err(Error::io("create a temporary directory in", parent))?;
-    let target = trash.path().join("t");
-    match fs::rename(path, &target) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("move aside", path)(e)),
-    }
-    // Dropping `trash` deletes it recursively; report failures instead of ignoring them.
-    let trash_path = trash.keep();
-    fs::remove_dir_all(&trash_path).map_err(Error::io("remove", &trash_path))
 }

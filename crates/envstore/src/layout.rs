@@ -12,7 +12,13 @@ use envstore_link::{LinkError, LinkMode, LinkPolicy, Linker, write_new};
 use envstore_tree::{EntryKind, SnapshotId, Tree, TreeId, substitute_placeholder};
 use rayon::prelude::*;
 
+use envstore_fs::DirState;
+
+use crate::files::remove_tree;
 use crate::{Error, Progress, Result, Store};
+
+/// Every directory of a materialization: readable and searchable by all, writable by nobody.
+const READ_ONLY_DIR: u32 = 0o555;
 
 /// How a materialization's files were laid out.
 #[derive(Debug, Clone)]
@@ -59,27 +65,41 @@ pub(crate) fn lay_out<'a>(
     };
     let root = trees(&id.root())?;
     store.report(Progress::LayingOut { files: 0 });
-    fill(&ctx, tmp.path(), &root)?;
-    // tempdir() makes the directory 0700; a materialization is for everyone to read.
-    fs::set_permissions(tmp.path(), Permissions::from_mode(0o755))
-        .map_err(Error::io("chmod", tmp.path()))?;
+    // From here on the temporary tree is removed by remove_tree (it copes with read-only
+    // directories), never by TempDir's drop.
+    let tmp = tmp.keep();
+    let filled = fill(&ctx, &tmp, &root).and_then(|()| {
+        // Read-only to the last directory: nobody installs into a content-named path.
+        fs::set_permissions(&tmp, Permissions::from_mode(READ_ONLY_DIR))
+            .map_err(Error::io("chmod", &tmp))
+    });
+    if let Err(e) = filled {
+        let _ = remove_tree(&tmp, &envs);
+        return Err(e);
+    }
 
     let dest = store.env_path(id);
-    let created = match fs::rename(tmp.path(), &dest) {
-        Ok(()) => {
-            let _ = tmp.keep();
-            true
-        }
-        // Lost the race: an identical tree is already in place. Dropping `tmp` removes ours.
+    let created = match fs::rename(&tmp, &dest) {
+        Ok(()) => true,
+        // Lost the race: an identical tree is already in place; ours goes.
         Err(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists
             ) =>
         {
+            remove_tree(&tmp, &envs)?;
             false
         }
-        Err(e) => return Err(Error::io("rename into place", &dest)(e)),
+        Err(e) => {
+            let _ = remove_tree(&tmp, &envs);
+            // Something that is not a materialization (a link someone put there) holds the
+            // name: say what, and how to mend it, instead of a bare rename error.
+            if let Ok(DirState::Other(what)) = envstore_fs::dir_state(&dest) {
+                return Err(Error::DamagedLayout { path: dest, what });
+            }
+            return Err(Error::io("rename into place", &dest)(e));
+        }
     };
     let linker = ctx.linker;
     let report = LinkReport {
@@ -107,9 +127,10 @@ fn fill(ctx: &Ctx<'_, '_>, dir: &Path, tree: &Tree) -> Result<()> {
             } => {
                 let objects = ctx.store.objects();
                 let path = objects.require(object, *executable)?;
+                objects.check_shard(&path)?;
                 if *relocated {
                     // Written, not linked: its bytes name the materialization's final path.
-                    let stored = fs::read(&path).map_err(Error::io("read", &path))?;
+                    let stored = objects.read_verified(object, *executable)?;
                     let bytes = substitute_placeholder(&stored, &ctx.final_path);
                     return write_new(&dest, &bytes, *executable)
                         .map_err(Error::io("write", &dest));
@@ -129,7 +150,10 @@ fn fill(ctx: &Ctx<'_, '_>, dir: &Path, tree: &Tree) -> Result<()> {
             EntryKind::Dir { tree } => {
                 fs::create_dir(&dest).map_err(Error::io("create", &dest))?;
                 let sub = (ctx.trees)(tree)?;
-                fill(ctx, &dest, &sub)
+                fill(ctx, &dest, &sub)?;
+                // Made read-only once its content is in place (post-order).
+                fs::set_permissions(&dest, Permissions::from_mode(READ_ONLY_DIR))
+                    .map_err(Error::io("chmod", &dest))
             }
             EntryKind::Symlink { target, relocated } => {
                 let target = if *relocated {

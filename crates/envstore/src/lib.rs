@@ -17,9 +17,12 @@ mod archive;
 mod catalog;
 mod cold;
 mod error;
+mod files;
 mod gc;
 mod layout;
+mod open;
 mod reach;
+mod repair;
 mod store;
 mod verify;
 
@@ -34,8 +37,9 @@ pub use envstore_walk::{DEFAULT_EXCLUDES, Filter, WalkStats};
 pub use error::{Error, Result};
 pub use gc::{PruneOptions, PrunePlan, Reason, Removal};
 pub use layout::LinkReport;
+pub use open::FORMAT_VERSION;
 pub use store::{
-    FORMAT_VERSION, IngestReport, Lease, Materialized, Progress, ProgressFn, Source, Store,
-    StoreOptions, default_store_path,
+    IngestReport, Lease, Materialized, Progress, ProgressFn, Source, Store, StoreOptions,
+    default_store_path,
 };
 pub use verify::{Problem, VerifyReport};

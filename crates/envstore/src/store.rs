@@ -1,9 +1,9 @@
 use std::borrow::Cow;
 use std::fs;
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use envstore_fs::DirState;
 use envstore_index::{Index, SnapshotMeta};
 use envstore_link::LinkPolicy;
 use envstore_lock::{FileLock, LockKind};
@@ -15,45 +15,21 @@ use rayon::prelude::*;
 use crate::layout::{LinkReport, lay_out};
 use crate::{Error, Result};
 
-/// The on-disk layout version this build reads and writes (see docs/format.md).
-pub const FORMAT_VERSION: u32 = 1;
-const FORMAT_FILE: &str = "FORMAT";
-const FORMAT_TEXT: &str = "envstore-store 1\n";
-
-const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
-# This file is a cache directory tag created by envstore.\n\
-# For information about cache directory tags, see https://bford.info/cachedir/\n";
-
-/// Entries a store directory may hold; a directory with anything else and no FORMAT file is
-/// refused rather than filled (someone typed the wrong --store).
-const STORE_ENTRIES: &[&str] = &[
-    "FORMAT",
-    "CACHEDIR.TAG",
-    "objects",
-    "trees",
-    "snapshots",
-    "envs",
-    "pins",
-    "leases",
-    "tmp",
-    "store.lock",
-    "index.lock",
-    "index.redb",
-    "packs",
-    "pack.lock",
-];
-
 /// Tunables of a [`Store`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// How long to wait for the store or index lock before giving up with a clear error.
     pub lock_timeout: Duration,
+    /// Open a store whose directories were replaced by links or files (for `verify`, which
+    /// reports them, and `verify --repair`, which replaces them); otherwise that is an error.
+    pub allow_damage: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             lock_timeout: Duration::from_secs(60),
+            allow_damage: false,
         }
     }
 }
@@ -77,6 +53,9 @@ pub enum Source {
     /// A snapshot already in the store.
     Snapshot(SnapshotId),
 }
+
+/// A snapshot record is a few short lines; the source path in it is at most a few KiB.
+const MAX_RECORD: u64 = 64 << 10;
 
 /// The outcome of storing a directory.
 #[derive(Debug, Clone)]
@@ -151,11 +130,19 @@ pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
 
 /// An open store. Cheap to open: reads one small file.
 pub struct Store {
-    root: PathBuf,
-    objects: ObjectStore,
-    trees: TreeStore,
-    options: StoreOptions,
-    progress: Option<Box<ProgressFn>>,
+    pub(crate) root: PathBuf,
+    pub(crate) objects: ObjectStore,
+    pub(crate) trees: TreeStore,
+    pub(crate) options: StoreOptions,
+    pub(crate) progress: Option<Box<ProgressFn>>,
+    /// Whether this process can write the store (false on a read-only mount, or in another
+    /// user's store): reading commands still work, writing ones fail with one clear message.
+    pub(crate) writable: bool,
+    /// Things found wrong but not fatal (a damaged pin, a rebuilt index), for the CLI to show.
+    pub(crate) warnings: std::sync::Mutex<Vec<String>>,
+    /// Store directories found replaced by something else (a link, a file) when the store was
+    /// opened with [`StoreOptions::allow_damage`]; `verify` reports them, repair mends them.
+    pub(crate) damaged_layout: Vec<(PathBuf, &'static str)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -168,95 +155,17 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the store at `root`, creating it if the directory is missing or empty.
-    pub fn open(root: &Path, options: StoreOptions) -> Result<Store> {
-        let root = std::path::absolute(root).map_err(Error::io("resolve", root))?;
-        let store = Store {
-            objects: ObjectStore::new(root.join("objects")),
-            trees: TreeStore::new(root.join("trees")),
-            root,
-            options,
-            progress: None,
-        };
-        let format = store.root.join(FORMAT_FILE);
-        match fs::read_to_string(&format) {
-            Ok(text) if text == FORMAT_TEXT => Ok(store),
-            Ok(text) => Err(Error::UnsupportedFormat {
-                path: store.root.clone(),
-                found: text.trim().to_owned(),
-                supported: FORMAT_VERSION,
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => store.init().map(|()| store),
-            Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(Error::StoreNotADirectory {
-                path: store.root.clone(),
-            }),
-            Err(e) => Err(Error::io("read", &format)(e)),
+    /// Records a warning for [`Store::take_warnings`] (each distinct message once).
+    pub(crate) fn warn(&self, message: String) {
+        let mut warnings = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        if !warnings.contains(&message) {
+            warnings.push(message);
         }
     }
 
-    /// Creates the layout. Safe to race: every step is idempotent and FORMAT comes last.
-    fn init(&self) -> Result<()> {
-        let root = &self.root;
-        match fs::metadata(root) {
-            Ok(meta) if !meta.is_dir() => {
-                return Err(Error::StoreNotADirectory { path: root.clone() });
-            }
-            Ok(_) => {
-                for entry in fs::read_dir(root).map_err(Error::io("read", root))? {
-                    let entry = entry.map_err(Error::io("read", root))?;
-                    let name = entry.file_name();
-                    let ours = name
-                        .to_str()
-                        .is_some_and(|n| STORE_ENTRIES.contains(&n) || n.starts_with(".tmp"));
-                    if !ours {
-                        return Err(Error::NotAStore { path: root.clone() });
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(root).map_err(Error::io("create the store", root))?;
-            }
-            Err(e) => return Err(Error::io("read", root)(e)),
-        }
-        for dir in [
-            "objects",
-            "trees",
-            "snapshots",
-            "envs",
-            "pins",
-            "leases",
-            "tmp",
-            "packs",
-        ] {
-            let path = root.join(dir);
-            match fs::create_dir(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io("create", &path)(e)),
-            }
-        }
-        self.objects.init()?;
-        self.trees.init()?;
-        self.write_file_atomic(&root.join("CACHEDIR.TAG"), CACHEDIR_TAG.as_bytes())?;
-        self.write_file_atomic(&root.join(FORMAT_FILE), FORMAT_TEXT.as_bytes())
-    }
-
-    /// Writes `path` by rename from a temp file in the store's `tmp/` (or next to it for files
-    /// at the root, before `tmp/` exists): readers see the old or the new content, never half.
-    pub(crate) fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let dir = path.parent().expect("store files have a parent");
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(dir)
-            .map_err(Error::io("create a temporary file in", dir))?;
-        tmp.write_all(bytes)
-            .map_err(Error::io("write", tmp.path()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(Error::io("sync", tmp.path()))?;
-        tmp.persist(path)
-            .map_err(|e| Error::io("write", path)(e.error))?;
-        Ok(())
+    /// The warnings gathered so far (damage found and worked around), emptied.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn root(&self) -> &Path {
@@ -306,14 +215,30 @@ impl Store {
     }
 
     /// Whether snapshot `id` is materialized (a materialization appears whole, by rename).
+    /// Only a real directory counts: a link at `envs/<id>` is not a materialization.
     pub fn is_materialized(&self, id: &SnapshotId) -> bool {
-        fs::symlink_metadata(self.env_path(id)).is_ok()
+        fs::symlink_metadata(self.env_path(id)).is_ok_and(|m| m.is_dir())
     }
 
-    /// The recorded metadata of a snapshot, from its file under `snapshots/`.
+    /// Like [`Store::is_materialized`], but something other than a directory at `envs/<id>`
+    /// (a link someone put there) is an error naming it: the path envstore hands out must be
+    /// the directory it made, never something it would follow elsewhere.
+    pub(crate) fn materialized(&self, id: &SnapshotId) -> Result<bool> {
+        let path = self.env_path(id);
+        match envstore_fs::dir_state(&path).map_err(Error::io("read", &path))? {
+            DirState::Dir => Ok(true),
+            DirState::Missing => Ok(false),
+            DirState::Other(what) => Err(Error::DamagedLayout { path, what }),
+        }
+    }
+
+    /// The recorded metadata of a snapshot, from its file under `snapshots/` (read without
+    /// following a link, and bounded).
     pub fn snapshot_meta(&self, id: &SnapshotId) -> Result<SnapshotMeta> {
         let path = self.snapshot_file(id);
-        let text = fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+        let bytes =
+            envstore_fs::read_bounded(&path, MAX_RECORD).map_err(Error::io("read", &path))?;
+        let text = String::from_utf8_lossy(&bytes);
         SnapshotMeta::from_text(&text).map_err(|reason| {
             Error::Index(envstore_index::IndexError::BadRecord {
                 id: id.to_hex(),
@@ -334,29 +259,6 @@ impl Store {
         }
         ids.sort();
         Ok(ids)
-    }
-
-    /// Takes the store lock shared: held while new content is stored or laid out, so that prune
-    /// (which takes it exclusively) never sweeps objects an ingest is about to reference.
-    pub(crate) fn lock_shared(&self) -> Result<FileLock> {
-        Ok(FileLock::acquire(
-            &self.root.join("store.lock"),
-            LockKind::Shared,
-            self.options.lock_timeout,
-            "the store lock",
-        )?)
-    }
-
-    /// Takes the store lock exclusively, for work that deletes what a writer could be about to
-    /// use (prune, repair, freeing packed objects); `what` describes the lock in the time-out
-    /// message.
-    pub(crate) fn lock_exclusive(&self, what: &'static str) -> Result<FileLock> {
-        Ok(FileLock::acquire(
-            &self.root.join("store.lock"),
-            LockKind::Exclusive,
-            self.options.lock_timeout,
-            what,
-        )?)
     }
 
     /// Interprets a command-line SOURCE: a directory (anything containing `/`, `.`, `..`, or an
@@ -433,21 +335,24 @@ impl Store {
     }
 
     fn walk(&self, dir: &Path, filter: &Filter) -> Result<Walked> {
+        self.refuse_internals(dir)?;
         let on_file = |bytes| self.report(Progress::Hashed { bytes });
         let on_file: Option<&(dyn Fn(u64) + Sync)> = self.progress.as_ref().map(|_| &on_file as _);
         Ok(envstore_walk::walk(dir, filter, Some(&self.root), on_file)?)
     }
 
-    /// Stores the directory tree at `dir` and returns its snapshot id.
+    /// Stores the directory tree at `dir` and returns its snapshot id. Storing a snapshot the
+    /// store has already checks what it holds of it (one `lstat` per object and tree) and
+    /// replaces what is damaged from `dir`: ingesting the source again heals the store.
     pub fn ingest(&self, dir: &Path, filter: &Filter) -> Result<IngestReport> {
         let walked = self.walk(dir, filter)?;
-        let id = SnapshotId::from(walked.root);
-        if self.has_snapshot(&id) {
-            self.touch(&id);
-            return Ok(self.existing_report(&walked));
-        }
+        self.require_writable("store new content")?;
         let _lock = self.lock_shared()?;
-        self.store_walked(dir, &walked)
+        let report = self.store_walked(dir, &walked)?;
+        if !report.created {
+            self.touch(&report.id);
+        }
+        Ok(report)
     }
 
     fn existing_report(&self, walked: &Walked) -> IngestReport {
@@ -463,25 +368,58 @@ impl Store {
         }
     }
 
+    /// Refuses to store the store itself or anything in it but a materialization (whose
+    /// content is a snapshot's): that would store envstore's own internals as an environment.
+    fn refuse_internals(&self, dir: &Path) -> Result<()> {
+        let Ok(dir) = dir.canonicalize() else {
+            return Ok(()); // the walk reports a missing or unreadable directory
+        };
+        let Ok(root) = self.root.canonicalize() else {
+            return Ok(());
+        };
+        let Ok(rel) = dir.strip_prefix(&root) else {
+            return Ok(());
+        };
+        let mut parts = rel.components();
+        let envs = parts.next().is_some_and(|c| c.as_os_str() == "envs");
+        let env_id = parts
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .is_some_and(|n| n.parse::<SnapshotId>().is_ok());
+        if envs && env_id {
+            return Ok(());
+        }
+        Err(Error::SourceInStore {
+            path: dir.clone(),
+            store: root,
+        })
+    }
+
     /// Writes what the store lacks of a walked tree: objects, then trees, then the snapshot
     /// record, then the index. The record is written last, so its presence means the snapshot
     /// is complete. The caller holds the store lock shared.
+    ///
+    /// For a snapshot the store has, objects and trees are stored again where they are missing
+    /// or damaged (each costs one `lstat` when intact), and an unreadable record is rewritten:
+    /// the directory at hand is the best source there is.
     fn store_walked(&self, dir: &Path, walked: &Walked) -> Result<IngestReport> {
         let id = SnapshotId::from(walked.root);
-        if self.has_snapshot(&id) {
-            if self.snapshot_meta(&id)?.packed > 0 {
-                // Its loose objects may have been freed: the directory at hand is a cheaper
-                // source for them than the packs.
-                self.store_objects(walked)?;
-            }
+        if self.has_snapshot(&id) && self.snapshot_meta(&id).is_ok() {
+            self.store_objects(walked)?;
+            self.store_trees(walked)?;
             return Ok(self.existing_report(walked));
         }
         let (new_objects, new_bytes) = self.store_objects(walked)?;
+        self.store_trees(walked)?;
+        self.write_record(dir, walked, id, new_objects, new_bytes)
+    }
+
+    fn store_trees(&self, walked: &Walked) -> Result<()> {
         walked
             .trees
             .par_iter()
             .try_for_each(|(_, tree)| self.trees.insert(tree).map(drop))?;
-        self.write_record(dir, walked, id, new_objects, new_bytes)
+        Ok(())
     }
 
     /// Stores the objects of a walked tree the store lacks loose; returns how many, and bytes.
@@ -504,6 +442,7 @@ impl Store {
                         &f.path,
                         f.object,
                         f.executable,
+                        f.size,
                         f.stamp.as_ref(),
                     )?,
                 };
@@ -536,7 +475,8 @@ impl Store {
             packed: 0,
         };
         let record = self.snapshot_file(&id);
-        if !self.has_snapshot(&id) {
+        // Absent, or present but unreadable (damaged): written (again) from what was walked.
+        if self.snapshot_meta(&id).is_err() {
             self.write_file_atomic(&record, meta.to_text().as_bytes())?;
         }
         // The index is a rebuildable cache of the records: a busy or damaged index must not
@@ -597,9 +537,10 @@ impl Store {
         policy: LinkPolicy,
     ) -> Result<Materialized> {
         let id = SnapshotId::from(walked.root);
-        if self.is_materialized(&id) {
+        if self.materialized(&id)? {
             return Ok(self.existing(id));
         }
+        self.require_writable("store and lay out a new environment")?;
         let _lock = self.lock_shared()?;
         let ingest = self.store_walked(dir, walked)?;
         let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> {
@@ -613,9 +554,10 @@ impl Store {
     }
 
     fn materialize_stored(&self, id: &SnapshotId, policy: LinkPolicy) -> Result<Materialized> {
-        if self.is_materialized(id) {
+        if self.materialized(id)? {
             return Ok(self.existing(*id));
         }
+        self.require_writable("lay out an environment")?;
         let _lock = self.lock_shared()?;
         if !self.has_snapshot(id) {
             return Err(Error::UnknownSnapshot {
@@ -683,7 +625,15 @@ impl Store {
 
     /// Opens the index (waiting at most the lock time-out); keep it open briefly.
     pub(crate) fn open_index(&self) -> Result<Index> {
-        Ok(Index::open(&self.root, self.options.lock_timeout)?)
+        self.require_writable("open its index")?;
+        let index = Index::open(&self.root, self.options.lock_timeout)?;
+        if let Some(reason) = index.recreated() {
+            self.warn(format!(
+                "the index was damaged ({reason}); it was set aside as index.redb.damaged and \
+                 is rebuilt from snapshots/ and packs/"
+            ));
+        }
+        Ok(index)
     }
 
     /// Runs `f` on the index; returns the failure as a warning instead of an error.
@@ -691,6 +641,12 @@ impl Store {
         &self,
         f: impl FnOnce(&Index) -> Result<(), envstore_index::IndexError>,
     ) -> Option<String> {
+        if !self.writable {
+            return Some(format!(
+                "the store at {} is read-only here",
+                self.root.display()
+            ));
+        }
         Index::open(&self.root, self.options.lock_timeout)
             .and_then(|index| f(&index))
             .err()

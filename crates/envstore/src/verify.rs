@@ -12,26 +12,25 @@
 //! materializations without a snapshot, and rebuilds the index from `snapshots/`. Pins live on:
 //! they are files.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use envstore_index::Index;
-use envstore_link::LinkPolicy;
 use envstore_tree::{
     EntryKind, ObjectId, PackId, SnapshotId, Tree, TreeId, substitute_placeholder,
 };
 use rayon::prelude::*;
 
+use envstore_fs::DirState;
+
 use crate::cold::{PackCheck, cold_lookup};
-use crate::gc::{Stored, remove_file, remove_tree};
-use crate::layout::lay_out;
+use crate::files::Stored;
 use crate::reach::TreeCache;
 use crate::{Error, Result, Store};
 
@@ -72,6 +71,10 @@ pub enum Problem {
     },
     /// A pin naming a snapshot that is not in the store.
     DanglingPin { name: String, id: SnapshotId },
+    /// A pin file that cannot be read (a link, a fifo, a huge file, garbage).
+    DamagedPin { name: String, reason: String },
+    /// A store directory replaced by something else (a link): nothing below it is entered.
+    Layout { path: PathBuf, what: &'static str },
     /// The index cannot be read.
     Index { reason: String },
     /// A pack whose bytes do not match its name, or with blocks or chunks that fail their
@@ -143,6 +146,13 @@ impl fmt::Display for Problem {
             Problem::DanglingPin { name, id } => {
                 write!(f, "pin {name} names {id}, which is not in the store")
             }
+            Problem::DamagedPin { name, reason } => write!(f, "pin {name}: {reason}"),
+            Problem::Layout { path, what } => write!(
+                f,
+                "{} is {what}, not a directory envstore made (never followed; the other checks \
+                 wait for `envstore verify --repair`, which replaces it)",
+                path.display()
+            ),
             Problem::Index { reason } => write!(f, "index: {reason}"),
             Problem::DamagedPack {
                 path,
@@ -172,6 +182,8 @@ pub struct VerifyReport {
     /// With repair: what was fixed, and the problems that remain.
     pub repaired: Vec<String>,
     pub unrepaired: Vec<Problem>,
+    /// With repair: snapshots removed because what they need is lost for good.
+    pub lost: Vec<String>,
     pub snapshots: u64,
     pub objects: u64,
     pub materializations: u64,
@@ -184,7 +196,7 @@ impl VerifyReport {
     /// Whether the store is sound now (after repair, if asked).
     pub fn ok(&self, repaired: bool) -> bool {
         if repaired {
-            self.unrepaired.is_empty()
+            self.unrepaired.is_empty() && self.lost.is_empty()
         } else {
             self.problems.is_empty()
         }
@@ -193,31 +205,113 @@ impl VerifyReport {
 
 /// What verify found of the cold tier.
 #[derive(Default)]
-struct ColdState {
-    check: PackCheck,
+pub(crate) struct ColdState {
+    pub(crate) check: PackCheck,
     /// Objects not loose that packed snapshots need and intact packs can rebuild.
-    available: HashSet<ObjectId>,
+    pub(crate) available: HashSet<ObjectId>,
     /// Objects intact packs can rebuild, whoever needs them.
-    rebuildable: HashSet<ObjectId>,
+    pub(crate) rebuildable: HashSet<ObjectId>,
 }
 
 /// What each snapshot needs, gathered once.
 #[derive(Default)]
-struct Needs {
-    cache: TreeCache,
+pub(crate) struct Needs {
+    pub(crate) cache: TreeCache,
     /// object -> snapshots using it
-    objects: BTreeMap<ObjectId, BTreeSet<SnapshotId>>,
+    pub(crate) objects: BTreeMap<ObjectId, BTreeSet<SnapshotId>>,
+}
+
+/// What a pass of verify found, for repair.
+pub(crate) struct Found<'a> {
+    pub(crate) needs: &'a Needs,
+    /// Object files whose bytes do not hash to their names.
+    pub(crate) corrupt: &'a [(PathBuf, ObjectId)],
+    /// Intact materialized copies of objects, for restoring them.
+    pub(crate) copies: &'a HashMap<ObjectId, Vec<(PathBuf, bool)>>,
+    /// Snapshots whose record cannot be read.
+    pub(crate) bad_records: &'a BTreeSet<SnapshotId>,
+    /// Snapshots whose trees are all intact.
+    pub(crate) complete: &'a HashSet<SnapshotId>,
+}
+
+/// One pass: the report, and whether repair rebuilt trees or records (then a second pass
+/// checks what they need).
+struct Pass {
+    report: VerifyReport,
+    rederived: bool,
 }
 
 impl Store {
     /// Checks the whole store, or one snapshot, and with `repair` mends what it can.
     pub fn verify(&self, only: Option<&SnapshotId>, repair: bool) -> Result<VerifyReport> {
         let _lock = if repair {
-            self.lock_exclusive("the store lock (repair needs it alone)")?
+            Some(self.lock_exclusive("the store lock (repair needs it alone)")?)
         } else {
             self.lock_shared()?
         };
         let mut report = VerifyReport::default();
+        // A store directory replaced by a link: nothing below it may be entered, read or
+        // deleted until it is a directory again.
+        if !self.damaged_layout.is_empty() {
+            for (path, what) in &self.damaged_layout {
+                report.problems.push(Problem::Layout {
+                    path: path.clone(),
+                    what,
+                });
+            }
+            if !repair {
+                return Ok(report);
+            }
+            for path in self.repair_layout()? {
+                report.repaired.push(format!(
+                    "replaced {} with an empty directory (the link was removed, not followed)",
+                    path.display()
+                ));
+            }
+        }
+        let mut pass = self.verify_locked(only, repair)?;
+        if repair && pass.rederived {
+            // Trees or records were rebuilt: check again, now seeing what they need.
+            let mut again = self.verify_locked(only, repair)?;
+            pass.report.repaired.append(&mut again.report.repaired);
+            pass.report.lost.append(&mut again.report.lost);
+            pass.report.unrepaired = again.report.unrepaired;
+        }
+        report.problems.append(&mut pass.report.problems);
+        report.repaired.append(&mut pass.report.repaired);
+        report.unrepaired = pass.report.unrepaired;
+        report.lost = pass.report.lost;
+        report.leftovers = pass.report.leftovers;
+        report.snapshots = pass.report.snapshots;
+        report.objects = pass.report.objects;
+        report.materializations = pass.report.materializations;
+        report.packs = pass.report.packs;
+        report.packed_objects = pass.report.packed_objects;
+        Ok(report)
+    }
+
+    /// One pass of verify (and repair), under the store lock the caller holds.
+    fn verify_locked(&self, only: Option<&SnapshotId>, repair: bool) -> Result<Pass> {
+        let mut report = VerifyReport::default();
+        // The index first: anything below that opens it would set a damaged one aside.
+        if self.is_writable() {
+            let checked = Index::open(self.root(), self.options().lock_timeout).and_then(|i| {
+                let snapshots = i.snapshots();
+                match i.recreated() {
+                    Some(reason) => Err(envstore_index::IndexError::Damaged {
+                        path: self.root().join("index.redb"),
+                        reason: format!("{reason}; set aside and recreated empty"),
+                    }),
+                    None => snapshots,
+                }
+            });
+            if let Err(e) = checked {
+                report.problems.push(Problem::Index {
+                    reason: e.to_string(),
+                });
+            }
+        }
+
         let ids = match only {
             Some(id) => vec![*id],
             None => self.snapshot_ids()?,
@@ -226,10 +320,12 @@ impl Store {
 
         // Records and trees.
         let mut needs = Needs::default();
+        let mut bad_records = BTreeSet::new();
         let mut bad_trees: BTreeMap<TreeId, (String, BTreeSet<SnapshotId>)> = BTreeMap::new();
         let mut complete = HashSet::new();
         for id in &ids {
             if let Err(e) = self.snapshot_meta(id) {
+                bad_records.insert(*id);
                 report.problems.push(Problem::BadRecord {
                     id: *id,
                     reason: e.to_string(),
@@ -272,7 +368,7 @@ impl Store {
                 .objects
                 .keys()
                 .flat_map(|o| [false, true].map(|x| (self.objects().path(o, x), *o)))
-                .filter(|(p, _)| p.exists())
+                .filter(|(p, _)| fs::symlink_metadata(p).is_ok())
                 .collect(),
             None => stored
                 .iter()
@@ -312,7 +408,7 @@ impl Store {
             } else {
                 0o444
             };
-            let Ok(meta) = fs::metadata(path) else {
+            let Ok(meta) = fs::symlink_metadata(path) else {
                 continue;
             };
             if meta.mode() & 0o7777 != expected && !corrupt_ids.contains(object) {
@@ -337,12 +433,21 @@ impl Store {
 
         // Materializations.
         let mut copies: HashMap<ObjectId, Vec<(PathBuf, bool)>> = HashMap::new();
-        for id in ids
-            .iter()
-            .filter(|id| complete.contains(*id) && self.is_materialized(id))
-        {
-            report.materializations += 1;
+        for id in ids.iter().filter(|id| complete.contains(*id)) {
             let env = self.env_path(id);
+            match envstore_fs::dir_state(&env).map_err(Error::io("read", &env))? {
+                DirState::Dir => {}
+                DirState::Missing => continue,
+                DirState::Other(what) => {
+                    report.problems.push(Problem::Materialization {
+                        id: *id,
+                        path: env,
+                        reason: format!("it is {what}, not the directory envstore made"),
+                    });
+                    continue;
+                }
+            }
+            report.materializations += 1;
             let check = Check {
                 store: self,
                 env: env.as_os_str().as_bytes(),
@@ -351,6 +456,7 @@ impl Store {
                 found: Mutex::new(Vec::new()),
                 intact: Mutex::new(Vec::new()),
             };
+            check.compare_dir_mode(&env);
             check.compare(&env, &needs.cache.trees[&id.root()]);
             let (found, intact) = (check.found, check.intact);
             for (path, reason) in found.into_inner().expect("no panics while locked") {
@@ -366,30 +472,35 @@ impl Store {
         }
 
         // Pins, the index, leftovers.
-        for (name, id) in self.pins()? {
+        let pins = self.all_pins()?;
+        for (name, id) in pins.good {
             if !self.has_snapshot(&id) {
                 report.problems.push(Problem::DanglingPin { name, id });
             }
         }
-        if let Err(e) =
-            Index::open(self.root(), self.options().lock_timeout).and_then(|i| i.snapshots())
-        {
-            report.problems.push(Problem::Index {
-                reason: e.to_string(),
-            });
+        for (name, reason) in pins.damaged {
+            report.problems.push(Problem::DamagedPin { name, reason });
         }
         report.leftovers = self.leftovers(&stored)?;
 
+        let mut rederived = false;
         if repair {
-            self.repair(&mut report, &needs, &corrupt, &copies, cold)?;
+            let found = Found {
+                needs: &needs,
+                corrupt: &corrupt,
+                copies: &copies,
+                bad_records: &bad_records,
+                complete: &complete,
+            };
+            rederived = self.repair(&mut report, &found, cold)?;
         }
-        Ok(report)
+        Ok(Pass { report, rederived })
     }
 
     /// Checks the packs (all of them, or those `only` needs), and finds which needed objects
     /// that are not loose the cold tier can rebuild: those whose users are all packed snapshots
     /// and whose chunks are all intact.
-    fn verify_cold(
+    pub(crate) fn verify_cold(
         &self,
         only: Option<&SnapshotId>,
         needs: &Needs,
@@ -464,212 +575,6 @@ impl Store {
         }
         Ok(state)
     }
-
-    /// Restores `object` from the directory a snapshot using it was ingested from, if that file
-    /// is still there with the same bytes (insert_file re-hashes it while copying).
-    fn restore_from_source(&self, object: &ObjectId, needs: &Needs) -> Option<PathBuf> {
-        for id in needs.objects.get(object)? {
-            let Ok(meta) = self.snapshot_meta(id) else {
-                continue;
-            };
-            let mut stack = vec![(id.root(), PathBuf::from(&meta.source))];
-            while let Some((tree, dir)) = stack.pop() {
-                for entry in needs.cache.trees.get(&tree)?.entries() {
-                    let path = dir.join(OsStr::from_bytes(&entry.name));
-                    match &entry.kind {
-                        EntryKind::File {
-                            object: o,
-                            executable,
-                            ..
-                        } if o == object
-                            && self
-                                .objects()
-                                .insert_file(&path, *object, *executable, None)
-                                .is_ok() =>
-                        {
-                            return Some(path);
-                        }
-                        EntryKind::Dir { tree } => stack.push((*tree, path)),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        None
-    }
-
-    fn repair(
-        &self,
-        report: &mut VerifyReport,
-        needs: &Needs,
-        corrupt: &[(PathBuf, ObjectId)],
-        copies: &HashMap<ObjectId, Vec<(PathBuf, bool)>>,
-        cold: ColdState,
-    ) -> Result<()> {
-        let mut cold = cold;
-        self.remove_leftovers(&report.leftovers)?;
-        if report
-            .problems
-            .iter()
-            .any(|p| matches!(p, Problem::Index { .. }))
-        {
-            let path = self.root().join("index.redb");
-            remove_file(&path)?;
-            let records = self
-                .snapshot_ids()?
-                .into_iter()
-                .map(|id| Ok((id, self.snapshot_meta(&id)?)))
-                .collect::<Result<Vec<_>>>()?;
-            self.open_index()?.rebuild(&records)?;
-            let packs = self.reconcile_packs()?;
-            report.repaired.push(format!(
-                "rebuilt the index from {} snapshot records and {packs} packs",
-                records.len()
-            ));
-            // What the cold tier holds could not be read before.
-            cold = self.verify_cold(None, needs, &mut VerifyReport::default())?;
-        }
-
-        let pack_problems = report.problems.iter().any(|p| {
-            matches!(
-                p,
-                Problem::DamagedPack { .. }
-                    | Problem::UnindexedPack { .. }
-                    | Problem::MissingPack { .. }
-            )
-        });
-        if pack_problems {
-            report.repaired.extend(self.repair_packs(&cold.check)?);
-        }
-        if !report.leftovers.is_empty() {
-            report.repaired.push(format!(
-                "removed {} leftovers of interrupted work",
-                report.leftovers.len()
-            ));
-        }
-        // Damaged objects go; then every needed object without an intact variant is restored
-        // from an intact copy, if there is one.
-        for (path, _) in corrupt {
-            remove_file(path)?;
-        }
-        for problem in &report.problems {
-            if let Problem::ObjectMode { path, .. } = problem {
-                let mode = if path.extension().is_some_and(|x| x == "x") {
-                    0o555
-                } else {
-                    0o444
-                };
-                fs::set_permissions(path, fs::Permissions::from_mode(mode))
-                    .map_err(Error::io("chmod", path))?;
-                report
-                    .repaired
-                    .push(format!("restored the mode of {}", path.display()));
-            }
-        }
-        let mut lost = HashSet::new();
-        for object in needs.objects.keys() {
-            if self.objects().contains(object) || cold.available.contains(object) {
-                continue;
-            }
-            if cold.rebuildable.contains(object)
-                && self.rehydrate_objects(&[(*object, false)]).is_ok()
-            {
-                report
-                    .repaired
-                    .push(format!("restored object {object} from packs"));
-                continue;
-            }
-            let from_copy = copies
-                .get(object)
-                .into_iter()
-                .flatten()
-                .any(|(path, executable)| {
-                    self.objects()
-                        .insert_file(path, *object, *executable, None)
-                        .is_ok()
-                });
-            if from_copy {
-                report.repaired.push(format!(
-                    "restored object {object} from an intact materialized copy"
-                ));
-            } else if let Some(path) = self.restore_from_source(object, needs) {
-                report
-                    .repaired
-                    .push(format!("restored object {object} from {}", path.display()));
-            } else {
-                lost.insert(*object);
-            }
-        }
-        // Materializations that differ (or share a damaged inode) are rebuilt when every object
-        // they need is intact again.
-        let mut damaged: BTreeSet<SnapshotId> = BTreeSet::new();
-        for problem in &report.problems {
-            match problem {
-                Problem::Materialization { id, .. } => {
-                    damaged.insert(*id);
-                }
-                Problem::CorruptObject { snapshots, .. }
-                | Problem::ObjectMode { snapshots, .. } => {
-                    damaged.extend(snapshots.iter().filter(|id| self.is_materialized(id)));
-                }
-                _ => {}
-            }
-        }
-        let envs = self.root().join("envs");
-        for id in &damaged {
-            let needs_lost = needs
-                .objects
-                .iter()
-                .any(|(o, users)| users.contains(id) && lost.contains(o));
-            if needs_lost {
-                continue;
-            }
-            remove_tree(&self.env_path(id), &envs)?;
-            let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> {
-                Ok(match needs.cache.trees.get(t) {
-                    Some(tree) => Cow::Borrowed(tree),
-                    None => Cow::Owned(self.trees().get(t)?),
-                })
-            };
-            let (_, link) = lay_out(self, id, &lookup, LinkPolicy::Auto)?;
-            let _ = self.update_index(|index| index.put_link_mode(id, link.mode.as_str()));
-            report.repaired.push(format!(
-                "rebuilt the materialization of {} ({})",
-                &id.to_hex()[..12],
-                link.mode
-            ));
-        }
-        report.unrepaired = report
-            .problems
-            .iter()
-            .filter(|p| match p {
-                Problem::CorruptObject { object, .. } | Problem::MissingObject { object, .. } => {
-                    lost.contains(object)
-                }
-                Problem::Materialization { id, .. } => {
-                    !damaged.contains(id)
-                        || needs
-                            .objects
-                            .iter()
-                            .any(|(o, u)| u.contains(id) && lost.contains(o))
-                }
-                Problem::Index { .. }
-                | Problem::ObjectMode { .. }
-                | Problem::UnindexedPack { .. }
-                | Problem::MissingPack { .. } => false,
-                // Repair rewrote the intact part; what was lost is a missing object now.
-                Problem::DamagedPack { snapshots, .. } => needs
-                    .objects
-                    .iter()
-                    .any(|(o, u)| lost.contains(o) && u.iter().any(|s| snapshots.contains(s))),
-                Problem::BadTree { .. }
-                | Problem::BadRecord { .. }
-                | Problem::DanglingPin { .. } => true,
-            })
-            .cloned()
-            .collect();
-        Ok(())
-    }
 }
 
 /// Comparing one materialization with its snapshot.
@@ -685,7 +590,22 @@ struct Check<'a> {
     intact: Mutex<Vec<(ObjectId, PathBuf, bool)>>,
 }
 
+/// Materialized directories are read-only (0555): a writable one was changed by someone, and
+/// anything could have been added to it.
+const WRITABLE_DIR: &str =
+    "directory is writable (materializations are read-only to the last directory)";
+
 impl Check<'_> {
+    /// Reports the materialization's root directory if it is writable.
+    fn compare_dir_mode(&self, dir: &Path) {
+        if fs::symlink_metadata(dir).is_ok_and(|m| m.mode() & 0o222 != 0) {
+            self.found
+                .lock()
+                .expect("no panics while locked")
+                .push((dir.to_owned(), WRITABLE_DIR.to_owned()));
+        }
+    }
+
     /// Compares the directory `dir` with `tree`.
     fn compare(&self, dir: &Path, tree: &Tree) {
         let report = |path: PathBuf, reason: String| {
@@ -724,6 +644,9 @@ impl Check<'_> {
             };
             match &entry.kind {
                 EntryKind::Dir { tree } if meta.is_dir() => {
+                    if meta.mode() & 0o222 != 0 {
+                        report(path.clone(), WRITABLE_DIR.to_owned());
+                    }
                     self.compare(&path, &self.trees[tree]);
                 }
                 EntryKind::Symlink { target, relocated } if meta.file_type().is_symlink() => {
@@ -748,19 +671,16 @@ impl Check<'_> {
                     }
                     if *relocated {
                         // Written with the materialization's path in place of the placeholder.
-                        let stored = self
-                            .store
-                            .objects()
-                            .find(object, *executable)
-                            .and_then(|p| fs::read(p).ok());
+                        let stored = self.store.objects().read_verified(object, *executable).ok();
                         let expected = stored.map(|s| substitute_placeholder(&s, self.env));
-                        if expected.is_none() || fs::read(&path).ok() != expected {
+                        let actual = envstore_fs::read_bounded(&path, 64 << 20).ok();
+                        if expected.is_none() || actual != expected {
                             report(path, "content differs".to_owned());
                         }
                         return;
                     }
                     let shares_object = [false, true].into_iter().any(|x| {
-                        fs::metadata(self.store.objects().path(object, x))
+                        fs::symlink_metadata(self.store.objects().path(object, x))
                             .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
                     });
                     if shares_object {

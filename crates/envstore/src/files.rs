@@ -1,0 +1,189 @@
+//! The store's files as prune, verify and stats see them: one listing of `objects/` and
+//! `trees/`, the leftovers of interrupted work, and removal that never follows a link.
+//!
+//! Below catalog, gc, cold and verify, which all use it (they used to import each other for
+//! these pieces).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use envstore_fs::DirState;
+use envstore_tree::{ObjectId, SnapshotId, TreeId};
+
+use crate::{Error, Result, Store};
+
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What a file in `objects/` or `trees/` is, by its name (for objects, the id without the `.x`
+/// variant suffix).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stored {
+    Object(ObjectId),
+    Tree(TreeId),
+    Temp,
+    Other,
+    /// A shard directory that is not a directory (a link someone put there): never entered.
+    BadShard(&'static str),
+}
+
+/// One file under `objects/` or `trees/`.
+#[derive(Debug)]
+pub(crate) struct StoredFile {
+    pub(crate) path: PathBuf,
+    pub(crate) kind: Stored,
+    pub(crate) len: u64,
+}
+
+fn classify(shard: &str, name: &str, is_objects: bool) -> Stored {
+    if name.starts_with(".tmp-") {
+        return Stored::Temp;
+    }
+    let hex = format!(
+        "{shard}{}",
+        if is_objects {
+            name.strip_suffix(".x").unwrap_or(name)
+        } else {
+            name
+        }
+    );
+    match (is_objects, hex.parse::<ObjectId>(), hex.parse::<TreeId>()) {
+        (true, Ok(id), _) => Stored::Object(id),
+        (false, _, Ok(id)) => Stored::Tree(id),
+        _ => Stored::Other,
+    }
+}
+
+impl Store {
+    /// Leftovers of interrupted work: temporary files in shard directories, half-built or
+    /// half-removed materializations, temporary records and pins, anything in `tmp/`, and
+    /// materializations whose snapshot record is gone. Safe to delete under the exclusive store
+    /// lock, which every writer of these holds shared.
+    /// `stored` is [`Store::stored_files`], whose temp files are leftovers too.
+    pub(crate) fn leftovers(&self, stored: &[StoredFile]) -> Result<Vec<PathBuf>> {
+        let mut out: Vec<PathBuf> = stored
+            .iter()
+            .filter(|f| matches!(f.kind, Stored::Temp))
+            .map(|f| f.path.clone())
+            .collect();
+        let read = |dir: &Path| -> Result<Vec<fs::DirEntry>> {
+            match fs::read_dir(dir) {
+                Ok(entries) => Ok(entries.flatten().collect()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(Error::io("read", dir)(e)),
+            }
+        };
+        let is_temp = |e: &fs::DirEntry| e.file_name().to_string_lossy().starts_with(".tmp-");
+        for entry in read(&self.root().join("envs"))? {
+            let orphan = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<SnapshotId>().ok())
+                .is_some_and(|id| !self.has_snapshot(&id));
+            if is_temp(&entry) || orphan {
+                out.push(entry.path());
+            }
+        }
+        for dir in ["snapshots", "pins", "leases", "packs"] {
+            out.extend(
+                read(&self.root().join(dir))?
+                    .iter()
+                    .filter(|e| is_temp(e))
+                    .map(fs::DirEntry::path),
+            );
+        }
+        out.extend(
+            read(&self.root().join("tmp"))?
+                .iter()
+                .map(fs::DirEntry::path),
+        );
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every file in `objects/` and `trees/`, temp files included, classified by its name: the
+    /// one listing that prune, verify and stats share. A shard directory replaced by a link
+    /// (or anything but a directory) is not entered: it is listed as [`Stored::BadShard`], so
+    /// nothing is ever deleted through it.
+    pub(crate) fn stored_files(&self) -> Result<Vec<StoredFile>> {
+        let mut out = Vec::new();
+        for (dir, is_objects) in [("objects", true), ("trees", false)] {
+            let dir = self.root().join(dir);
+            for shard in fs::read_dir(&dir)
+                .map_err(Error::io("read", &dir))?
+                .flatten()
+            {
+                let shard_name = shard.file_name().to_string_lossy().into_owned();
+                let shard = shard.path();
+                match envstore_fs::dir_state(&shard).map_err(Error::io("read", &shard))? {
+                    DirState::Dir => {}
+                    DirState::Missing => continue,
+                    DirState::Other(what) => {
+                        out.push(StoredFile {
+                            path: shard,
+                            kind: Stored::BadShard(what),
+                            len: 0,
+                        });
+                        continue;
+                    }
+                }
+                for entry in fs::read_dir(&shard)
+                    .map_err(Error::io("read", &shard))?
+                    .flatten()
+                {
+                    let kind = classify(
+                        &shard_name,
+                        &entry.file_name().to_string_lossy(),
+                        is_objects,
+                    );
+                    // DirEntry::metadata is an lstat: a link is not followed.
+                    let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push(StoredFile {
+                        path: entry.path(),
+                        kind,
+                        len,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes leftovers (see [`Store::leftovers`]); the caller holds the store lock exclusively.
+    /// A leftover that is a link is removed itself, never what it points at.
+    pub(crate) fn remove_leftovers(&self, leftovers: &[PathBuf]) -> Result<()> {
+        for path in leftovers {
+            envstore_fs::remove_all(path).map_err(Error::io("remove", path))?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a directory tree: first renamed to a `.tmp-trash-*` name in `parent` (one atomic
+/// step, after which nobody can find it by its old name), then deleted, read-only directories
+/// included, without following links (envstore-fs).
+pub(crate) fn remove_tree(path: &Path, parent: &Path) -> Result<()> {
+    let trash = tempfile::Builder::new()
+        .prefix(".tmp-trash-")
+        .tempdir_in(parent)
+        .map_err(Error::io("create a temporary directory in", parent))?;
+    let target = trash.path().join("t");
+    match fs::rename(path, &target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("move aside", path)(e)),
+    }
+    let trash_path = trash.keep();
+    envstore_fs::remove_all(&trash_path).map_err(Error::io("remove", &trash_path))
+}
