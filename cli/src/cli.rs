@@ -139,14 +139,14 @@ pub enum Command {
     )]
     Prune {
         /// Keep what was used more recently than this (s, m, h, d, w)
-        #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration, allow_hyphen_values = true)]
         older_than: std::time::Duration,
         /// Then remove more, least recently used first, until objects fit in SIZE (K, M, G, T)
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
         max_size: Option<u64>,
         /// Also move snapshots kept but not used within DURATION to the cold tier (their
         /// materializations are removed unless leased; pinned snapshots too)
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
         pack_older_than: Option<std::time::Duration>,
         /// Print the plan and change nothing
         #[arg(long)]
@@ -193,7 +193,7 @@ pub enum Command {
         #[arg(long, value_name = "PIN")]
         name: Option<String>,
         /// Refuse archives that expand to more than this (K, M, G, T)
-        #[arg(long, value_name = "SIZE", default_value = "32G", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", default_value = "32G", value_parser = parse_size, allow_hyphen_values = true)]
         max_size: u64,
     },
     /// Print a shell completion script
@@ -248,18 +248,39 @@ impl From<LinkModeArg> for envstore::LinkPolicy {
     }
 }
 
-/// `30d`, `12h`, `90m`, `45s`, `2w`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let (number, unit) = s.trim().split_at(
-        s.trim()
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.trim().len()),
-    );
+/// Splits `12.5h` into its number and its unit, refusing what is not a plain non-negative
+/// number (a sign, an exponent, `inf`, `nan`).
+fn number_and_unit<'a>(s: &'a str, what: &str, example: &str) -> Result<(f64, &'a str), String> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("`{s}` is negative; give a {what} like {example}"));
+    }
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 30d, 12h, 90m or 45s"))?;
+        .ok()
+        .filter(|_| !number.is_empty())
+        .ok_or_else(|| format!("`{s}` is not a {what} like {example}"))?;
+    Ok((value, unit))
+}
+
+/// `30d`, `12h`, `90m`, `45s`, `2w`; a unit is required (a bare `30` once meant 30 *seconds*
+/// and pruned nearly everything), except for `0`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let example = "30d, 12h, 90m or 45s";
+    let (value, unit) = number_and_unit(s, "duration", example)?;
     let scale = match unit {
-        "" | "s" => 1.0,
+        "" if value == 0.0 => 1.0,
+        "" => {
+            return Err(format!(
+                "`{s}` has no unit; say `{s}d` for days, `{s}h` for hours, `{s}m` for minutes \
+                 or `{s}s` for seconds"
+            ));
+        }
+        "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
         "d" => 86_400.0,
@@ -270,19 +291,15 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
             ));
         }
     };
-    Ok(std::time::Duration::from_secs_f64(value * scale))
+    std::time::Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| format!("`{s}` is too long a duration; give one like {example}"))
 }
 
 /// `20G`, `500M`, `64K`, `1T`, or plain bytes (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
+    let example = "20G, 500M or 64K";
     let t = s.trim().trim_end_matches(['B', 'b']).trim_end_matches('i');
-    let (number, unit) = t.split_at(
-        t.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(t.len()),
-    );
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size like 20G, 500M or 64K"))?;
+    let (value, unit) = number_and_unit(t, "size", example).map_err(|e| e.replacen(t, s, 1))?;
     let scale: u64 = match unit.to_ascii_uppercase().as_str() {
         "" => 1,
         "K" => 1 << 10,
@@ -291,7 +308,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "T" => 1 << 40,
         _ => return Err(format!("`{s}`: unknown unit `{unit}` (use K, M, G or T)")),
     };
-    Ok((value * scale as f64) as u64)
+    let bytes = value * scale as f64;
+    // 2^64 itself is not representable: refuse rather than saturate.
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("`{s}` is larger than any size envstore can handle"));
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -309,5 +331,31 @@ mod tests {
         assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
         assert_eq!(parse_size("1234").unwrap(), 1234);
         assert!(parse_size("big").is_err());
+    }
+
+    #[test]
+    fn bare_negative_huge_and_odd_values_are_refused_with_the_value_named() {
+        let bare = parse_duration("30").unwrap_err();
+        assert!(
+            bare.contains("`30` has no unit") && bare.contains("30d"),
+            "{bare}"
+        );
+        for bad in [
+            "-1s",
+            "99999999999999999999d",
+            "1e99s",
+            "inf",
+            "nan",
+            "",
+            ".",
+        ] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        }
+        for bad in ["-1G", "99999999999999999999T", "16777216T", "1e3"] {
+            let err = parse_size(bad).unwrap_err();
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        }
+        assert_eq!(parse_size("16777215T").unwrap(), 16_777_215 << 40);
     }
 }

@@ -1,8 +1,8 @@
 //! Everything for humans goes to stderr; stdout carries only data (a path, an id, JSON).
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use envstore::Progress;
@@ -23,6 +23,9 @@ pub struct Printer {
     json: bool,
     /// The progress display on stderr, only when stderr is a terminal and not --quiet.
     bar: Option<ProgressBar>,
+    /// The first failure to write stdout (a closed pipe, a full disk): data lost must not end
+    /// in exit code 0, and a closed pipe ends the command quietly.
+    stdout_error: Mutex<Option<std::io::Error>>,
 }
 
 impl Printer {
@@ -45,6 +48,7 @@ impl Printer {
             level,
             json: cli.json,
             bar,
+            stdout_error: Mutex::new(None),
         }
     }
 
@@ -108,8 +112,28 @@ impl Printer {
 
     /// One line of data on stdout.
     pub fn data(&self, line: &str) {
+        self.raw(&format!("{line}\n"));
+    }
+
+    /// Text on stdout as it is (a table ends in its own newline). After a failed write nothing
+    /// more is written; [`Printer::stdout_error`] tells the failure at the end.
+    pub fn raw(&self, text: &str) {
+        let mut failed = self.stdout_error.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.is_some() {
+            return;
+        }
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            *failed = Some(e);
+        }
+    }
+
+    /// The first failure to write stdout, if any.
+    pub fn stdout_error(&self) -> Option<std::io::Error> {
+        self.stdout_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn json_value(&self, value: &serde_json::Value) {
@@ -144,7 +168,73 @@ impl Printer {
     pub fn error(&self, err: &anyhow::Error) {
         self.finish_progress();
         eprintln!("envstore: error: {err}");
+        if let Some(hint) = full_disk_hint(err) {
+            eprintln!("envstore: hint: {hint}");
+        }
     }
+}
+
+/// What to do after a write failed for lack of space: the store's own space is freed by
+/// prune (what a failed run stored is unreferenced, and goes first), an output's is not.
+fn full_disk_hint(err: &anyhow::Error) -> Option<&'static str> {
+    let full = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        })
+    });
+    if !full {
+        return None;
+    }
+    let output = err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<envstore::Error>(),
+            Some(envstore::Error::Output { .. })
+        )
+    });
+    Some(if output {
+        "the output's file system is full; free space there (nothing in the store was changed)"
+    } else {
+        "the store's file system is full; `envstore prune` removes what this failed run stored, \
+         with anything unused, and `envstore stats` shows what the store holds"
+    })
+}
+
+/// A name or path from an environment, made safe for a terminal the way GNU `ls` quotes: as is
+/// when it is plain printable text, else in `$'...'` with escapes for control bytes (newlines,
+/// terminal escapes) and bytes that are not UTF-8.
+pub fn quote(bytes: &[u8]) -> String {
+    let plain = std::str::from_utf8(bytes)
+        .is_ok_and(|s| !s.chars().any(|c| c.is_control() || c == '\'' || c == '\\'));
+    if plain {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let mut out = String::from("$'");
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                '\'' => out.push_str("\\'"),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => {
+                    let mut buf = [0; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// 1536 -> "1.5 KiB".
@@ -235,6 +325,15 @@ mod tests {
         assert_eq!(utc_time(0), "1970-01-01 00:00");
         assert_eq!(utc_time(315_619_200), "1980-01-02 00:00");
         assert_eq!(utc_time(1_795_255_500), "2026-11-21 10:05");
+    }
+
+    #[test]
+    fn names_are_quoted_only_when_they_need_it() {
+        assert_eq!(quote(b"lib/python3.11/site.py"), "lib/python3.11/site.py");
+        assert_eq!(quote(b"a\nb"), "$'a\\nb'");
+        assert_eq!(quote(b"\x1b[31mred"), "$'\\x1b[31mred'");
+        assert_eq!(quote(b"caf\xe9.txt"), "$'caf\\xe9.txt'");
+        assert_eq!(quote("café".as_bytes()), "café");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use envstore::{Change, Filter, SnapshotInfo, Store};
 use serde_json::{Value, json};
 
-use crate::printer::{Printer, ago, human_bytes, table, utc_time};
+use crate::printer::{Printer, ago, human_bytes, quote, table, utc_time};
 
 fn info_json(info: &SnapshotInfo) -> Value {
     json!({
@@ -67,7 +67,7 @@ pub fn ls(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
             .to_owned(),
         ]);
     }
-    print!("{}", table(&rows));
+    printer.raw(&table(&rows));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -152,7 +152,7 @@ pub fn show(
         ["ingested from", &info.meta.source],
     ]
     .map(|r| r.map(str::to_owned).to_vec());
-    print!("{}", table(&rows));
+    printer.raw(&table(&rows));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -197,11 +197,11 @@ pub fn diff(
         let line = match change {
             Change::Added { path, kind, size } => {
                 added += 1;
-                format!("+ {} ({})", lossy(path), size_or_kind(*kind, *size))
+                format!("+ {} ({})", quote(path), size_or_kind(*kind, *size))
             }
             Change::Removed { path, kind, size } => {
                 removed += 1;
-                format!("- {} ({})", lossy(path), size_or_kind(*kind, *size))
+                format!("- {} ({})", quote(path), size_or_kind(*kind, *size))
             }
             Change::Modified {
                 path,
@@ -211,7 +211,7 @@ pub fn diff(
                 modified += 1;
                 format!(
                     "M {} ({} -> {})",
-                    lossy(path),
+                    quote(path),
                     human_bytes(*old_size),
                     human_bytes(*new_size)
                 )
@@ -220,7 +220,7 @@ pub fn diff(
                 modified += 1;
                 format!(
                     "X {} ({})",
-                    lossy(path),
+                    quote(path),
                     if *executable {
                         "now executable"
                     } else {
@@ -236,14 +236,14 @@ pub fn diff(
                 modified += 1;
                 format!(
                     "L {} ({} -> {})",
-                    lossy(path),
-                    lossy(old_target),
-                    lossy(new_target)
+                    quote(path),
+                    quote(old_target),
+                    quote(new_target)
                 )
             }
             Change::Kind { path, old, new } => {
                 modified += 1;
-                format!("T {} ({} -> {})", lossy(path), old.as_str(), new.as_str())
+                format!("T {} ({} -> {})", quote(path), old.as_str(), new.as_str())
             }
         };
         printer.data(&line);
@@ -362,6 +362,6 @@ pub fn stats(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
         ["link modes", &links],
     ]
     .map(|r| r.map(str::to_owned).to_vec());
-    print!("{}", table(&rows));
+    printer.raw(&table(&rows));
     Ok(ExitCode::SUCCESS)
 }

@@ -26,51 +26,60 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         store.set_progress(progress);
     }
     let store = store;
-    match cli.command {
-        Command::Ingest { dir, filter } => ingest::run(&store, &dir, &filter.build()?, printer),
+    let result = run_command(&store, cli.command, printer);
+    // Damage found and worked around (a damaged pin, a rebuilt index) is said, not hidden.
+    for warning in store.take_warnings() {
+        printer.warn(warning);
+    }
+    result
+}
+
+fn run_command(store: &Store, command: Command, printer: &Printer) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Ingest { dir, filter } => ingest::run(store, &dir, &filter.build()?, printer),
         Command::Materialize {
             source,
             link_mode,
             filter,
-        } => materialize::run(&store, &source, &filter.build()?, link_mode.into(), printer),
+        } => materialize::run(store, &source, &filter.build()?, link_mode.into(), printer),
         Command::Pin {
             name,
             source,
             filter,
-        } => pin::pin(&store, &name, &source, &filter.build()?, printer),
-        Command::Unpin { name } => pin::unpin(&store, &name, printer),
-        Command::Ls => inspect::ls(&store, printer),
+        } => pin::pin(store, &name, &source, &filter.build()?, printer),
+        Command::Unpin { name } => pin::unpin(store, &name, printer),
+        Command::Ls => inspect::ls(store, printer),
         Command::Show { source, filter } => {
-            inspect::show(&store, &source, &filter.build()?, printer)
+            inspect::show(store, &source, &filter.build()?, printer)
         }
         Command::Diff { old, new, filter } => {
-            inspect::diff(&store, &old, &new, &filter.build()?, printer)
+            inspect::diff(store, &old, &new, &filter.build()?, printer)
         }
         Command::Path { source, filter } => {
-            inspect::path(&store, &source, &filter.build()?, printer)
+            inspect::path(store, &source, &filter.build()?, printer)
         }
-        Command::Stats => inspect::stats(&store, printer),
+        Command::Stats => inspect::stats(store, printer),
         Command::Run {
             source,
             command,
             link_mode,
             filter,
         } => run::run(
-            &store,
+            store,
             &source,
             &command,
             &filter.build()?,
             link_mode.into(),
             printer,
         ),
-        Command::Pack { sources } => gc::pack(&store, &sources, printer),
+        Command::Pack { sources } => gc::pack(store, &sources, printer),
         Command::Prune {
             older_than,
             max_size,
             pack_older_than,
             dry_run,
         } => gc::prune(
-            &store,
+            store,
             &envstore::PruneOptions {
                 older_than,
                 max_size,
@@ -79,20 +88,18 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             dry_run,
             printer,
         ),
-        Command::Verify { source, repair } => {
-            gc::verify(&store, source.as_deref(), repair, printer)
-        }
+        Command::Verify { source, repair } => gc::verify(store, source.as_deref(), repair, printer),
         Command::Export {
             source,
             output,
             format,
             filter,
-        } => archive::export(&store, &source, &output, format, &filter.build()?, printer),
+        } => archive::export(store, &source, &output, format, &filter.build()?, printer),
         Command::Import {
             file,
             name,
             max_size,
-        } => archive::import(&store, &file, name.as_deref(), max_size, printer),
+        } => archive::import(store, &file, name.as_deref(), max_size, printer),
         Command::Completions { .. } => unreachable!("handled before opening the store"),
     }
 }
@@ -107,17 +114,25 @@ fn open_store(cli: &Cli) -> anyhow::Result<Store> {
             "cannot find a store directory: set --store, ENVSTORE_DIR, XDG_CACHE_HOME or HOME",
         )?,
     };
-    let mut options = StoreOptions::default();
+    let mut options = StoreOptions {
+        // verify reports store directories replaced by links, and --repair replaces them;
+        // every other command refuses such a store.
+        allow_damage: matches!(cli.command, Command::Verify { .. }),
+        ..StoreOptions::default()
+    };
     if let Some(value) = std::env::var_os("ENVSTORE_LOCK_TIMEOUT") {
         let value = value.to_string_lossy();
-        let secs: f64 = value
-            .parse()
+        options.lock_timeout = value
+            .trim()
+            .parse::<f64>()
             .ok()
-            .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
             .with_context(|| {
-                format!("ENVSTORE_LOCK_TIMEOUT=`{value}` is not a number of seconds")
+                format!(
+                    "ENVSTORE_LOCK_TIMEOUT=`{}` is not a number of seconds (like 60 or 2.5)",
+                    value.escape_debug()
+                )
             })?;
-        options.lock_timeout = Duration::from_secs_f64(secs);
     }
     Ok(Store::open(&root, options)?)
 }

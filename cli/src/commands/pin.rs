@@ -35,13 +35,17 @@ pub fn pin(
 }
 
 pub fn unpin(store: &Store, name: &str, printer: &Printer) -> anyhow::Result<ExitCode> {
-    let id = store.unpin(name)?;
-    printer.info(format_args!(
-        "removed pin {name} (was {})",
-        &id.to_hex()[..12]
-    ));
+    let target = store.unpin(name)?;
+    match &target {
+        Ok(id) => printer.info(format_args!(
+            "removed pin {name} (was {})",
+            &id.to_hex()[..12]
+        )),
+        Err(reason) => printer.info(format_args!("removed the damaged pin {name} ({reason})")),
+    }
     if printer.json() {
-        printer.json_value(&json!({"name": name, "id": id.to_hex()}));
+        let id = target.as_ref().ok().map(|id| id.to_hex());
+        printer.json_value(&json!({"name": name, "id": id}));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -198,9 +198,24 @@ pub enum ArchiveError {
 
 fn entry_err(path: &[u8], reason: impl Into<String>) -> ArchiveError {
     ArchiveError::Entry {
-        path: String::from_utf8_lossy(path).into_owned(),
-        reason: reason.into(),
+        path: printable(&String::from_utf8_lossy(path)),
+        reason: printable(&reason.into()),
     }
+}
+
+/// Text from an archive (names, the tar parser's messages, which quote its bytes) made safe to
+/// print: control characters (newlines, terminal escapes) are shown escaped, never sent raw.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// One validated entry, as [`read`] hands it over. Paths are lists of valid names.
@@ -298,7 +313,7 @@ pub fn classify(e: io::Error, limit: u64) -> ArchiveError {
     match e.kind() {
         io::ErrorKind::UnexpectedEof => ArchiveError::Truncated,
         io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::Other => {
-            ArchiveError::Corrupt(e.to_string())
+            ArchiveError::Corrupt(printable(&e.to_string()))
         }
         _ => ArchiveError::Io(e),
     }
@@ -320,7 +335,8 @@ pub fn read<E: From<ArchiveError>>(
     let zstd = head.starts_with(&ZSTD_MAGIC);
     let stream: Box<dyn Read> = if zstd {
         Box::new(
-            zstd::Decoder::with_buffer(input).map_err(|e| ArchiveError::Corrupt(e.to_string()))?,
+            zstd::Decoder::with_buffer(input)
+                .map_err(|e| ArchiveError::Corrupt(printable(&e.to_string())))?,
         )
     } else {
         Box::new(input)
