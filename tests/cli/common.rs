@@ -8,6 +8,51 @@ use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_envstore");
 
+/// The binary under test: this build's, or `ENVSTORE_TEST_BIN` (to show a test fails on an
+/// older build, as every trust test must have on the main before issue 12).
+pub fn bin() -> PathBuf {
+    std::env::var_os("ENVSTORE_TEST_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from)
+}
+
+/// Whether this run is CI's, where a test that cannot run its real parts fails instead of
+/// skipping.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// Runs a command, killing it and failing the test if it runs longer than `secs` (a hang is a
+/// bug here, not a slow machine: every such command finishes in well under a second).
+pub fn output_within(cmd: &mut Command, secs: u64) -> Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!("{cmd:?} still ran after {secs} s (hung): {out:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// No panic: exit code 0, 1 or 2 and no panic message.
+pub fn assert_no_panic(args: &[&str], out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        matches!(out.status.code(), Some(0..=2)) && !stderr.contains("panicked"),
+        "envstore {args:?} crashed: {out:?}"
+    );
+}
+
 /// A scratch directory with a store in it.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -34,7 +79,7 @@ impl Env {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.env("ENVSTORE_DIR", &self.store)
             .env_remove("ENVSTORE_LINK_MODE");
         cmd

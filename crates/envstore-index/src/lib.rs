@@ -357,8 +357,8 @@ fn quiet_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
             .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "redb failed".to_owned());
-        format!("redb panicked: {message}")
+            .unwrap_or_else(|| "no message".to_owned());
+        format!("redb failed on it: {message}")
     })
 }
 

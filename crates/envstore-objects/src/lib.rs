@@ -707,6 +707,20 @@ impl TreeStore {
         Ok(id)
     }
 
+    /// Stores `tree` for repair: like [`Self::insert`], but an existing copy is read and
+    /// compared, so that one damaged without changing its size is replaced too.
+    pub fn repair(&self, tree: &Tree) -> Result<TreeId, ObjectError> {
+        let bytes = tree.encode();
+        let id = TreeId::from(blake3::hash(&bytes));
+        let dest = self.path(&id);
+        self.shards.check(&dest)?;
+        let intact = envstore_fs::read_bounded(&dest, MAX_TREE).is_ok_and(|b| b == bytes);
+        if !intact && fs::symlink_metadata(&dest).is_ok() {
+            remove_damaged(&dest)?;
+        }
+        self.insert(tree)
+    }
+
     /// Reads, verifies and decodes a tree. A tree that does not hash to its name, does not
     /// decode, or is not a regular file of bounded size is reported as damage, never trusted.
     pub fn get(&self, id: &TreeId) -> Result<Tree, ObjectError> {

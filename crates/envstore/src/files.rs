@@ -88,6 +88,12 @@ impl Store {
                 out.push(entry.path());
             }
         }
+        // A lease "file" that is not a regular file (a directory, a link put there) can never
+        // be locked, so it protects nothing and would fail every prune: a leftover.
+        out.extend(read(&self.root().join("leases"))?.iter().filter_map(|e| {
+            let odd = e.file_type().is_ok_and(|t| !t.is_file());
+            (odd && !is_temp(e)).then(|| e.path())
+        }));
         for dir in ["snapshots", "pins", "leases", "packs"] {
             out.extend(
                 read(&self.root().join(dir))?

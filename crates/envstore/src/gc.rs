@@ -216,12 +216,20 @@ impl Store {
             }
             let lease = self.lease_path(&candidate.id);
             let free = if hold_locks {
-                FileLock::try_acquire(&lease, LockKind::Exclusive)?
-                    .map(|lock| plan.locks.push(lock))
+                FileLock::try_acquire(&lease, LockKind::Exclusive)
+                    .map(|lock| lock.map(|lock| plan.locks.push(lock)))
             } else {
                 // A dry run only looks: it creates no lease file.
-                FileLock::probe(&lease, LockKind::Exclusive)?.then_some(())
+                FileLock::probe(&lease, LockKind::Exclusive).map(|free| free.then_some(()))
             };
+            // A lease file that cannot be locked (replaced by a directory): kept, and said.
+            let free = free.unwrap_or_else(|e| {
+                self.warn(format!(
+                    "{e}; prune keeps {} (`envstore verify --repair` removes the bad lease)",
+                    &candidate.id.to_hex()[..12]
+                ));
+                None
+            });
             match free {
                 None => {
                     plan.leased.push(candidate.id);
@@ -252,7 +260,7 @@ impl Store {
                     continue;
                 }
                 // In use right now: leave it hot.
-                if FileLock::probe(&self.lease_path(id), LockKind::Exclusive)? {
+                if FileLock::probe(&self.lease_path(id), LockKind::Exclusive).unwrap_or(false) {
                     plan.to_pack.push(*id);
                 }
             }
@@ -330,7 +338,8 @@ impl Store {
             let envs = self.root().join("envs");
             for id in &plan.to_pack {
                 // Checked again: a lease may have been taken since the plan was made.
-                let Some(lease) = FileLock::try_acquire(&self.lease_path(id), LockKind::Exclusive)?
+                let Ok(Some(lease)) =
+                    FileLock::try_acquire(&self.lease_path(id), LockKind::Exclusive)
                 else {
                     continue;
                 };

@@ -12,6 +12,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use envstore_fs::DirState;
@@ -42,6 +43,10 @@ pub(crate) const STORE_DIRS: &[&str] = &[
     "tmp",
     "packs",
 ];
+
+/// The store's lock files: each a regular file or absent. One replaced by a directory or a
+/// link would stop every command (even repair, which takes the store lock).
+const LOCK_FILES: &[&str] = &["store.lock", "index.lock", "pack.lock"];
 
 /// Entries a store directory may hold; a directory with anything else and no FORMAT file is
 /// refused rather than filled (someone typed the wrong --store).
@@ -110,6 +115,18 @@ impl Store {
                 DirState::Other(what) => return Err(Error::DamagedLayout { path, what }),
             }
         }
+        for name in LOCK_FILES {
+            let path = self.root.join(name);
+            let what = match fs::symlink_metadata(&path) {
+                Ok(meta) if !meta.is_file() => envstore_fs::kind_name(&meta),
+                _ => continue,
+            };
+            if self.options.allow_damage {
+                self.damaged_layout.push((path, what));
+            } else {
+                return Err(Error::DamagedLayout { path, what });
+            }
+        }
         Ok(())
     }
 
@@ -119,7 +136,14 @@ impl Store {
         let mut fixed = Vec::new();
         for (path, _) in self.damaged_layout.iter().cloned() {
             envstore_fs::remove_all(&path).map_err(Error::io("remove", &path))?;
-            create_dir(&path)?;
+            // Lock files are made again when next taken; directories now.
+            let is_lock = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| LOCK_FILES.contains(&n));
+            if !is_lock {
+                create_dir(&path)?;
+            }
             fixed.push(path);
         }
         self.objects.init()?;
@@ -167,8 +191,10 @@ impl Store {
     /// there is replaced by the rename, a directory is removed first.
     pub(crate) fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let dir = path.parent().expect("store files have a parent");
+        // Readable by all (a temporary file is private): another user may read this store.
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-")
+            .permissions(std::fs::Permissions::from_mode(0o644))
             .tempfile_in(dir)
             .map_err(Error::io("create a temporary file in", dir))?;
         tmp.write_all(bytes)

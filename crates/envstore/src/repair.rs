@@ -22,6 +22,7 @@ use envstore_walk::Filter;
 
 use crate::files::{remove_file, remove_tree, unix_secs};
 use crate::layout::lay_out;
+use crate::reach::TreeCache;
 use crate::verify::{ColdState, Found, Needs, Problem, VerifyReport};
 use crate::{Error, Result, Store};
 
@@ -76,8 +77,26 @@ impl Store {
         } = *found;
         let mut cold = cold;
         self.remove_leftovers(&report.leftovers)?;
-        let (rederived, removed) = self.repair_snapshots(report, found)?;
-        self.repair_pins(report)?;
+        // Shard directories replaced by links: the link goes (never followed), a directory
+        // takes its place, and what the shard held is restored below like any lost object.
+        let shards: Vec<PathBuf> = report
+            .problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::Layout { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        for path in shards {
+            envstore_fs::remove_all(&path).map_err(Error::io("remove", &path))?;
+            fs::create_dir(&path).map_err(Error::io("create", &path))?;
+            report.repaired.push(format!(
+                "replaced {} with an empty directory (the link was removed, not followed)",
+                path.display()
+            ));
+        }
+        let (mut rederived, removed) = self.repair_snapshots(report, found)?;
+        rederived |= self.repair_pins(report)?;
         if report
             .problems
             .iter()
@@ -256,7 +275,7 @@ impl Store {
                     .objects
                     .iter()
                     .any(|(o, u)| lost.contains(o) && u.iter().any(|s| snapshots.contains(s))),
-                Problem::DanglingPin { .. } => true,
+                Problem::DanglingPin { id, .. } => !self.has_snapshot(id),
             })
             .cloned()
             .collect();
@@ -339,7 +358,7 @@ impl Store {
                 let stored = walked
                     .trees
                     .values()
-                    .try_for_each(|tree| self.trees().insert(tree).map(drop));
+                    .try_for_each(|tree| self.trees().repair(tree).map(drop));
                 if stored.is_ok() {
                     return Some(place);
                 }
@@ -354,7 +373,7 @@ impl Store {
         let mut meta = SnapshotMeta {
             created: fs::symlink_metadata(self.snapshot_file(id))
                 .and_then(|m| m.modified())
-                .map_or(0, unix_secs),
+                .map_or_else(|_| unix_secs(std::time::SystemTime::now()), unix_secs),
             source: String::new(),
             ..SnapshotMeta::default()
         };
@@ -387,17 +406,43 @@ impl Store {
         Ok(meta)
     }
 
-    /// Damaged pins cannot be mended (what they named is unknown): removed, and said so.
-    fn repair_pins(&self, report: &mut VerifyReport) -> Result<()> {
+    /// Damaged pins cannot be mended (what they named is unknown): removed, and said so. A
+    /// pin whose snapshot record is gone gets the record back when the snapshot's trees are
+    /// all still there (the record is derived from them); returns whether one was.
+    fn repair_pins(&self, report: &mut VerifyReport) -> Result<bool> {
+        let mut rederived = false;
         for problem in &report.problems {
-            if let Problem::DamagedPin { name, reason } = problem {
-                let path = self.root().join("pins").join(name);
-                envstore_fs::remove_all(&path).map_err(Error::io("remove", &path))?;
-                report.repaired.push(format!(
-                    "removed the damaged pin {name} ({reason}); pin the snapshot again"
-                ));
+            match problem {
+                Problem::DamagedPin { name, reason } => {
+                    let path = self.root().join("pins").join(name);
+                    envstore_fs::remove_all(&path).map_err(Error::io("remove", &path))?;
+                    report.repaired.push(format!(
+                        "removed the damaged pin {name} ({reason}); pin the snapshot again"
+                    ));
+                }
+                Problem::DanglingPin { name, id } if !self.has_snapshot(id) => {
+                    let mut cache = TreeCache::default();
+                    let whole = cache
+                        .walk_all(self, id.root(), &mut HashSet::new(), &mut |_, _| {})
+                        .is_ok();
+                    if !whole {
+                        continue; // re-ingesting the environment brings it back
+                    }
+                    let needs = Needs {
+                        cache,
+                        ..Needs::default()
+                    };
+                    let meta = self.derive_record(id, &needs)?;
+                    self.write_file_atomic(&self.snapshot_file(id), meta.to_text().as_bytes())?;
+                    report.repaired.push(format!(
+                        "restored the record of {} (pinned as {name}) from its trees",
+                        &id.to_hex()[..12]
+                    ));
+                    rederived = true;
+                }
+                _ => {}
             }
         }
-        Ok(())
+        Ok(rederived)
     }
 }

@@ -244,14 +244,11 @@ struct Pass {
 impl Store {
     /// Checks the whole store, or one snapshot, and with `repair` mends what it can.
     pub fn verify(&self, only: Option<&SnapshotId>, repair: bool) -> Result<VerifyReport> {
-        let _lock = if repair {
-            Some(self.lock_exclusive("the store lock (repair needs it alone)")?)
-        } else {
-            self.lock_shared()?
-        };
         let mut report = VerifyReport::default();
-        // A store directory replaced by a link: nothing below it may be entered, read or
-        // deleted until it is a directory again.
+        // A store directory (or lock file) replaced by a link: nothing below it may be
+        // entered, read or deleted until it is mended. Mended before the store lock is taken,
+        // since the lock file may be what is damaged; every other command refuses such a
+        // store, so nobody works in it meanwhile.
         if !self.damaged_layout.is_empty() {
             for (path, what) in &self.damaged_layout {
                 report.problems.push(Problem::Layout {
@@ -269,6 +266,11 @@ impl Store {
                 ));
             }
         }
+        let _lock = if repair {
+            Some(self.lock_exclusive("the store lock (repair needs it alone)")?)
+        } else {
+            self.lock_shared()?
+        };
         let mut pass = self.verify_locked(only, repair)?;
         if repair && pass.rederived {
             // Trees or records were rebuilt: check again, now seeing what they need.
@@ -363,6 +365,14 @@ impl Store {
 
         // Objects: every object file (or, for one snapshot, its objects), re-hashed in parallel.
         let stored = self.stored_files()?;
+        for file in &stored {
+            if let Stored::BadShard(what) = file.kind {
+                report.problems.push(Problem::Layout {
+                    path: file.path.clone(),
+                    what,
+                });
+            }
+        }
         let files: Vec<(PathBuf, ObjectId)> = match only {
             Some(_) => needs
                 .objects
