@@ -338,3 +338,15 @@ fn random_operations_and_damage_keep_the_store_honest_seeds_4_to_6() {
         scenario(seed, 60);
     }
 }
+
+/// `ENVSTORE_HOSTILE_SEEDS=N` runs N more seeds (from 100 on): for a longer hunt than CI's.
+#[test]
+fn random_operations_and_damage_keep_the_store_honest_more_seeds() {
+    let more: u64 = std::env::var("ENVSTORE_HOSTILE_SEEDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    for seed in 100..100 + more {
+        scenario(seed, 60);
+    }
+}
