@@ -9,14 +9,18 @@
 //! with `lstat` when it opens them); see docs/design.md for what this does and does not
 //! protect against.
 
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{self, File, FileType, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// What kind of entry `meta` (from `lstat` or `fstat`) describes, for messages.
 pub fn kind_name(meta: &Metadata) -> &'static str {
-    let t = meta.file_type();
+    type_name(&meta.file_type())
+}
+
+/// What kind of entry a file type (from `readdir`, `lstat` or `fstat`) is: "a fifo".
+pub fn type_name(t: &FileType) -> &'static str {
     if t.is_symlink() {
         "a symbolic link"
     } else if t.is_dir() {
@@ -27,8 +31,10 @@ pub fn kind_name(meta: &Metadata) -> &'static str {
         "a fifo"
     } else if t.is_socket() {
         "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_char_device() {
+        "a character device"
     } else {
         "a special file"
     }
@@ -53,15 +59,22 @@ fn explain_open(e: io::Error, expected: &str) -> io::Error {
     }
 }
 
-/// Opens the regular file at `path` for reading without following a symbolic link or blocking
-/// on a fifo; anything but a regular file is an error saying what it is.
-pub fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
+/// Opens `path` for reading without following a symbolic link (ELOOP, explained) or blocking
+/// on a fifo (`O_NONBLOCK`), and `fstat`s what was opened; the caller checks its kind.
+pub fn open_nofollow(path: &Path) -> io::Result<(File, Metadata)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| explain_open(e, "a regular file"))?;
     let meta = file.metadata()?;
+    Ok((file, meta))
+}
+
+/// Opens the regular file at `path` for reading without following a symbolic link or blocking
+/// on a fifo; anything but a regular file is an error saying what it is.
+pub fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
+    let (file, meta) = open_nofollow(path)?;
     if !meta.is_file() {
         return Err(wrong_kind(kind_name(&meta), "a regular file"));
     }

@@ -171,6 +171,33 @@ fn existing(path: &Path, size: Option<u64>) -> Existing {
     }
 }
 
+/// An error opening or reading a stored file: missing, or damaged (a link, a fifo, too large).
+fn stored_err(path: &Path) -> impl FnOnce(io::Error) -> ObjectError + '_ {
+    move |e| match e.kind() {
+        io::ErrorKind::NotFound => ObjectError::Missing {
+            path: path.to_owned(),
+        },
+        _ => ObjectError::Damaged {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Reads a stored file whole (bounded, never through a link) and checks that it hashes to
+/// `name`, the 32 bytes of its id.
+fn read_named(path: &Path, max: u64, name: &[u8; 32]) -> Result<Vec<u8>, ObjectError> {
+    let bytes = envstore_fs::read_bounded(path, max).map_err(stored_err(path))?;
+    let actual = blake3::hash(&bytes);
+    if actual.as_bytes() != name {
+        return Err(ObjectError::Corrupt {
+            path: path.to_owned(),
+            actual: actual.to_hex().to_string(),
+        });
+    }
+    Ok(bytes)
+}
+
 /// Removes a damaged entry so that a good copy can take its name (a link is removed, never
 /// followed; a directory is removed as a tree).
 fn remove_damaged(path: &Path) -> Result<(), ObjectError> {
@@ -229,15 +256,7 @@ impl ObjectStore {
         size: u64,
     ) -> Result<(File, fs::Metadata), ObjectError> {
         self.check_shard(path)?;
-        let (file, meta) = envstore_fs::open_regular(path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => ObjectError::Missing {
-                path: path.to_owned(),
-            },
-            _ => ObjectError::Damaged {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            },
-        })?;
+        let (file, meta) = envstore_fs::open_regular(path).map_err(stored_err(path))?;
         if meta.len() != size {
             return Err(ObjectError::Damaged {
                 path: path.to_owned(),
@@ -252,21 +271,7 @@ impl ObjectStore {
     pub fn read_verified(&self, id: &ObjectId, executable: bool) -> Result<Vec<u8>, ObjectError> {
         let path = self.require(id, executable)?;
         self.check_shard(&path)?;
-        let bytes = envstore_fs::read_bounded(&path, MAX_SMALL).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => ObjectError::Missing { path: path.clone() },
-            _ => ObjectError::Damaged {
-                path: path.clone(),
-                reason: e.to_string(),
-            },
-        })?;
-        let actual = ObjectId::from(blake3::hash(&bytes));
-        if actual != *id {
-            return Err(ObjectError::Corrupt {
-                path,
-                actual: actual.to_hex(),
-            });
-        }
-        Ok(bytes)
+        read_named(&path, MAX_SMALL, id.as_bytes())
     }
 
     /// Creates the 256 shard directories (idempotent, safe to race).
@@ -488,13 +493,7 @@ impl ObjectStore {
     fn make_variant(&self, id: &ObjectId, executable: bool) -> Result<u64, ObjectError> {
         let from = self.path(id, !executable);
         self.check_shard(&from)?;
-        let (mut src, _) = envstore_fs::open_regular(&from).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => ObjectError::Missing { path: from.clone() },
-            _ => ObjectError::Damaged {
-                path: from.clone(),
-                reason: e.to_string(),
-            },
-        })?;
+        let (mut src, _) = envstore_fs::open_regular(&from).map_err(stored_err(&from))?;
         let dest = self.path(id, executable);
         let (tmp, size) = self
             .copy_to_temp(&mut src, &from, &dest, executable, *id, None)
@@ -726,20 +725,7 @@ impl TreeStore {
     pub fn get(&self, id: &TreeId) -> Result<Tree, ObjectError> {
         let path = self.path(id);
         self.shards.check(&path)?;
-        let bytes = envstore_fs::read_bounded(&path, MAX_TREE).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => ObjectError::Missing { path: path.clone() },
-            _ => ObjectError::Damaged {
-                path: path.clone(),
-                reason: e.to_string(),
-            },
-        })?;
-        let actual = TreeId::from(blake3::hash(&bytes));
-        if actual != *id {
-            return Err(ObjectError::Corrupt {
-                path,
-                actual: actual.to_hex(),
-            });
-        }
+        let bytes = read_named(&path, MAX_TREE, id.as_bytes())?;
         Tree::decode(&bytes).map_err(|source| ObjectError::BadTree { path, source })
     }
 }

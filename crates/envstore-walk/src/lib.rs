@@ -18,10 +18,10 @@ use relocate::{Relocator, Scan};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fs::{self, File, FileType, OpenOptions};
+use std::fs::{self, File, FileType};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +48,7 @@ pub enum WalkError {
         source: io::Error,
     },
     #[error(
-        "{path} is a {kind}; envstore stores only regular files, directories and symlinks \
+        "{path} is {kind}; envstore stores only regular files, directories and symlinks \
          (remove it, or skip it with --exclude)"
     )]
     SpecialFile { path: PathBuf, kind: &'static str },
@@ -357,7 +357,7 @@ impl Walker<'_> {
             }
         } else {
             return Err(WalkError::SpecialFile {
-                kind: special_kind(&file_type),
+                kind: envstore_fs::type_name(&file_type),
                 path,
             });
         };
@@ -368,32 +368,13 @@ impl Walker<'_> {
     }
 }
 
-fn special_kind(file_type: &FileType) -> &'static str {
-    if file_type.is_fifo() {
-        "fifo"
-    } else if file_type.is_socket() {
-        "socket"
-    } else if file_type.is_block_device() {
-        "block device"
-    } else if file_type.is_char_device() {
-        "character device"
-    } else {
-        "special file"
-    }
-}
-
 /// Opens a regular file for reading without following a symlink or blocking on a fifo that
 /// replaced it since `readdir`.
 pub fn open_source_file(path: &Path) -> Result<(File, std::fs::Metadata), WalkError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(WalkError::io("open", path))?;
-    let meta = file.metadata().map_err(WalkError::io("stat", path))?;
+    let (file, meta) = envstore_fs::open_nofollow(path).map_err(WalkError::io("open", path))?;
     if !meta.is_file() {
         return Err(WalkError::SpecialFile {
-            kind: special_kind(&meta.file_type()),
+            kind: envstore_fs::kind_name(&meta),
             path: path.to_owned(),
         });
     }
