@@ -121,6 +121,48 @@ pub enum Command {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Build an environment only when its inputs change, and print its stable path
+    ///
+    /// The key is a hash of the key files (paths as given, and contents), the --key texts, the
+    /// --key-env variables' values and CMD. When the store has a snapshot for the key, it is
+    /// materialized and CMD does not run. Otherwise CMD runs once (concurrent callers with the
+    /// same key wait for it) with ENVSTORE_OUT set to a new empty directory to fill; that
+    /// directory is stored (relocatably when it is a venv, or with --relocate) and
+    /// materialized. A failing CMD records nothing and ensure exits with its code.
+    #[command(
+        after_help = "Examples:\n  envstore ensure --key-file requirements.txt -- sh -c 'python3 -m venv \"$ENVSTORE_OUT\" && \"$ENVSTORE_OUT/bin/pip\" install -r requirements.txt'\n  envstore ensure --name tools --key-file tools.lock --key-env PYTHON_VERSION -- ./build-tools.sh"
+    )]
+    Ensure {
+        /// A file whose content (and path as given) is part of the key (repeatable)
+        #[arg(long = "key-file", value_name = "FILE")]
+        key_files: Vec<PathBuf>,
+        /// A text that is part of the key (repeatable)
+        #[arg(long = "key", value_name = "TEXT")]
+        keys: Vec<String>,
+        /// An environment variable whose value (or absence) is part of the key (repeatable)
+        #[arg(long = "key-env", value_name = "VAR")]
+        key_env: Vec<String>,
+        /// Keep the newest build of this name alive like a pin; `explain NAME` shows its history
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Store the output relocatably (automatic when it is a venv)
+        #[arg(long)]
+        relocate: bool,
+        #[arg(long, value_enum, default_value_t = LinkModeArg::Auto, env = "ENVSTORE_LINK_MODE")]
+        link_mode: LinkModeArg,
+        /// The build command and its arguments
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// List key records: which inputs built which snapshot
+    #[command(after_help = "Example:\n  envstore keys --json")]
+    Keys,
+    /// Say which inputs changed between the builds recorded under NAME
+    #[command(after_help = "Example:\n  envstore explain tools")]
+    Explain {
+        /// A name given to `ensure --name`
+        name: String,
+    },
     /// Move snapshots to the cold tier: deduplicated chunks in zstd packs
     ///
     /// With no SOURCE, packs every snapshot that is not materialized. Loose objects that only

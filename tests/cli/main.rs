@@ -9,6 +9,7 @@ mod gc;
 mod hostile;
 mod identity;
 mod inspect;
+mod keys;
 mod links;
 mod materialize;
 mod relocate;

@@ -179,6 +179,7 @@ pub fn verify(
             "leftovers": report.leftovers,
             "repaired": report.repaired,
             "unrepaired": report.unrepaired.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "lost": report.lost,
             "snapshots": report.snapshots, "objects": report.objects, "materializations": report.materializations,
             "packs": report.packs, "packed_objects": report.packed_objects,
         }));
@@ -188,6 +189,9 @@ pub fn verify(
         }
         for line in &report.repaired {
             printer.info(format_args!("repaired: {line}"));
+        }
+        for line in &report.lost {
+            printer.warn(format_args!("lost: {line}"));
         }
         for problem in &report.unrepaired {
             printer.info(format_args!(

@@ -1,4 +1,5 @@
 mod archive;
+mod ensure;
 mod gc;
 mod ingest;
 mod inspect;
@@ -72,6 +73,29 @@ fn run_command(store: &Store, command: Command, printer: &Printer) -> anyhow::Re
             link_mode.into(),
             printer,
         ),
+        Command::Ensure {
+            key_files,
+            keys,
+            key_env,
+            name,
+            relocate,
+            link_mode,
+            command,
+        } => ensure::ensure(
+            store,
+            &envstore::EnsureSpec {
+                key_files,
+                texts: keys,
+                env: key_env,
+                argv: command,
+                name,
+                relocate,
+                policy: link_mode.into(),
+            },
+            printer,
+        ),
+        Command::Keys => ensure::keys(store, printer),
+        Command::Explain { name } => ensure::explain(store, &name, printer),
         Command::Pack { sources } => gc::pack(store, &sources, printer),
         Command::Prune {
             older_than,

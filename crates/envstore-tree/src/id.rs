@@ -78,6 +78,11 @@ define_id!(
     /// The blake3 hash of a whole pack file: its name under `packs/`.
     PackId
 );
+define_id!(
+    /// The blake3 hash of the inputs an environment is built from (key files, texts,
+    /// environment variables, the build command): its name under `keys/`.
+    KeyId
+);
 
 impl From<ObjectId> for ChunkId {
     /// The chunk that is the whole file: same bytes, same hash.

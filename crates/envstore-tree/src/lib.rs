@@ -9,7 +9,7 @@ pub mod diff;
 mod id;
 mod tree;
 
-pub use id::{ChunkId, IdParseError, ObjectId, PackId, SnapshotId, TreeId};
+pub use id::{ChunkId, IdParseError, KeyId, ObjectId, PackId, SnapshotId, TreeId};
 pub use tree::{
     DecodeError, Entry, EntryKind, MAX_NAME_LEN, NAME_PLACEHOLDER, PLACEHOLDER, TREE_MAGIC, Tree,
     is_valid_name, substitute_placeholder,

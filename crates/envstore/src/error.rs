@@ -51,6 +51,27 @@ pub enum Error {
         "pin `{name}` is damaged ({reason}); `envstore pin {name} SOURCE` replaces it, `envstore unpin {name}` removes it"
     )]
     DamagedPin { name: String, reason: String },
+    #[error("cannot read the key file {path}: {source}")]
+    KeyFile { path: PathBuf, source: io::Error },
+    #[error(
+        "timed out after {waited:?} waiting for the build of key {key} ({path}), which {holder} \
+         is building; retry, or wait longer with ENVSTORE_LOCK_TIMEOUT=<seconds>"
+    )]
+    BuildLockTimedOut {
+        key: String,
+        path: PathBuf,
+        holder: String,
+        waited: std::time::Duration,
+    },
+    #[error("the build command `{command}` failed ({status}); nothing was recorded")]
+    BuildFailed {
+        command: String,
+        status: String,
+        /// The command's exit code, which `ensure` exits with.
+        code: Option<i32>,
+    },
+    #[error("no key record is named `{name}`; `envstore keys` lists them")]
+    UnknownKeyName { name: String },
     /// Writing the output (an export's file or stdout) failed.
     #[error("failed to write the output: {source}")]
     Output { source: io::Error },

@@ -102,9 +102,11 @@ impl Store {
                     .map(fs::DirEntry::path),
             );
         }
+        // Everything in tmp/, but the output of a build still running.
         out.extend(
             read(&self.root().join("tmp"))?
                 .iter()
+                .filter(|e| !self.is_running_build(&e.file_name().to_string_lossy()))
                 .map(fs::DirEntry::path),
         );
         out.sort();

@@ -80,6 +80,8 @@ pub struct PrunePlan {
     pub size_after: u64,
     /// Set when the size bound cannot be met (everything left is pinned or leased).
     pub size_unmet: bool,
+    /// Key records removed because their snapshot was.
+    pub key_records_removed: usize,
     /// Snapshots whose trees cannot be read: kept (prune cannot tell what they need), and
     /// while there are any, no object or tree is swept. `verify --repair` mends or removes them.
     pub damaged: Vec<SnapshotId>,
@@ -107,7 +109,13 @@ impl Store {
     fn plan_prune(&self, options: &PruneOptions, hold_locks: bool) -> Result<PrunePlan> {
         let now = unix_secs(SystemTime::now());
         let cutoff = now.saturating_sub(options.older_than.as_secs());
-        let pinned: HashSet<SnapshotId> = self.pins()?.into_iter().map(|(_, id)| id).collect();
+        // Pins, and the newest build of each key name, are kept.
+        let pinned: HashSet<SnapshotId> = self
+            .pins()?
+            .into_iter()
+            .chain(self.named_key_snapshots()?)
+            .map(|(_, id)| id)
+            .collect();
         let mut plan = PrunePlan::default();
 
         // Every snapshot: kept unless it is a candidate whose lease we can take.
@@ -328,6 +336,7 @@ impl Store {
         for lock in plan.locks.drain(..) {
             lock.remove()?;
         }
+        plan.key_records_removed = self.remove_dead_key_records()?;
         let removed: Vec<SnapshotId> = plan.remove.iter().map(|r| r.id).collect();
         if !removed.is_empty() {
             // The index is a cache of snapshots/, reconciled by `ls`; a failure here is harmless.

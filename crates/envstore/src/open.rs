@@ -42,6 +42,8 @@ pub(crate) const STORE_DIRS: &[&str] = &[
     "leases",
     "tmp",
     "packs",
+    "keys",
+    "locks",
 ];
 
 /// The store's lock files: each a regular file or absent. One replaced by a directory or a

@@ -336,6 +336,11 @@ impl Store {
 
     fn walk(&self, dir: &Path, filter: &Filter) -> Result<Walked> {
         self.refuse_internals(dir)?;
+        self.walk_unchecked(dir, filter)
+    }
+
+    /// Walks `dir` even inside the store (a build's output directory under `tmp/`).
+    pub(crate) fn walk_unchecked(&self, dir: &Path, filter: &Filter) -> Result<Walked> {
         let on_file = |bytes| self.report(Progress::Hashed { bytes });
         let on_file: Option<&(dyn Fn(u64) + Sync)> = self.progress.as_ref().map(|_| &on_file as _);
         Ok(envstore_walk::walk(dir, filter, Some(&self.root), on_file)?)
@@ -402,7 +407,7 @@ impl Store {
     /// For a snapshot the store has, objects and trees are stored again where they are missing
     /// or damaged (each costs one `lstat` when intact), and an unreadable record is rewritten:
     /// the directory at hand is the best source there is.
-    fn store_walked(&self, dir: &Path, walked: &Walked) -> Result<IngestReport> {
+    pub(crate) fn store_walked(&self, dir: &Path, walked: &Walked) -> Result<IngestReport> {
         let id = SnapshotId::from(walked.root);
         if self.has_snapshot(&id) && self.snapshot_meta(&id).is_ok() {
             self.store_objects(walked)?;

@@ -1,0 +1,333 @@
+//! Keyed environments (issue 13): `ensure` builds only when the inputs change, finds earlier
+//! states at once, builds once for concurrent callers, and records nothing for a failed build.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+/// A build that counts its runs in `count` and copies the key file into the output.
+fn build_script(env: &Env) -> String {
+    format!(
+        "echo run >> {}; cp requirements.txt \"$ENVSTORE_OUT/\"; echo to-stderr",
+        env.path("count").display()
+    )
+}
+
+fn builds(env: &Env) -> usize {
+    fs::read_to_string(env.path("count")).map_or(0, |s| s.lines().count())
+}
+
+fn ensure(env: &Env, project: &Path, extra: &[&str]) -> std::process::Output {
+    let script = build_script(env);
+    let mut args = vec!["ensure", "--key-file", "requirements.txt"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", &script]);
+    env.cmd().current_dir(project).args(&args).output().unwrap()
+}
+
+fn path_of(out: &std::process::Output) -> PathBuf {
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "only the path on stdout: {stdout:?}"
+    );
+    PathBuf::from(stdout.trim())
+}
+
+#[test]
+fn ensure_builds_only_when_the_key_changes_and_finds_earlier_states() {
+    let env = Env::new();
+    let project = env.path("project");
+    write(&project.join("requirements.txt"), b"numpy==2.0\n");
+    write(&project.join("src/main.py"), b"print(1)\n");
+    let first = path_of(&ensure(&env, &project, &["--name", "deps"]));
+    assert_eq!(builds(&env), 1);
+    assert_eq!(
+        fs::read(first.join("requirements.txt")).unwrap(),
+        b"numpy==2.0\n"
+    );
+
+    // Editing a source file is not a key change: no build.
+    write(&project.join("src/main.py"), b"print(2)\n");
+    assert_eq!(path_of(&ensure(&env, &project, &["--name", "deps"])), first);
+    assert_eq!(builds(&env), 1);
+
+    // Editing the manifest rebuilds, although an environment exists.
+    write(&project.join("requirements.txt"), b"numpy==2.1\n");
+    let second = path_of(&ensure(&env, &project, &["--name", "deps"]));
+    assert_ne!(second, first);
+    assert_eq!(builds(&env), 2);
+
+    // Reverting it finds the earlier environment without building.
+    write(&project.join("requirements.txt"), b"numpy==2.0\n");
+    assert_eq!(path_of(&ensure(&env, &project, &["--name", "deps"])), first);
+    assert_eq!(builds(&env), 2);
+
+    // explain says which input changed between the builds.
+    let out = env.ok(&["explain", "deps"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains("requirements.txt changed"), "{out}");
+    assert!(lines[1].contains("first build"), "{out}");
+    let keys = json(&env, &["keys"]);
+    assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
+    assert_eq!(keys[0]["name"], "deps");
+    assert_eq!(keys[0]["files"], serde_json::json!(["requirements.txt"]));
+
+    // --json says whether it built.
+    let out = env
+        .cmd()
+        .current_dir(&project)
+        .args([
+            "--json",
+            "ensure",
+            "--key-file",
+            "requirements.txt",
+            "--name",
+            "deps",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(build_script(&env))
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["built"], false);
+    assert_eq!(value["path"], first.to_str().unwrap());
+}
+
+#[test]
+fn variables_and_texts_are_part_of_the_key() {
+    let env = Env::new();
+    let project = env.path("project");
+    write(&project.join("requirements.txt"), b"x\n");
+    let run = |version: Option<&str>, text: &str| {
+        let mut cmd = env.cmd();
+        cmd.current_dir(&project).env_remove("PYV");
+        if let Some(v) = version {
+            cmd.env("PYV", v);
+        }
+        let out = cmd
+            .args([
+                "ensure",
+                "--key-file",
+                "requirements.txt",
+                "--key-env",
+                "PYV",
+                "--key",
+                text,
+            ])
+            .args(["--name", "v", "--", "sh", "-c"])
+            .arg(build_script(&env))
+            .output()
+            .unwrap();
+        path_of(&out)
+    };
+    run(Some("3.11"), "a");
+    run(Some("3.11"), "a");
+    assert_eq!(builds(&env), 1);
+    run(Some("3.12"), "a");
+    run(None, "a");
+    run(None, "b");
+    assert_eq!(builds(&env), 4);
+    let out = env.ok(&["explain", "v"]);
+    assert!(out.lines().nth(2).unwrap().contains("PYV changed"), "{out}");
+    assert!(
+        out.lines()
+            .nth(2)
+            .unwrap()
+            .contains("requirements.txt unchanged"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_failing_build_records_nothing_leaves_nothing_and_passes_on_its_exit_code() {
+    let env = Env::new();
+    let project = env.path("project");
+    write(&project.join("requirements.txt"), b"x\n");
+    let out = env
+        .cmd()
+        .current_dir(&project)
+        .args([
+            "ensure",
+            "--key-file",
+            "requirements.txt",
+            "--",
+            "sh",
+            "-c",
+            "touch \"$ENVSTORE_OUT/half\"; exit 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing was recorded"),
+        "{out:?}"
+    );
+    for dir in ["keys", "tmp", "snapshots", "envs"] {
+        let left: Vec<_> = fs::read_dir(env.store.join(dir)).unwrap().collect();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
+    // A command that cannot start is exit 2, and also records nothing.
+    let err = env.fails(&["ensure", "--", "/no/such/command"]);
+    assert!(err.contains("cannot be started"), "{err}");
+    // A key file that does not exist is named.
+    let err = env.fails(&["ensure", "--key-file", "/no/such/file", "--", "true"]);
+    assert!(err.contains("/no/such/file"), "{err}");
+}
+
+#[test]
+fn concurrent_callers_with_one_key_build_once_and_share_the_path() {
+    let env = Env::new();
+    let project = env.path("project");
+    write(&project.join("requirements.txt"), b"slow\n");
+    let script = format!("sleep 1; {}", build_script(&env));
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            env.cmd()
+                .current_dir(&project)
+                .args([
+                    "ensure",
+                    "--key-file",
+                    "requirements.txt",
+                    "--",
+                    "sh",
+                    "-c",
+                    &script,
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let paths: Vec<PathBuf> = children
+        .into_iter()
+        .map(|c| path_of(&c.wait_with_output().unwrap()))
+        .collect();
+    assert_eq!(builds(&env), 1, "exactly one build");
+    assert!(paths.windows(2).all(|w| w[0] == w[1]), "{paths:?}");
+}
+
+#[test]
+fn a_build_slower_than_the_lock_timeout_makes_the_waiter_fail_clearly() {
+    let env = Env::new();
+    let project = env.path("project");
+    write(&project.join("requirements.txt"), b"x\n");
+    let script = format!("sleep 4; {}", build_script(&env));
+    let holder = env
+        .cmd()
+        .current_dir(&project)
+        .args([
+            "ensure",
+            "--key-file",
+            "requirements.txt",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the holder is building (its output directory exists).
+    let start = std::time::Instant::now();
+    while fs::read_dir(env.store.join("tmp")).map_or(true, |d| d.count() == 0) {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the first build never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = env
+        .cmd()
+        .current_dir(&project)
+        .env("ENVSTORE_LOCK_TIMEOUT", "0.5")
+        .args([
+            "ensure",
+            "--key-file",
+            "requirements.txt",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("timed out")
+            && err.contains("waiting for the build of key")
+            && err.contains(&format!("process {}", holder.id())),
+        "names the key and the holder: {err}"
+    );
+    // Prune meanwhile leaves the running build's output alone.
+    env.ok(&["prune", "--older-than", "0s"]);
+    path_of(&holder.wait_with_output().unwrap());
+    assert_eq!(builds(&env), 1);
+}
+
+#[test]
+fn prune_keeps_the_newest_build_of_a_name_and_drops_records_with_their_snapshots() {
+    let env = Env::new();
+    let project = env.path("project");
+    write(&project.join("requirements.txt"), b"one\n");
+    let old = path_of(&ensure(&env, &project, &["--name", "deps"]));
+    write(&project.join("requirements.txt"), b"two\n");
+    let new = path_of(&ensure(&env, &project, &["--name", "deps"]));
+    write(&project.join("requirements.txt"), b"unnamed\n");
+    let unnamed = path_of(&ensure(&env, &project, &[]));
+    let plan = json(&env, &["prune", "--older-than", "0s"]);
+    assert_eq!(plan["removed"].as_array().unwrap().len(), 2, "{plan}");
+    assert!(new.exists() && !old.exists() && !unnamed.exists());
+    let keys = json(&env, &["keys"]);
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    // The pruned state is built again when asked for.
+    write(&project.join("requirements.txt"), b"one\n");
+    assert_eq!(path_of(&ensure(&env, &project, &["--name", "deps"])), old);
+    assert_eq!(builds(&env), 4);
+}
+
+#[test]
+fn a_venv_built_by_ensure_is_stored_relocatably_and_runs_from_its_stable_path() {
+    let env = Env::new();
+    let project = env.path("project");
+    write(&project.join("requirements.txt"), b"# nothing to install\n");
+    let out = env
+        .cmd()
+        .current_dir(&project)
+        .args([
+            "ensure",
+            "--key-file",
+            "requirements.txt",
+            "--",
+            "sh",
+            "-c",
+            "python3 -m venv --without-pip \"$ENVSTORE_OUT\"",
+        ])
+        .output()
+        .unwrap();
+    let venv = path_of(&out);
+    let prefix = Command::new(venv.join("bin/python"))
+        .args(["-c", "import sys; print(sys.prefix)"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&prefix.stdout).trim(),
+        venv.to_str().unwrap()
+    );
+    let activate = fs::read_to_string(venv.join("bin/activate")).unwrap();
+    assert!(
+        activate.contains(venv.to_str().unwrap()),
+        "relocated to its stable path"
+    );
+}
