@@ -15,4 +15,4 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   python3 -m pip install --quiet --disable-pip-version-check "${missing[@]}"
 fi
-python3 -m pytest -q tests/hook
+python3 -m pytest -q tests/python tests/hook

@@ -154,6 +154,27 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
     },
+    /// A virtualenv with the given requirements, built only when they change; prints its path
+    ///
+    /// Keyed on the requirement files' contents, the interpreter (path and version) and the
+    /// installer: uv when it is on PATH, else `python -m venv` and pip. The venv is read-only
+    /// and content-named: to change it, change the requirements (a new one is built).
+    #[command(
+        after_help = "Examples:\n  envstore venv -r requirements.txt\n  \"$(envstore venv -r dev.txt --name dev)/bin/python\" -m pytest"
+    )]
+    Venv {
+        /// A requirements file (repeatable)
+        #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+        requirements: Vec<PathBuf>,
+        /// The interpreter [default: python3 on PATH]
+        #[arg(long, value_name = "PYTHON")]
+        python: Option<PathBuf>,
+        /// Keep the newest venv of this name alive; `explain NAME` shows its history
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        #[arg(long, value_enum, default_value_t = LinkModeArg::Auto, env = "ENVSTORE_LINK_MODE")]
+        link_mode: LinkModeArg,
+    },
     /// List key records: which inputs built which snapshot
     #[command(after_help = "Example:\n  envstore keys --json")]
     Keys,

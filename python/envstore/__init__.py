@@ -34,3 +34,116 @@ def find_binary():
         if prefix == Path(sys.base_prefix) or len(prefix.parts) <= 1:
             break
     return shutil.which(exe)
+
+
+# --- The Python API: the envstore command, called with --json. -------------------------------
+# One implementation of the store (the binary); this only runs it and reads its JSON.
+
+import json as _json
+import subprocess as _subprocess
+from dataclasses import dataclass as _dataclass
+from typing import Iterable, Mapping, Optional, Sequence, Union
+
+__all__ += ["Env", "EnvstoreError", "materialize", "ensure", "venv"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class EnvstoreError(Exception):
+    """The envstore command failed; the message is the command's own (what was wrong and what
+    to do). ``returncode`` is its exit code (2 for bad input; a failed ``ensure`` build passes on
+    the build's)."""
+
+    def __init__(self, message: str, returncode: int):
+        super().__init__(message)
+        self.returncode = returncode
+
+
+@_dataclass(frozen=True)
+class Env:
+    """An environment at its stable path.
+
+    ``path``: where it is (read-only, content-named); ``id``: its snapshot id; ``key``: the key
+    it was built for (``ensure`` and ``venv``), else None; ``built``: whether this call built it.
+    """
+
+    path: Path
+    id: str
+    key: Optional[str] = None
+    built: bool = False
+
+
+def _run(args: Sequence[str], store: Optional[PathLike], extra_env: Optional[Mapping[str, str]] = None) -> dict:
+    binary = find_binary()
+    if binary is None:
+        raise EnvstoreError("the envstore binary was not found; reinstall the envstore package or set ENVSTORE_BIN", 2)
+    env = dict(os.environ)
+    if store is not None:
+        env["ENVSTORE_DIR"] = os.fspath(store)
+    if extra_env:
+        env.update(extra_env)
+    proc = _subprocess.run([binary, "--json", *args], stdout=_subprocess.PIPE, stderr=_subprocess.PIPE, env=env)
+    stderr = proc.stderr.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        errors = [line for line in stderr.splitlines() if "error:" in line]
+        message = errors[-1].split("error:", 1)[1].strip() if errors else stderr.strip()
+        raise EnvstoreError(message or f"envstore exited with {proc.returncode}", proc.returncode)
+    return _json.loads(proc.stdout)
+
+
+def materialize(path: PathLike, *, relocate: bool = False, store: Optional[PathLike] = None) -> Env:
+    """Stores the directory ``path`` (when new) and returns it at its stable path."""
+    args = ["materialize"]
+    if relocate:
+        args.append("--relocate")
+    out = _run([*args, "--", os.fspath(path)], store)
+    return Env(path=Path(out["path"]), id=out["id"], built=bool(out.get("created")))
+
+
+def ensure(
+    cmd: Sequence[str],
+    *,
+    key_files: Iterable[PathLike] = (),
+    keys: Iterable[str] = (),
+    env: Iterable[str] = (),
+    name: Optional[str] = None,
+    relocate: bool = False,
+    store: Optional[PathLike] = None,
+) -> Env:
+    """The environment built by ``cmd`` for these inputs: built (``cmd`` run with
+    ``ENVSTORE_OUT`` naming the directory to fill) only when the key files' contents, the
+    ``keys`` texts, the values of the ``env`` variables or ``cmd`` change; otherwise the earlier
+    build, at once. See ``envstore ensure --help``."""
+    args = ["ensure"]
+    for f in key_files:
+        args += ["--key-file", os.fspath(f)]
+    for k in keys:
+        args += ["--key", k]
+    for var in env:
+        args += ["--key-env", var]
+    if name is not None:
+        args += ["--name", name]
+    if relocate:
+        args.append("--relocate")
+    out = _run([*args, "--", *cmd], store)
+    return Env(path=Path(out["path"]), id=out["id"], key=out["key"], built=out["built"])
+
+
+def venv(
+    requirements: Iterable[PathLike] = (),
+    *,
+    python: Optional[PathLike] = None,
+    name: Optional[str] = None,
+    store: Optional[PathLike] = None,
+) -> Env:
+    """A virtualenv with ``requirements`` installed, built only when they (or the interpreter,
+    or the installer) change. Read-only: to change it, change the requirements."""
+    args = ["venv"]
+    for r in requirements:
+        args += ["-r", os.fspath(r)]
+    if python is not None:
+        args += ["--python", os.fspath(python)]
+    if name is not None:
+        args += ["--name", name]
+    out = _run(args, store)
+    return Env(path=Path(out["path"]), id=out["id"], key=out["key"], built=out["built"])

@@ -331,3 +331,59 @@ fn a_venv_built_by_ensure_is_stored_relocatably_and_runs_from_its_stable_path() 
         "relocated to its stable path"
     );
 }
+
+#[test]
+fn venv_builds_a_venv_keyed_on_its_requirements_with_uv_or_pip() {
+    let env = Env::new();
+    let project = env.path("project");
+    write(&project.join("requirements.txt"), b"# nothing to install\n");
+    // With uv when it is on PATH, and with venv + pip when it is not: two keys, two venvs.
+    let no_uv_path = "/usr/local/bin:/usr/bin:/bin";
+    for path in [std::env::var("PATH").unwrap(), no_uv_path.to_owned()] {
+        let run = || {
+            env.cmd()
+                .current_dir(&project)
+                .env("PATH", &path)
+                .args(["--json", "venv", "-r", "requirements.txt", "--name", "dev"])
+                .output()
+                .unwrap()
+        };
+        let out = run();
+        assert!(out.status.success(), "{out:?}");
+        let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(first["built"], true, "{first}");
+        let venv = PathBuf::from(first["path"].as_str().unwrap());
+        let prefix = Command::new(venv.join("bin/python"))
+            .args(["-c", "import sys; print(sys.prefix)"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&prefix.stdout).trim(),
+            venv.to_str().unwrap()
+        );
+        let second: serde_json::Value = serde_json::from_slice(&run().stdout).unwrap();
+        assert_eq!(second["built"], false);
+        assert_eq!(second["path"], first["path"]);
+    }
+    write(&project.join("requirements.txt"), b"# changed\n");
+    let out = env
+        .cmd()
+        .current_dir(&project)
+        .args(["--json", "venv", "-r", "requirements.txt", "--name", "dev"])
+        .output()
+        .unwrap();
+    let changed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        changed["built"], true,
+        "a changed requirements file builds: {out:?}"
+    );
+    let explained = env.ok(&["explain", "dev"]);
+    assert!(
+        explained
+            .lines()
+            .next()
+            .unwrap()
+            .contains("requirements.txt changed"),
+        "{explained}"
+    );
+}
