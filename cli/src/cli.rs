@@ -36,6 +36,14 @@ pub enum Command {
     Ingest {
         /// The directory to store
         dir: PathBuf,
+        /// Key the tree on its `*.dist-info/RECORD` files (and the --key texts): when that key
+        /// names a snapshot whose every path, kind, size and link target the directory still
+        /// has, reuse it without hashing a file (the build hook's fast path; any doubt hashes)
+        #[arg(long)]
+        by_records: bool,
+        /// With --by-records: a text that joins the key (the hook passes the interpreter)
+        #[arg(long = "key", value_name = "TEXT", requires = "by_records")]
+        keys: Vec<String>,
         #[command(flatten)]
         filter: FilterArgs,
     },

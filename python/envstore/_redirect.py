@@ -185,7 +185,10 @@ def redirect():
             stable = stable_copy(exe, venv, *flags)
             _log(f"{venv} -> {stable} (venv; {time.monotonic() - start:.3f}s)")
             _reexec(venv, stable)  # does not return
-        mapping = {prefix: stable_copy(exe, prefix) for prefix in prefixes}
+        # The fast path: a prefix is keyed on its RECORD files and this interpreter, and
+        # reused after a metadata check, without hashing (envstore ingest --by-records).
+        interpreter = f"--key={sys.implementation.cache_tag} {sys.version}"
+        mapping = {prefix: stable_copy(exe, prefix, "--by-records", interpreter) for prefix in prefixes}
     except HookError as error:
         _warn(str(error))
         return

@@ -387,3 +387,92 @@ fn venv_builds_a_venv_keyed_on_its_requirements_with_uv_or_pip() {
         "{explained}"
     );
 }
+
+/// A prefix shaped like what pip installs: packages with dist-info RECORD files.
+fn installed_prefix(root: &Path) {
+    let site = root.join("lib/python3.11/site-packages");
+    write(&site.join("pkg/__init__.py"), b"VALUE = 1\n");
+    write(&site.join("pkg/data.bin"), &pseudo_random(200 << 10, 4));
+    write(&site.join("pkg/__pycache__/x.pyc"), b"runtime");
+    write(
+        &site.join("pkg-1.0.dist-info/RECORD"),
+        b"pkg/__init__.py,sha256=x,10\npkg/data.bin,sha256=y,204800\n",
+    );
+    write(&root.join("bin/tool"), b"#!/bin/sh\n");
+    chmod(&root.join("bin/tool"), 0o755);
+    std::os::unix::fs::symlink("tool", root.join("bin/tool2")).unwrap();
+}
+
+#[test]
+fn ingest_by_records_reuses_a_snapshot_on_metadata_and_hashes_on_any_doubt() {
+    let env = Env::new();
+    let prefix = env.path("overlay");
+    installed_prefix(&prefix);
+    let ingest = |extra: &[&str]| {
+        let mut args = vec!["ingest", "--by-records", "--key", "cp311"];
+        args.extend_from_slice(extra);
+        args.push(prefix.to_str().unwrap());
+        json(&env, &args)
+    };
+    let first = ingest(&[]);
+    assert_eq!(
+        first["by_records"], false,
+        "a miss hashes and records the key: {first}"
+    );
+    let second = ingest(&[]);
+    assert_eq!(second["by_records"], true, "{second}");
+    assert_eq!(second["id"], first["id"]);
+    // The same as a plain ingest.
+    assert_eq!(env.ingest(&prefix), first["id"].as_str().unwrap());
+    // Another interpreter: another key.
+    let other = json(
+        &env,
+        &[
+            "ingest",
+            "--by-records",
+            "--key",
+            "cp312",
+            prefix.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(other["by_records"], false);
+
+    let site = prefix.join("lib/python3.11/site-packages");
+    // Any doubt hashes: a size changed, a file added, a file removed, an exec bit, a link.
+    let doubts: Vec<(&str, Box<dyn Fn()>)> = vec![
+        (
+            "size",
+            Box::new(|| write(&site.join("pkg/__init__.py"), b"VALUE = 22\n")),
+        ),
+        ("added", Box::new(|| write(&site.join("pkg/new.py"), b""))),
+        (
+            "removed",
+            Box::new(|| fs::remove_file(site.join("pkg/new.py")).unwrap()),
+        ),
+        (
+            "exec",
+            Box::new(|| chmod(&site.join("pkg/data.bin"), 0o755)),
+        ),
+        (
+            "link",
+            Box::new(|| {
+                fs::remove_file(prefix.join("bin/tool2")).unwrap();
+                std::os::unix::fs::symlink("other", prefix.join("bin/tool2")).unwrap();
+            }),
+        ),
+    ];
+    for (what, change) in doubts {
+        change();
+        let out = ingest(&[]);
+        assert_eq!(out["by_records"], false, "{what}: {out}");
+        assert_eq!(
+            out["id"],
+            env.ingest(&prefix).as_str(),
+            "{what}: the hashed id"
+        );
+        assert_eq!(ingest(&[])["by_records"], true, "{what}: recorded again");
+    }
+    // Bytecode written at run time is filtered, as by the walk: no doubt.
+    write(&site.join("pkg/__pycache__/y.pyc"), b"more runtime");
+    assert_eq!(ingest(&[])["by_records"], true);
+}

@@ -10,9 +10,16 @@ pub fn run(
     store: &Store,
     dir: &Path,
     filter: &Filter,
+    by_records: Option<&[String]>,
     printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
-    let report = store.ingest(dir, filter)?;
+    let (report, fast) = match by_records {
+        Some(keys) => store.ingest_by_records(dir, filter, keys)?,
+        None => (store.ingest(dir, filter)?, false),
+    };
+    if fast {
+        printer.detail("confirmed by its RECORD files and metadata: nothing hashed");
+    }
     describe(&report, printer);
     if printer.json() {
         printer.json_value(&json!({
@@ -28,6 +35,7 @@ pub fn run(
             "new_bytes": report.new_bytes,
             "relocated": report.relocated,
             "binary_with_prefix": report.binary_with_prefix,
+            "by_records": fast,
         }));
     } else {
         printer.data(&report.id.to_hex());

@@ -37,7 +37,15 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
 
 fn run_command(store: &Store, command: Command, printer: &Printer) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Ingest { dir, filter } => ingest::run(store, &dir, &filter.build()?, printer),
+        Command::Ingest {
+            dir,
+            by_records,
+            keys,
+            filter,
+        } => {
+            let records = by_records.then_some(keys.as_slice());
+            ingest::run(store, &dir, &filter.build()?, records, printer)
+        }
         Command::Materialize {
             source,
             link_mode,

@@ -23,6 +23,7 @@ mod keys;
 mod layout;
 mod open;
 mod reach;
+mod record_key;
 mod repair;
 mod store;
 mod verify;
