@@ -439,7 +439,8 @@ fn ingest_by_records_reuses_a_snapshot_on_metadata_and_hashes_on_any_doubt() {
 
     let site = prefix.join("lib/python3.11/site-packages");
     // Any doubt hashes: a size changed, a file added, a file removed, an exec bit, a link.
-    let doubts: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Doubt<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let doubts: Vec<Doubt> = vec![
         (
             "size",
             Box::new(|| write(&site.join("pkg/__init__.py"), b"VALUE = 22\n")),
