@@ -20,11 +20,19 @@ fn builds(env: &Env) -> usize {
 }
 
 fn ensure(env: &Env, project: &Path, extra: &[&str]) -> std::process::Output {
-    let script = build_script(env);
-    let mut args = vec!["ensure", "--key-file", "requirements.txt"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--", "sh", "-c", &script]);
-    env.cmd().current_dir(project).args(&args).output().unwrap()
+    ensure_sh(env, project, extra, &build_script(env))
+        .output()
+        .unwrap()
+}
+
+/// `ensure --key-file requirements.txt EXTRA... -- sh -c SCRIPT` in `project`, not yet run.
+fn ensure_sh(env: &Env, project: &Path, extra: &[&str], script: &str) -> Command {
+    let mut cmd = env.cmd();
+    cmd.current_dir(project)
+        .args(["ensure", "--key-file", "requirements.txt"])
+        .args(extra)
+        .args(["--", "sh", "-c", script]);
+    cmd
 }
 
 fn path_of(out: &std::process::Output) -> PathBuf {
@@ -151,18 +159,7 @@ fn a_failing_build_records_nothing_leaves_nothing_and_passes_on_its_exit_code() 
     let env = Env::new();
     let project = env.path("project");
     write(&project.join("requirements.txt"), b"x\n");
-    let out = env
-        .cmd()
-        .current_dir(&project)
-        .args([
-            "ensure",
-            "--key-file",
-            "requirements.txt",
-            "--",
-            "sh",
-            "-c",
-            "touch \"$ENVSTORE_OUT/half\"; exit 7",
-        ])
+    let out = ensure_sh(&env, &project, &[], "touch \"$ENVSTORE_OUT/half\"; exit 7")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7), "{out:?}");
@@ -191,17 +188,7 @@ fn concurrent_callers_with_one_key_build_once_and_share_the_path() {
     let script = format!("sleep 1; {}", build_script(&env));
     let children: Vec<_> = (0..4)
         .map(|_| {
-            env.cmd()
-                .current_dir(&project)
-                .args([
-                    "ensure",
-                    "--key-file",
-                    "requirements.txt",
-                    "--",
-                    "sh",
-                    "-c",
-                    &script,
-                ])
+            ensure_sh(&env, &project, &[], &script)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -222,18 +209,7 @@ fn a_build_slower_than_the_lock_timeout_makes_the_waiter_fail_clearly() {
     let project = env.path("project");
     write(&project.join("requirements.txt"), b"x\n");
     let script = format!("sleep 4; {}", build_script(&env));
-    let holder = env
-        .cmd()
-        .current_dir(&project)
-        .args([
-            "ensure",
-            "--key-file",
-            "requirements.txt",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
+    let holder = ensure_sh(&env, &project, &[], &script)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -302,20 +278,14 @@ fn a_venv_built_by_ensure_is_stored_relocatably_and_runs_from_its_stable_path() 
     let env = Env::new();
     let project = env.path("project");
     write(&project.join("requirements.txt"), b"# nothing to install\n");
-    let out = env
-        .cmd()
-        .current_dir(&project)
-        .args([
-            "ensure",
-            "--key-file",
-            "requirements.txt",
-            "--",
-            "sh",
-            "-c",
-            "python3 -m venv --without-pip \"$ENVSTORE_OUT\"",
-        ])
-        .output()
-        .unwrap();
+    let out = ensure_sh(
+        &env,
+        &project,
+        &[],
+        "python3 -m venv --without-pip \"$ENVSTORE_OUT\"",
+    )
+    .output()
+    .unwrap();
     let venv = path_of(&out);
     let prefix = Command::new(venv.join("bin/python"))
         .args(["-c", "import sys; print(sys.prefix)"])
