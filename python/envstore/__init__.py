@@ -137,12 +137,13 @@ def venv(
     store: Optional[PathLike] = None,
 ) -> Env:
     """A virtualenv with ``requirements`` installed, built only when they (or the interpreter,
-    or the installer) change. Read-only: to change it, change the requirements."""
+    or the installer) change. Read-only: to change it, change the requirements. ``python``
+    defaults to the interpreter running this code."""
     args = ["venv"]
     for r in requirements:
         args += ["-r", os.fspath(r)]
-    if python is not None:
-        args += ["--python", os.fspath(python)]
+    # Default: this interpreter (a real binary; `python3` on PATH may be a slow shim).
+    args += ["--python", os.fspath(python) if python is not None else sys.executable]
     if name is not None:
         args += ["--name", name]
     out = _run(args, store)

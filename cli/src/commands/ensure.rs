@@ -110,9 +110,12 @@ pub fn venv(
     printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
     let python = python.unwrap_or_else(|| PathBuf::from("python3"));
-    // The interpreter's identity: where it really is and which version it is.
+    // The interpreter's identity: where it really is and which version it is (-I -S: no
+    // site import, which is most of its start-up).
     let probe = Command::new(&python)
         .args([
+            "-I",
+            "-S",
             "-c",
             "import sys; print(sys.executable); print(sys.version)",
         ])
