@@ -267,6 +267,8 @@ fn prune_keeps_the_newest_build_of_a_name_and_drops_records_with_their_snapshots
     assert!(new.exists() && !old.exists() && !unnamed.exists());
     let keys = json(&env, &["keys"]);
     assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    let locks = fs::read_dir(env.store.join("locks")).unwrap().count();
+    assert_eq!(locks, 1, "the build locks of dropped records go with them");
     // The pruned state is built again when asked for.
     write(&project.join("requirements.txt"), b"one\n");
     assert_eq!(path_of(&ensure(&env, &project, &["--name", "deps"])), old);

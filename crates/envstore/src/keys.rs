@@ -311,12 +311,17 @@ impl Store {
             .collect())
     }
 
-    /// For prune: removes the key records whose snapshot is gone; returns how many.
+    /// For prune: removes the key records whose snapshot is gone, with their build locks when
+    /// nobody holds them (one held is a build running again); returns how many records.
     pub(crate) fn remove_dead_key_records(&self) -> Result<usize> {
         let mut removed = 0;
         for record in self.keys()? {
             if !self.has_snapshot(&record.snapshot) {
                 crate::files::remove_file(&self.key_path(&record.key))?;
+                let lock = self.root().join("locks").join(record.key.to_hex());
+                if let Ok(Some(held)) = FileLock::try_acquire(&lock, LockKind::Exclusive) {
+                    held.remove()?;
+                }
                 removed += 1;
             }
         }
