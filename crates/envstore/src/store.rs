@@ -1,18 +1,16 @@
-use std::borrow::Cow;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use envstore_fs::DirState;
 use envstore_index::{Index, SnapshotMeta};
-use envstore_link::LinkPolicy;
-use envstore_lock::{FileLock, LockKind};
+use envstore_lock::FileLock;
 use envstore_objects::{ObjectError, ObjectStore, TreeStore};
-use envstore_tree::{SnapshotId, Tree, TreeId};
+use envstore_tree::SnapshotId;
 use envstore_walk::{Filter, SourceFile, WalkStats, Walked};
 use rayon::prelude::*;
 
-use crate::layout::{LinkReport, lay_out};
+use crate::layout::LinkReport;
 use crate::{Error, Result};
 
 /// Tunables of a [`Store`].
@@ -94,8 +92,8 @@ pub struct Materialized {
 /// alone. See docs/leases.md for the protocol other tools can follow without this library.
 #[derive(Debug)]
 pub struct Lease {
-    id: SnapshotId,
-    lock: FileLock,
+    pub(crate) id: SnapshotId,
+    pub(crate) lock: FileLock,
 }
 
 impl Lease {
@@ -334,7 +332,7 @@ impl Store {
         }
     }
 
-    fn walk(&self, dir: &Path, filter: &Filter) -> Result<Walked> {
+    pub(crate) fn walk(&self, dir: &Path, filter: &Filter) -> Result<Walked> {
         self.refuse_internals(dir)?;
         self.walk_unchecked(dir, filter)
     }
@@ -497,135 +495,6 @@ impl Store {
             relocated: walked.relocated.clone(),
             binary_with_prefix: walked.binary_with_prefix.clone(),
         })
-    }
-
-    /// Makes `source` available at its stable path and returns it. A directory is hashed (and
-    /// stored if new); a materialization that exists is returned without touching anything but
-    /// its last-use time.
-    pub fn materialize(
-        &self,
-        source: &Source,
-        filter: &Filter,
-        policy: LinkPolicy,
-    ) -> Result<Materialized> {
-        match source {
-            Source::Dir(dir) => self.materialize_walked(dir, &self.walk(dir, filter)?, policy),
-            Source::Snapshot(id) => self.materialize_stored(id, policy),
-        }
-    }
-
-    /// Like [`Store::materialize`], holding a lease on the snapshot (taken before it is laid
-    /// out, so prune cannot remove it in between) for as long as the [`Lease`] lives.
-    pub fn materialize_leased(
-        &self,
-        source: &Source,
-        filter: &Filter,
-        policy: LinkPolicy,
-    ) -> Result<(Materialized, Lease)> {
-        match source {
-            Source::Dir(dir) => {
-                let walked = self.walk(dir, filter)?;
-                let lease = self.lease(&walked.root.into())?;
-                Ok((self.materialize_walked(dir, &walked, policy)?, lease))
-            }
-            Source::Snapshot(id) => {
-                let lease = self.lease(id)?;
-                Ok((self.materialize_stored(id, policy)?, lease))
-            }
-        }
-    }
-
-    fn materialize_walked(
-        &self,
-        dir: &Path,
-        walked: &Walked,
-        policy: LinkPolicy,
-    ) -> Result<Materialized> {
-        let id = SnapshotId::from(walked.root);
-        if self.materialized(&id)? {
-            return Ok(self.existing(id));
-        }
-        self.require_writable("store and lay out a new environment")?;
-        let _lock = self.lock_shared()?;
-        let ingest = self.store_walked(dir, walked)?;
-        let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> {
-            match walked.trees.get(t) {
-                Some(tree) => Ok(Cow::Borrowed(tree)),
-                None => Ok(Cow::Owned(self.trees.get(t)?)),
-            }
-        };
-        let (created, link) = lay_out(self, &id, &lookup, policy)?;
-        Ok(self.laid_out(id, created, link, Some(ingest)))
-    }
-
-    fn materialize_stored(&self, id: &SnapshotId, policy: LinkPolicy) -> Result<Materialized> {
-        if self.materialized(id)? {
-            return Ok(self.existing(*id));
-        }
-        self.require_writable("lay out an environment")?;
-        let _lock = self.lock_shared()?;
-        if !self.has_snapshot(id) {
-            return Err(Error::UnknownSnapshot {
-                prefix: id.to_hex(),
-            });
-        }
-        self.ensure_loose(id)?;
-        let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> { Ok(Cow::Owned(self.trees.get(t)?)) };
-        let (created, link) = lay_out(self, id, &lookup, policy)?;
-        Ok(self.laid_out(*id, created, link, None))
-    }
-
-    /// Takes a lease on snapshot `id`: a shared lock on `leases/<id>` that prune respects.
-    /// Waits (bounded) only while a prune is deciding about this very snapshot.
-    pub fn lease(&self, id: &SnapshotId) -> Result<Lease> {
-        let lock = FileLock::acquire(
-            &self.lease_path(id),
-            LockKind::Shared,
-            self.options.lock_timeout,
-            "a lease",
-        )?;
-        Ok(Lease { id: *id, lock })
-    }
-
-    pub(crate) fn lease_path(&self, id: &SnapshotId) -> PathBuf {
-        self.root.join("leases").join(id.to_hex())
-    }
-
-    /// A materialization that was there already: record the use and return it.
-    fn existing(&self, id: SnapshotId) -> Materialized {
-        self.touch(&id);
-        Materialized {
-            id,
-            path: self.env_path(&id),
-            created: false,
-            link: None,
-            ingest: None,
-            index_warning: None,
-        }
-    }
-
-    /// Records how a new materialization was laid out (for `show`); the index is a cache, so a
-    /// failure to update it is a warning, not an error.
-    fn laid_out(
-        &self,
-        id: SnapshotId,
-        created: bool,
-        link: LinkReport,
-        ingest: Option<IngestReport>,
-    ) -> Materialized {
-        let index_warning = if created {
-            self.update_index(|index| index.put_link_mode(&id, link.mode.as_str()))
-        } else {
-            None
-        };
-        Materialized {
-            id,
-            path: self.env_path(&id),
-            created,
-            link: Some(link),
-            ingest,
-            index_warning,
-        }
     }
 
     /// Opens the index (waiting at most the lock time-out); keep it open briefly.
