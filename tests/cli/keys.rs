@@ -449,3 +449,93 @@ fn ingest_by_records_reuses_a_snapshot_on_metadata_and_hashes_on_any_doubt() {
     write(&site.join("pkg/__pycache__/y.pyc"), b"more runtime");
     assert_eq!(ingest(&[])["by_records"], true);
 }
+
+/// The discussions' acceptance criteria, with a real installer (uv when on PATH, else pip).
+#[test]
+fn venv_meets_the_acceptance_criteria_with_a_real_installer() {
+    let env = Env::new();
+    let project = env.path("project");
+    write(&project.join("requirements.txt"), b"# v1\n");
+    write(&project.join("src/app.py"), b"print(1)\n");
+    let venv = |extra_env: &[(&str, &str)]| {
+        let mut cmd = env.cmd();
+        cmd.current_dir(&project).args([
+            "--json",
+            "venv",
+            "-r",
+            "requirements.txt",
+            "--name",
+            "app",
+        ]);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let result = |out: std::process::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = result(venv(&[]).output().unwrap());
+    assert_eq!(first["built"], true);
+    // A source file edited: reused.
+    write(&project.join("src/app.py"), b"print(2)\n");
+    let again = result(venv(&[]).output().unwrap());
+    assert_eq!(
+        (again["built"].clone(), again["path"].clone()),
+        (false.into(), first["path"].clone())
+    );
+    // The manifest edited: rebuilt although a venv exists.
+    write(&project.join("requirements.txt"), b"# v2\n");
+    // (Only comments changed, so the venv built has the same content: same path.)
+    let second = result(venv(&[]).output().unwrap());
+    assert_eq!(second["built"], true);
+    assert_ne!(second["key"], first["key"]);
+    // Reverted: the old venv, without a build.
+    write(&project.join("requirements.txt"), b"# v1\n");
+    let reverted = result(venv(&[]).output().unwrap());
+    assert_eq!(
+        (reverted["built"].clone(), reverted["path"].clone()),
+        (false.into(), first["path"].clone())
+    );
+    // Four concurrent callers with a new manifest: one build, one path.
+    write(&project.join("requirements.txt"), b"# v3\n");
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            venv(&[])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let results: Vec<serde_json::Value> = children
+        .into_iter()
+        .map(|c| result(c.wait_with_output().unwrap()))
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| r["built"] == true).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results.windows(2).all(|w| w[0]["path"] == w[1]["path"]),
+        "{results:?}"
+    );
+    // A failing install records nothing and passes on the installer's exit code.
+    let keys_before = json(&env, &["keys"]).as_array().unwrap().len();
+    write(
+        &project.join("requirements.txt"),
+        b"envstore-no-such-package==0.0.1\n",
+    );
+    let out = venv(&[("UV_OFFLINE", "1"), ("PIP_NO_INDEX", "1")])
+        .output()
+        .unwrap();
+    assert!(!matches!(out.status.code(), Some(0) | None), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing was recorded"),
+        "{out:?}"
+    );
+    assert_eq!(json(&env, &["keys"]).as_array().unwrap().len(), keys_before);
+    assert_eq!(fs::read_dir(env.store.join("tmp")).unwrap().count(), 0);
+}
