@@ -15,11 +15,7 @@ use crate::printer::{Printer, ago, table, utc_time};
 /// Runs one build step with `ENVSTORE_OUT` set; its stdout goes to stderr (stdout carries
 /// only the path). A failure is [`envstore::Error::BuildFailed`] with the step's exit code.
 fn run_step(argv: &[OsString], out: &Path) -> envstore::Result<()> {
-    let command = argv
-        .iter()
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = display(argv);
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).env("ENVSTORE_OUT", out);
     if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {

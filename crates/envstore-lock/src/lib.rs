@@ -202,12 +202,7 @@ fn open_nofollow(path: &Path, create: bool) -> io::Result<File> {
 fn open_lock_file(path: &Path) -> Result<File, LockError> {
     match open_nofollow(path, true) {
         Ok(file) => Ok(file),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EROFS | libc::EACCES | libc::EPERM)
-            ) =>
-        {
+        Err(e) if envstore_fs::is_read_only_error(&e) => {
             open_nofollow(path, false).map_err(|source| {
                 if source.kind() == io::ErrorKind::NotFound {
                     LockError::ReadOnly {
