@@ -22,7 +22,7 @@ use envstore_index::{ChunkLoc, ColdTotals, Index};
 use envstore_lock::{FileLock, LockKind};
 use envstore_objects::ObjectError;
 use envstore_pack::{
-    Block, BlockBuilder, EncodedBlock, Entry, EntryKind, PackReader, PackWriter, WrittenPack,
+    BlockBuilder, EncodedBlock, Entry, EntryKind, PackReader, PackWriter, WrittenPack,
     decode_recipe, encode_recipe, pack_path, parse_pack_name,
 };
 use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId};
@@ -65,9 +65,6 @@ pub struct PackReport {
 
 /// An object read for packing: its size, and its chunks.
 type Loaded = (ObjectId, u64, Vec<(ChunkId, Vec<u8>)>);
-
-/// The chunk locations that rebuild each object.
-type Plan = Vec<(ObjectId, bool, Vec<ChunkLoc>)>;
 
 /// What a pack holds, read back from it.
 pub(crate) struct ScannedPack {
@@ -148,7 +145,7 @@ pub(crate) fn cold_lookup(
 }
 
 /// Appends blocks to the pack being written, compressing them in parallel.
-fn flush_blocks(
+pub(crate) fn flush_blocks(
     store: &Store,
     writer: &mut Option<PackWriter>,
     blocks: Vec<BlockBuilder>,
@@ -191,7 +188,7 @@ fn block_chunks<'e>(
 }
 
 /// Chunk locations of a pack just written, for the index.
-fn written_chunks(pack: &WrittenPack) -> Vec<(ChunkId, ChunkLoc)> {
+pub(crate) fn written_chunks(pack: &WrittenPack) -> Vec<(ChunkId, ChunkLoc)> {
     pack.blocks
         .iter()
         .flat_map(|(block, entries)| block_chunks(pack.id, *block, envstore_pack::placed(entries)))
@@ -574,96 +571,6 @@ impl Store {
         Ok((count, bytes))
     }
 
-    /// Where the cold tier has each of `objects`, or an error naming the first it cannot
-    /// rebuild.
-    fn rehydration_plan(&self, objects: &[(ObjectId, bool)]) -> Result<Plan> {
-        let ids: Vec<ObjectId> = objects.iter().map(|(o, _)| *o).collect();
-        let mut locs = cold_lookup(&self.open_index()?, &ids)?;
-        if locs.iter().any(Option::is_none) && self.reconcile_packs()? > 0 {
-            // The index did not know every pack (it was lost, or a pack was interrupted):
-            // now it does.
-            locs = cold_lookup(&self.open_index()?, &ids)?;
-        }
-        let mut plan: Plan = Vec::with_capacity(objects.len());
-        for ((object, executable), locs) in objects.iter().zip(locs) {
-            match locs {
-                Some(locs) => plan.push((*object, *executable, locs)),
-                None => {
-                    return Err(ObjectError::Missing {
-                        path: self.objects().path(object, *executable),
-                    }
-                    .into());
-                }
-            }
-        }
-        // In pack order: each worker then reads its blocks front to back, mostly once.
-        plan.sort_by_key(|(_, _, locs)| locs.first().map(|l| (l.pack, l.block, l.offset)));
-        Ok(plan)
-    }
-
-    /// Writes back, from packs, every loose object snapshot `id` needs and the store lacks.
-    /// The caller holds the store lock shared. Returns the objects and bytes written.
-    pub(crate) fn rehydrate(&self, id: &SnapshotId) -> Result<(u64, u64)> {
-        let needed = self.objects_of(&[*id])?;
-        let missing: Vec<(ObjectId, bool)> = needed
-            .into_iter()
-            .filter(|(o, x)| self.objects().find(o, *x).is_none())
-            .collect();
-        self.rehydrate_objects(&missing)
-    }
-
-    /// Writes `objects` back from packs as loose objects (in the variant given).
-    pub(crate) fn rehydrate_objects(&self, missing: &[(ObjectId, bool)]) -> Result<(u64, u64)> {
-        if missing.is_empty() {
-            return Ok((0, 0));
-        }
-        let plan = self.rehydration_plan(missing)?;
-        let mut readers = HashMap::new();
-        for (_, _, locs) in &plan {
-            for loc in locs {
-                if let std::collections::hash_map::Entry::Vacant(e) = readers.entry(loc.pack) {
-                    let path = pack_path(&self.packs_dir(), &loc.pack);
-                    e.insert(PackReader::open(&path).map_err(pack_err)?);
-                }
-            }
-        }
-        let per_worker = plan.len().div_ceil(rayon::current_num_threads() * 8).max(1);
-        plan.par_chunks(per_worker)
-            .map(|part| {
-                let mut cache = BlockCache::default();
-                let (mut count, mut bytes) = (0, 0);
-                for (object, executable, locs) in part {
-                    let source = pack_path(&self.packs_dir(), &locs[0].pack);
-                    let written =
-                        self.objects()
-                            .insert_with(*object, *executable, &source, |w| {
-                                for loc in locs {
-                                    let block = cache.get(&readers, loc)?;
-                                    let bytes =
-                                        block.slice(loc.offset, loc.len).ok_or_else(|| {
-                                            io::Error::other("chunk outside its block")
-                                        })?;
-                                    w.write_all(bytes)?;
-                                }
-                                Ok(())
-                            })?;
-                    count += 1;
-                    bytes += written;
-                }
-                Ok((count, bytes))
-            })
-            .try_reduce(|| (0, 0), |a, b| Ok((a.0 + b.0, a.1 + b.1)))
-    }
-
-    /// Makes sure every object of snapshot `id` is loose, rehydrating a packed snapshot. The
-    /// caller holds the store lock shared.
-    pub(crate) fn ensure_loose(&self, id: &SnapshotId) -> Result<()> {
-        if self.snapshot_meta(id)?.packed > 0 {
-            self.rehydrate(id)?;
-        }
-        Ok(())
-    }
-
     /// Totals of the cold tier for `stats` (after bringing the index in line with `packs/`).
     pub(crate) fn cold_totals(&self) -> Result<ColdTotals> {
         if self.pack_files()?.is_empty() {
@@ -749,252 +656,5 @@ impl Store {
             }
         }
         Ok(sweep)
-    }
-}
-
-/// Damage found in packs by [`Store::check_packs`].
-#[derive(Debug, Default)]
-pub(crate) struct PackCheck {
-    /// Damaged packs: path, what is wrong, and where damage starts in each bad block (or the
-    /// offset from which nothing could be read).
-    pub(crate) damaged: Vec<DamagedPack>,
-    /// Packs on disk the index does not know.
-    pub(crate) unindexed: Vec<PathBuf>,
-    /// Packs the index knows that are gone.
-    pub(crate) missing: Vec<PackId>,
-    pub(crate) checked: u64,
-}
-
-#[derive(Debug)]
-pub(crate) struct DamagedPack {
-    pub(crate) id: PackId,
-    pub(crate) path: PathBuf,
-    pub(crate) reason: String,
-    pub(crate) bad_blocks: HashSet<u64>,
-    /// Blocks at or after this offset could not even be found.
-    pub(crate) unreadable_from: Option<u64>,
-}
-
-impl PackCheck {
-    /// Whether the chunk at `loc` can be read back intact.
-    pub(crate) fn intact(&self, loc: &ChunkLoc) -> bool {
-        if self.missing.contains(&loc.pack) {
-            return false;
-        }
-        !self.damaged.iter().any(|d| {
-            d.id == loc.pack
-                && (d.bad_blocks.contains(&loc.block)
-                    || d.unreadable_from.is_some_and(|from| loc.block >= from))
-        })
-    }
-}
-
-impl Store {
-    /// Reads every pack (or those in `only`) through: its bytes against its name, every block
-    /// against its checksum, every chunk against its id; and compares `packs/` with the index.
-    pub(crate) fn check_packs(&self, only: Option<&HashSet<PackId>>) -> Result<PackCheck> {
-        let mut check = PackCheck::default();
-        let on_disk = self.pack_files()?;
-        if on_disk.is_empty() && !self.root().join("index.redb").exists() {
-            return Ok(check);
-        }
-        // A broken index is verify's to report; here it just knows no packs.
-        let indexed: HashSet<PackId> = self
-            .open_index()
-            .and_then(|index| Ok(index.packs()?))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        let present: HashSet<PackId> = on_disk.iter().map(|(id, _)| *id).collect();
-        check.missing = indexed.difference(&present).copied().collect();
-        check.missing.sort();
-        let results: Vec<Option<DamagedPack>> = on_disk
-            .par_iter()
-            .filter(|(id, _)| only.is_none_or(|o| o.contains(id)))
-            .map(|(id, path)| check_pack(*id, path))
-            .collect();
-        for (id, path) in &on_disk {
-            if !indexed.contains(id) {
-                check.unindexed.push(path.clone());
-            }
-        }
-        check.checked = results.len() as u64;
-        check.damaged = results.into_iter().flatten().collect();
-        Ok(check)
-    }
-
-    /// Replaces pack `pack` by a new pack holding the entries `keep` accepts (given the block's
-    /// offset, the entry's offset in the block and the entry), re-compressed; the new pack is
-    /// durable and indexed before the old one is forgotten and deleted. With `damaged`, blocks
-    /// the check found bad (and everything from where no block could be read) are left out;
-    /// without, any damage is an error. Returns the new pack's length (0 when nothing is kept).
-    fn rewrite_pack(
-        &self,
-        pack: PackId,
-        keep: &dyn Fn(u64, u32, &Entry) -> bool,
-        damaged: Option<&DamagedPack>,
-    ) -> Result<u64> {
-        let path = pack_path(&self.packs_dir(), &pack);
-        let reader = match PackReader::open(&path) {
-            Ok(reader) => Some(reader),
-            Err(_) if damaged.is_some() => None,
-            Err(e) => return Err(pack_err(e)),
-        };
-        let mut writer = None;
-        let (mut chunks, mut recipes) = (BlockBuilder::default(), BlockBuilder::default());
-        let mut new_recipes = Vec::new();
-        let mut at = envstore_pack::PACK_MAGIC.len() as u64;
-        while let Some(reader) = &reader {
-            let readable = damaged.is_none_or(|d| d.unreadable_from.is_none_or(|from| at < from));
-            if at >= reader.len() || !readable {
-                break;
-            }
-            let header = reader.header_at(at).map_err(pack_err)?;
-            at = header.end();
-            if damaged.is_some_and(|d| d.bad_blocks.contains(&header.offset)) {
-                continue;
-            }
-            let block = reader.block_at(header.offset).map_err(pack_err)?;
-            for (offset, e) in block.header.placed() {
-                if !keep(header.offset, offset, e) {
-                    continue;
-                }
-                let bytes = block.slice(offset, e.len).expect("a checked block");
-                let builder = match e.kind {
-                    EntryKind::Chunk => &mut chunks,
-                    EntryKind::Recipe => {
-                        new_recipes.push((ObjectId::from_bytes(e.id), bytes.to_vec()));
-                        &mut recipes
-                    }
-                };
-                builder.push(e.kind, e.id, bytes);
-                if builder.full() {
-                    let full = std::mem::take(builder);
-                    flush_blocks(self, &mut writer, vec![full])?;
-                }
-            }
-        }
-        let open: Vec<BlockBuilder> = [chunks, recipes]
-            .into_iter()
-            .filter(|b| !b.is_empty())
-            .collect();
-        flush_blocks(self, &mut writer, open)?;
-        let index = self.open_index()?;
-        let mut len = 0;
-        if let Some(writer) = writer {
-            let written = writer.finish().map_err(pack_err)?;
-            len = written.len;
-            index.add_pack(
-                &written.id,
-                written.len,
-                &written_chunks(&written),
-                &new_recipes,
-            )?;
-        }
-        index.remove_packs(&[pack])?;
-        drop(index);
-        envstore_pack::remove_pack(&path).map_err(pack_err)?;
-        Ok(len)
-    }
-
-    /// Mends packs: indexes unknown packs, forgets missing ones, and rewrites each damaged pack's
-    /// intact blocks into a new pack before deleting it. Returns what was done. The caller holds
-    /// the store lock exclusively.
-    pub(crate) fn repair_packs(&self, check: &PackCheck) -> Result<Vec<String>> {
-        let mut done = Vec::new();
-        let added = self.reconcile_packs()?;
-        if added > 0 {
-            done.push(format!("indexed {added} packs the index did not know"));
-        }
-        if !check.missing.is_empty() {
-            done.push(format!("forgot {} missing packs", check.missing.len()));
-        }
-        for damaged in &check.damaged {
-            self.rewrite_pack(damaged.id, &|_, _, _| true, Some(damaged))?;
-            done.push(format!(
-                "rewrote the intact blocks of {} and removed it",
-                damaged.path.display()
-            ));
-        }
-        Ok(done)
-    }
-}
-
-/// Checks one pack; `None` when it is intact.
-fn check_pack(id: PackId, path: &std::path::Path) -> Option<DamagedPack> {
-    let mut damaged = DamagedPack {
-        id,
-        path: path.to_owned(),
-        reason: String::new(),
-        bad_blocks: HashSet::new(),
-        unreadable_from: None,
-    };
-    let reader = match PackReader::open(path) {
-        Ok(r) => r,
-        Err(e) => {
-            damaged.reason = e.to_string();
-            damaged.unreadable_from = Some(0);
-            return Some(damaged);
-        }
-    };
-    let mut reasons = Vec::new();
-    let mut at = envstore_pack::PACK_MAGIC.len() as u64;
-    while at < reader.len() {
-        match reader.header_at(at) {
-            Ok(header) => {
-                if let Err(e) = reader.block_at(header.offset) {
-                    reasons.push(e.to_string());
-                    damaged.bad_blocks.insert(header.offset);
-                }
-                at = header.end();
-            }
-            Err(e) => {
-                reasons.push(e.to_string());
-                damaged.unreadable_from = Some(at);
-                break;
-            }
-        }
-    }
-    if reasons.is_empty() {
-        match reader.content_id() {
-            Ok(actual) if actual == id => return None,
-            Ok(_) => reasons.push(format!(
-                "{} does not match its name (cut short?)",
-                path.display()
-            )),
-            Err(e) => reasons.push(e.to_string()),
-        }
-    }
-    damaged.reason = reasons.join("; ");
-    Some(damaged)
-}
-
-/// The last few blocks one worker decompressed.
-#[derive(Default)]
-struct BlockCache {
-    blocks: Vec<((PackId, u64), Block)>,
-}
-
-impl BlockCache {
-    const SIZE: usize = 4;
-
-    fn get(&mut self, readers: &HashMap<PackId, PackReader>, loc: &ChunkLoc) -> io::Result<&Block> {
-        let key = (loc.pack, loc.block);
-        if let Some(i) = self.blocks.iter().position(|(k, _)| *k == key) {
-            let hit = self.blocks.remove(i);
-            self.blocks.push(hit);
-        } else {
-            let reader = readers
-                .get(&loc.pack)
-                .ok_or_else(|| io::Error::other("pack not open"))?;
-            let header = reader.header_at(loc.block).map_err(io::Error::other)?;
-            let raw = reader.read_block(&header).map_err(io::Error::other)?;
-            if self.blocks.len() == Self::SIZE {
-                self.blocks.remove(0);
-            }
-            self.blocks.push((key, Block { header, raw }));
-        }
-        Ok(&self.blocks.last().expect("just pushed").1)
     }
 }

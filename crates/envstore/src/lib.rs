@@ -16,6 +16,7 @@
 mod archive;
 mod catalog;
 mod cold;
+mod cold_check;
 mod error;
 mod files;
 mod gc;
@@ -25,6 +26,7 @@ mod materialize;
 mod open;
 mod problems;
 mod reach;
+mod rehydrate;
 mod record_key;
 mod repair;
 mod store;

@@ -28,7 +28,8 @@ use rayon::prelude::*;
 
 use envstore_fs::DirState;
 
-use crate::cold::{PackCheck, cold_lookup};
+use crate::cold::cold_lookup;
+use crate::cold_check::PackCheck;
 use crate::files::Stored;
 pub use crate::problems::{Problem, VerifyReport};
 use crate::reach::TreeCache;

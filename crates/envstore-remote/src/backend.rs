@@ -1,0 +1,454 @@
+//! [`Storage`] over the `object_store` crate: S3, HTTP/WebDAV and local directories, behind a
+//! synchronous facade that owns a small tokio runtime.
+
+use std::{
+    ops::Range,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::{
+    BackoffConfig, ClientOptions, CopyMode, CopyOptions, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, RetryConfig, aws::AmazonS3Builder, http::HttpBuilder,
+    local::LocalFileSystem, path::Path as Key, prefix::PrefixStore,
+};
+
+use crate::{Counters, FailKind, Listed, RemoteError, RemoteUrl, Result, Storage, unhex};
+
+/// How many transfers run at once.
+const CONCURRENCY: usize = 8;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        // TLS through rustls with ring; installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("envstore-remote")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime (threads and an epoll instance)")
+    })
+}
+
+#[derive(Debug)]
+struct ObjectStorage {
+    store: Arc<dyn ObjectStore>,
+    describe: String,
+    /// HTTP/WebDAV: create-if-absent is a PUT to a temporary name and a COPY with
+    /// `Overwrite: F`, since nginx ignores `If-None-Match` on PUT.
+    copy_to_create: bool,
+    requests: AtomicU64,
+    down: AtomicU64,
+    up: AtomicU64,
+}
+
+/// Opens the remote at `url`. Nothing is contacted yet.
+pub fn open(url: &RemoteUrl) -> Result<Box<dyn Storage>> {
+    let describe = url.to_string();
+    let fail = |e: object_store::Error| RemoteError {
+        remote: describe.clone(),
+        op: "open",
+        key: String::new(),
+        kind: FailKind::Other,
+        message: e.to_string(),
+    };
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 4,
+        retry_timeout: Duration::from_secs(60),
+    };
+    let client = ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(300));
+    let (store, copy_to_create): (Arc<dyn ObjectStore>, bool) = match url {
+        RemoteUrl::S3 { bucket, prefix } => {
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry);
+            let mut client = client;
+            let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                .ok();
+            if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
+                client = client.with_allow_http(true);
+            }
+            for (key, value) in aws_files() {
+                builder = builder.with_config(key, value);
+            }
+            let s3 = builder.with_client_options(client).build().map_err(fail)?;
+            (prefixed(Arc::new(s3), prefix), false)
+        }
+        RemoteUrl::Http { base, user } => {
+            let mut client = client.with_allow_http(true);
+            if let Some(user) = user {
+                use base64::Engine;
+                let token = base64::engine::general_purpose::STANDARD.encode(percent_decode(user));
+                let mut headers = object_store::HeaderMap::new();
+                let value = format!("Basic {token}").parse().map_err(|_| RemoteError {
+                    remote: describe.clone(),
+                    op: "open",
+                    key: String::new(),
+                    kind: FailKind::Other,
+                    message: "the user name or password cannot be sent in a header".into(),
+                })?;
+                headers.insert("authorization", value);
+                client = client.with_default_headers(headers);
+            }
+            let http = HttpBuilder::new()
+                .with_url(base.clone())
+                .with_retry(retry)
+                .with_client_options(client)
+                .build()
+                .map_err(fail)?;
+            (Arc::new(http), true)
+        }
+        RemoteUrl::File { dir } => {
+            std::fs::create_dir_all(dir).map_err(|e| RemoteError {
+                remote: describe.clone(),
+                op: "create",
+                key: dir.display().to_string(),
+                kind: FailKind::Other,
+                message: e.to_string(),
+            })?;
+            let local = LocalFileSystem::new_with_prefix(dir).map_err(fail)?;
+            (Arc::new(local), false)
+        }
+    };
+    Ok(Box::new(ObjectStorage {
+        store,
+        describe,
+        copy_to_create,
+        requests: AtomicU64::new(0),
+        down: AtomicU64::new(0),
+        up: AtomicU64::new(0),
+    }))
+}
+
+fn prefixed(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    }
+}
+
+/// `%XX` escapes decoded (user names and passwords in URLs are percent-encoded).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s.get(i + 1..i + 3).and_then(unhex)
+        {
+            out.push(b[0]);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn classify(e: &object_store::Error) -> FailKind {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => FailKind::NotFound,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => FailKind::Denied,
+        other => {
+            let text = format!("{other:?}").to_ascii_lowercase();
+            if ["connect", "timed out", "timeout", "dns error", "connection refused", "connection reset"]
+                .iter()
+                .any(|w| text.contains(w))
+            {
+                FailKind::Unreachable
+            } else if text.contains("forbidden") || text.contains("signaturedoesnotmatch") || text.contains("accessdenied") || text.contains("401") {
+                FailKind::Denied
+            } else {
+                FailKind::Other
+            }
+        }
+    }
+}
+
+impl ObjectStorage {
+    fn err(&self, op: &'static str, key: &str, e: object_store::Error) -> RemoteError {
+        RemoteError {
+            remote: self.describe.clone(),
+            op,
+            key: key.to_owned(),
+            kind: classify(&e),
+            message: one_line(&e),
+        }
+    }
+
+    fn count(&self, down: u64, up: u64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.down.fetch_add(down, Ordering::Relaxed);
+        self.up.fetch_add(up, Ordering::Relaxed);
+    }
+
+    fn key(&self, key: &str) -> Result<Key> {
+        Key::parse(key).map_err(|e| RemoteError {
+            remote: self.describe.clone(),
+            op: "name",
+            key: key.to_owned(),
+            kind: FailKind::Other,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The error and its causes on one line, without the retry noise's line breaks.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Storage for ObjectStorage {
+    fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    fn get(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let path = self.key(key)?;
+        let result = runtime().block_on(async {
+            let got = self.store.get(&path).await?;
+            if got.meta.size > limit {
+                return Ok(Err(got.meta.size));
+            }
+            got.bytes().await.map(Ok)
+        });
+        match result {
+            Ok(Ok(bytes)) => {
+                self.count(bytes.len() as u64, 0);
+                if bytes.len() as u64 > limit {
+                    return Err(self.too_large(key, bytes.len() as u64, limit));
+                }
+                Ok(Some(bytes.to_vec()))
+            }
+            Ok(Err(size)) => {
+                self.count(0, 0);
+                Err(self.too_large(key, size, limit))
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                self.count(0, 0);
+                Ok(None)
+            }
+            Err(e) => Err(self.err("read", key, e)),
+        }
+    }
+
+    fn get_ranges(&self, requests: &[(String, Range<u64>)]) -> Result<Vec<Vec<u8>>> {
+        let paths = requests
+            .iter()
+            .map(|(k, r)| Ok((self.key(k)?, k.as_str(), r.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        runtime().block_on(async {
+            futures::stream::iter(paths)
+                .map(|(path, key, range)| async move {
+                    let want = range.end - range.start;
+                    let bytes = self
+                        .store
+                        .get_range(&path, range)
+                        .await
+                        .map_err(|e| self.err("read", key, e))?;
+                    self.count(bytes.len() as u64, 0);
+                    if bytes.len() as u64 != want {
+                        return Err(RemoteError {
+                            remote: self.describe.clone(),
+                            op: "read",
+                            key: key.to_owned(),
+                            kind: FailKind::Other,
+                            message: format!("asked for {want} bytes, got {}", bytes.len()),
+                        });
+                    }
+                    Ok(bytes.to_vec())
+                })
+                .buffered(CONCURRENCY)
+                .try_collect()
+                .await
+        })
+    }
+
+    fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        let path = self.key(key)?;
+        let len = data.len() as u64;
+        runtime()
+            .block_on(self.store.put(&path, PutPayload::from(data)))
+            .map_err(|e| self.err("write", key, e))?;
+        self.count(0, len);
+        Ok(())
+    }
+
+    fn put_if_absent(&self, key: &str, data: Vec<u8>) -> Result<bool> {
+        let path = self.key(key)?;
+        let len = data.len() as u64;
+        if self.copy_to_create {
+            // PUT to a unique name beside it, then COPY with `Overwrite: F`.
+            let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+            let mut nonce = [0u8; 8];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+                .map_err(|_| self.err("write", key, object_store::Error::NotImplemented {
+                    operation: "random numbers".into(),
+                    implementer: "ring".into(),
+                }))?;
+            let tmp_key = if dir.is_empty() {
+                format!(".tmp-{}-{name}", crate::hex(&nonce))
+            } else {
+                format!("{dir}/.tmp-{}-{name}", crate::hex(&nonce))
+            };
+            let tmp = self.key(&tmp_key)?;
+            self.put(&tmp_key, data)?;
+            let copied = runtime().block_on(self.store.copy_opts(
+                &tmp,
+                &path,
+                CopyOptions::new().with_mode(CopyMode::Create),
+            ));
+            self.count(0, 0);
+            let _ = self.delete(&tmp_key);
+            return match copied {
+                Ok(()) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => Ok(false),
+                Err(e) => Err(self.err("create", key, e)),
+            };
+        }
+        let opts = PutOptions::from(PutMode::Create);
+        let result = runtime().block_on(self.store.put_opts(&path, PutPayload::from(data), opts));
+        self.count(0, len);
+        match result {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.err("create", key, e)),
+        }
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<Listed>> {
+        let path = self.key(dir)?;
+        let listed = runtime()
+            .block_on(self.store.list_with_delimiter(Some(&path)))
+            .map_err(|e| self.err("list", dir, e));
+        self.count(0, 0);
+        let listed = match listed {
+            Ok(listed) => listed,
+            // A directory that was never written is an empty one.
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?.to_owned();
+                Some(Listed {
+                    name,
+                    size: meta.size,
+                    modified: meta.last_modified.timestamp(),
+                })
+            })
+            .collect())
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.key(key)?;
+        let result = runtime().block_on(self.store.delete(&path));
+        self.count(0, 0);
+        match result {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err("delete", key, e)),
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        Counters {
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes_down: self.down.load(Ordering::Relaxed),
+            bytes_up: self.up.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl ObjectStorage {
+    fn too_large(&self, key: &str, size: u64, limit: u64) -> RemoteError {
+        RemoteError {
+            remote: self.describe.clone(),
+            op: "read",
+            key: key.to_owned(),
+            kind: FailKind::TooLarge,
+            message: format!("{size} bytes, more than the {limit} allowed for it"),
+        }
+    }
+}
+
+/// Settings from the AWS shared files (`~/.aws/credentials` and `~/.aws/config`, or the files
+/// `AWS_SHARED_CREDENTIALS_FILE` and `AWS_CONFIG_FILE` name) for the profile `AWS_PROFILE` (else
+/// `default`), for whatever the environment does not set.
+fn aws_files() -> Vec<(object_store::aws::AmazonS3ConfigKey, String)> {
+    use object_store::aws::AmazonS3ConfigKey as K;
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let file = |var: &str, default: &str| {
+        std::env::var_os(var)
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".aws").join(default)))
+    };
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    let mut settings = Vec::new();
+    let sources = [
+        (file("AWS_SHARED_CREDENTIALS_FILE", "credentials"), profile.clone()),
+        (
+            file("AWS_CONFIG_FILE", "config"),
+            if profile == "default" { profile.clone() } else { format!("profile {profile}") },
+        ),
+    ];
+    for (path, section) in sources {
+        let Some(text) = path.and_then(|p| read_small(&p)) else { continue };
+        for (key, value) in crate::config::ini_section(&text, &section) {
+            let (config, var) = match key.as_str() {
+                "aws_access_key_id" => (K::AccessKeyId, "AWS_ACCESS_KEY_ID"),
+                "aws_secret_access_key" => (K::SecretAccessKey, "AWS_SECRET_ACCESS_KEY"),
+                "aws_session_token" => (K::Token, "AWS_SESSION_TOKEN"),
+                "region" => (K::Region, "AWS_REGION"),
+                "endpoint_url" => (K::Endpoint, "AWS_ENDPOINT_URL"),
+                _ => continue,
+            };
+            if std::env::var_os(var).is_none() {
+                settings.push((config, value));
+            }
+        }
+    }
+    settings
+}
+
+/// A small text file, or `None` (missing, unreadable, larger than 1 MiB, not UTF-8).
+fn read_small(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
