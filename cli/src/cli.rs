@@ -108,6 +108,52 @@ pub enum Command {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Upload snapshots to a remote: only what it lacks, the snapshot published last
+    ///
+    /// Packs of new chunks go first, each with an index of what it holds; the snapshot record
+    /// comes last, so a reader never sees a snapshot whose parts are missing. With --name, a
+    /// ref (a pin on the remote) names the snapshot; --sign signs that ref.
+    #[command(
+        after_help = "Examples:\n  envstore push ./build-env --to ci\n  envstore push release-2.3 --to ci --name release-2.3 --sign ~/.config/envstore/ci.key\n  envstore push 0eaa7ea5 --remote s3://team-envs/prod"
+    )]
+    Push {
+        /// Directories (stored first), snapshot ids or prefixes, or pins
+        #[arg(required = true)]
+        sources: Vec<String>,
+        /// A configured remote's name, or a URL (s3://, http(s)://, file://)
+        #[arg(long, alias = "remote", value_name = "REMOTE")]
+        to: Option<String>,
+        /// Publish a ref of this name for the (single) snapshot
+        #[arg(long, value_name = "REF")]
+        name: Option<String>,
+        /// Sign the ref with this secret key file (from `envstore key generate`)
+        #[arg(long, value_name = "KEYFILE", requires = "name")]
+        sign: Option<PathBuf>,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Download snapshots from a remote: only the chunks this store lacks, each checked
+    ///
+    /// Every tree, chunk and object is checked against its hash before it enters the store; a
+    /// damaged or tampered remote is refused (exit 2) and nothing from it is kept. A ref is
+    /// refused unless a trusted key signed it, when the store trusts any keys.
+    #[command(
+        after_help = "Examples:\n  envstore pull release-2.3 --from ci\n  envstore pull 0eaa7ea5c1d2... --remote https://cache.example/envs"
+    )]
+    Pull {
+        /// Full snapshot ids or ref names
+        #[arg(required = true)]
+        sources: Vec<String>,
+        /// A configured remote's name, or a URL; default: every configured remote in order
+        #[arg(long, alias = "remote", value_name = "REMOTE")]
+        from: Option<String>,
+    },
+    /// Configure remotes and look at them: add, ls, rm, stats, prune, trust
+    #[command(subcommand)]
+    Remote(RemoteCommand),
+    /// Signing keys for refs: generate
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Store size, counts, deduplication, and which link modes the file system supports
     #[command(after_help = "Example:\n  envstore stats --json")]
     Stats,
@@ -272,6 +318,72 @@ pub enum Command {
         after_help = "Example:\n  envstore completions bash > /etc/bash_completion.d/envstore"
     )]
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Add a remote (checked: it must answer and be empty or an envstore remote)
+    #[command(
+        after_help = "Examples:\n  envstore remote add ci s3://team-envs/ci\n  envstore remote add lan http://cache.lan:8080/envs\n  envstore remote add nfs file:///mnt/shared/envs\n\nS3 endpoint, region and credentials come from AWS_ENDPOINT_URL, AWS_REGION,\nAWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and ~/.aws/{credentials,config}."
+    )]
+    Add {
+        /// 1-64 of A-Z a-z 0-9 . _ -
+        name: String,
+        /// s3://BUCKET/PREFIX, http(s)://[USER:PASSWORD@]HOST/PATH or file:///DIR
+        url: String,
+    },
+    /// List the configured remotes and trusted keys; with NAME, that remote's refs and snapshots
+    #[command(after_help = "Examples:\n  envstore remote ls\n  envstore remote ls ci --json")]
+    Ls {
+        /// A configured remote's name, or a URL
+        remote: Option<String>,
+    },
+    /// Forget a remote (nothing on the remote is touched)
+    Rm { name: String },
+    /// Count what a remote holds
+    Stats {
+        /// A configured remote's name, or a URL
+        remote: Option<String>,
+    },
+    /// Delete what no ref and no recent push needs from a remote
+    ///
+    /// Snapshots no ref names and pushed longer ago than --older-than are removed, then packs
+    /// nothing kept needs: marked first, deleted by a later prune after --grace, so a push
+    /// running meanwhile is never broken.
+    #[command(
+        after_help = "Examples:\n  envstore remote prune ci --older-than 30d --dry-run\n  envstore remote prune ci --older-than 14d"
+    )]
+    Prune {
+        /// A configured remote's name, or a URL
+        remote: Option<String>,
+        #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration, allow_hyphen_values = true)]
+        older_than: std::time::Duration,
+        /// How long unneeded packs stay (keep it longer than any push takes)
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration, allow_hyphen_values = true)]
+        grace: std::time::Duration,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Trust a public key (NAME:HEX from `envstore key generate`): refs must then be signed
+    Trust { key: String },
+    /// Stop trusting a key (by name or NAME:HEX)
+    Untrust { key: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make a signing key: writes the secret key to FILE (mode 0600), prints the public key
+    #[command(
+        after_help = "Example:\n  envstore key generate ci-1 --out ~/.config/envstore/ci-1.key\n  envstore remote trust \"$(envstore key public ~/.config/envstore/ci-1.key)\""
+    )]
+    Generate {
+        /// The key's name (1-64 of A-Z a-z 0-9 . _ -)
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print the public key of a secret key file
+    Public { file: PathBuf },
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,7 @@ pub fn run(
     policy: LinkPolicy,
     printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
-    let source = store.resolve(spec)?;
+    let source = store.resolve_or_fetch(spec)?;
     if let Source::Dir(dir) = &source {
         printer.detail(format_args!("hashing {}", dir.display()));
     }

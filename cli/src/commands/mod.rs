@@ -5,6 +5,7 @@ mod ingest;
 mod inspect;
 mod materialize;
 mod pin;
+mod remote;
 mod run;
 
 use std::process::ExitCode;
@@ -145,6 +146,24 @@ fn run_command(store: &Store, command: Command, printer: &Printer) -> anyhow::Re
             name,
             max_size,
         } => archive::import(store, &file, name.as_deref(), max_size, printer),
+        Command::Push {
+            sources,
+            to,
+            name,
+            sign,
+            filter,
+        } => remote::push(
+            store,
+            &sources,
+            to.as_deref(),
+            name.as_deref(),
+            sign.as_deref(),
+            &filter.build()?,
+            printer,
+        ),
+        Command::Pull { sources, from } => remote::pull(store, &sources, from.as_deref(), printer),
+        Command::Remote(command) => remote::remote(store, command, printer),
+        Command::Key(command) => remote::key(command, printer),
         Command::Completions { .. } => unreachable!("handled before opening the store"),
     }
 }

@@ -25,8 +25,6 @@ const CONCURRENCY: usize = 8;
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        // TLS through rustls with ring; installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("envstore-remote")
@@ -50,6 +48,8 @@ struct ObjectStorage {
 
 /// Opens the remote at `url`. Nothing is contacted yet.
 pub fn open(url: &RemoteUrl) -> Result<Box<dyn Storage>> {
+    // TLS through rustls with ring; the client is built here, so the provider must be set first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let describe = url.to_string();
     let fail = |e: object_store::Error| RemoteError {
         remote: describe.clone(),
@@ -79,7 +79,10 @@ pub fn open(url: &RemoteUrl) -> Result<Box<dyn Storage>> {
             let endpoint = std::env::var("AWS_ENDPOINT_URL")
                 .or_else(|_| std::env::var("AWS_ENDPOINT"))
                 .ok();
-            if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
+            if endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"))
+            {
                 client = client.with_allow_http(true);
             }
             for (key, value) in aws_files() {
@@ -168,12 +171,23 @@ fn classify(e: &object_store::Error) -> FailKind {
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => FailKind::Denied,
         other => {
             let text = format!("{other:?}").to_ascii_lowercase();
-            if ["connect", "timed out", "timeout", "dns error", "connection refused", "connection reset"]
-                .iter()
-                .any(|w| text.contains(w))
+            if [
+                "connect",
+                "timed out",
+                "timeout",
+                "dns error",
+                "connection refused",
+                "connection reset",
+            ]
+            .iter()
+            .any(|w| text.contains(w))
             {
                 FailKind::Unreachable
-            } else if text.contains("forbidden") || text.contains("signaturedoesnotmatch") || text.contains("accessdenied") || text.contains("401") {
+            } else if text.contains("forbidden")
+                || text.contains("signaturedoesnotmatch")
+                || text.contains("accessdenied")
+                || text.contains("401")
+            {
                 FailKind::Denied
             } else {
                 FailKind::Other
@@ -259,6 +273,28 @@ impl Storage for ObjectStorage {
         }
     }
 
+    fn get_many(&self, keys: &[String], limit: u64) -> Result<Vec<Option<Vec<u8>>>> {
+        // The blocking calls run on a few threads of their own: simple, and each uses the
+        // shared runtime.
+        std::thread::scope(|scope| {
+            let chunks: Vec<_> = keys
+                .chunks(keys.len().div_ceil(CONCURRENCY).max(1))
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|k| self.get(k, limit))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            let mut out = Vec::with_capacity(keys.len());
+            for c in chunks {
+                out.extend(c.join().expect("a get thread panicked")?);
+            }
+            Ok(out)
+        })
+    }
+
     fn get_ranges(&self, requests: &[(String, Range<u64>)]) -> Result<Vec<Vec<u8>>> {
         let paths = requests
             .iter()
@@ -308,11 +344,18 @@ impl Storage for ObjectStorage {
             // PUT to a unique name beside it, then COPY with `Overwrite: F`.
             let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
             let mut nonce = [0u8; 8];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
-                .map_err(|_| self.err("write", key, object_store::Error::NotImplemented {
-                    operation: "random numbers".into(),
-                    implementer: "ring".into(),
-                }))?;
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).map_err(
+                |_| {
+                    self.err(
+                        "write",
+                        key,
+                        object_store::Error::NotImplemented {
+                            operation: "random numbers".into(),
+                            implementer: "ring".into(),
+                        },
+                    )
+                },
+            )?;
             let tmp_key = if dir.is_empty() {
                 format!(".tmp-{}-{name}", crate::hex(&nonce))
             } else {
@@ -416,14 +459,23 @@ fn aws_files() -> Vec<(object_store::aws::AmazonS3ConfigKey, String)> {
     let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
     let mut settings = Vec::new();
     let sources = [
-        (file("AWS_SHARED_CREDENTIALS_FILE", "credentials"), profile.clone()),
+        (
+            file("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+            profile.clone(),
+        ),
         (
             file("AWS_CONFIG_FILE", "config"),
-            if profile == "default" { profile.clone() } else { format!("profile {profile}") },
+            if profile == "default" {
+                profile.clone()
+            } else {
+                format!("profile {profile}")
+            },
         ),
     ];
     for (path, section) in sources {
-        let Some(text) = path.and_then(|p| read_small(&p)) else { continue };
+        let Some(text) = path.and_then(|p| read_small(&p)) else {
+            continue;
+        };
         for (key, value) in crate::config::ini_section(&text, &section) {
             let (config, var) = match key.as_str() {
                 "aws_access_key_id" => (K::AccessKeyId, "AWS_ACCESS_KEY_ID"),

@@ -63,7 +63,10 @@ impl Config {
         }
         let mut config = Config::default();
         for (i, line) in lines {
-            let err = |reason: String| ConfigError { line: i + 1, reason };
+            let err = |reason: String| ConfigError {
+                line: i + 1,
+                reason,
+            };
             let mut words = line.split(' ');
             match words.next() {
                 Some("remote") => {
@@ -73,7 +76,9 @@ impl Config {
                     if !valid_name(name) {
                         return Err(err(format!("invalid remote name {name:?}")));
                     }
-                    let url = url.parse().map_err(|e: crate::UrlError| err(e.to_string()))?;
+                    let url = url
+                        .parse()
+                        .map_err(|e: crate::UrlError| err(e.to_string()))?;
                     let create_if_absent = words.any(|w| w == "create-if-absent=yes");
                     config.remotes.push(RemoteEntry {
                         name: name.to_owned(),
@@ -83,9 +88,10 @@ impl Config {
                 }
                 Some("trusted-key") => {
                     let key = words.next().unwrap_or("");
-                    config
-                        .trusted_keys
-                        .push(key.parse().map_err(|e: crate::sign::KeyError| err(e.to_string()))?);
+                    config.trusted_keys.push(
+                        key.parse()
+                            .map_err(|e: crate::sign::KeyError| err(e.to_string()))?,
+                    );
                 }
                 _ => {}
             }
@@ -153,7 +159,13 @@ mod tests {
     #[test]
     fn reads_ini_sections() {
         let ini = "[default]\naws_access_key_id = A\n[profile x]\nregion=eu\n";
-        assert_eq!(ini_section(ini, "default"), vec![("aws_access_key_id".into(), "A".into())]);
-        assert_eq!(ini_section(ini, "profile x"), vec![("region".into(), "eu".into())]);
+        assert_eq!(
+            ini_section(ini, "default"),
+            vec![("aws_access_key_id".into(), "A".into())]
+        );
+        assert_eq!(
+            ini_section(ini, "profile x"),
+            vec![("region".into(), "eu".into())]
+        );
     }
 }

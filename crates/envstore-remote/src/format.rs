@@ -74,10 +74,14 @@ impl<'a> Cursor<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, FormatError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, FormatError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn id(&mut self) -> Result<[u8; 32], FormatError> {
         Ok(self.take(32)?.try_into().expect("32 bytes"))
@@ -142,10 +146,7 @@ impl PackIndex {
     /// inside the pack, entry lengths within a block's limits, recipes well formed.
     pub fn decode(bytes: &[u8], expected: &PackId) -> Result<PackIndex, FormatError> {
         let what = format!("the index of pack {expected}");
-        let mut c = Cursor {
-            bytes,
-            what: &what,
-        };
+        let mut c = Cursor { bytes, what: &what };
         if c.take(8)? != INDEX_MAGIC {
             return Err(bad(&what, "not a pack index"));
         }
@@ -159,8 +160,7 @@ impl PackIndex {
         let mut at = 8u64;
         for _ in 0..count {
             let (offset, block_len, n) = (c.u64()?, c.u64()?, c.u32()?);
-            if offset != at || block_len == 0 || block_len > 32 << 20 || offset + block_len > len
-            {
+            if offset != at || block_len == 0 || block_len > 32 << 20 || offset + block_len > len {
                 return Err(bad(&what, format!("block at {offset} is out of place")));
             }
             at = offset + block_len;
@@ -286,7 +286,10 @@ impl Record {
             packs: Vec::new(),
             trees: Vec::new(),
         };
-        let num = |v: &str| v.parse::<u64>().map_err(|_| bad(&what, format!("bad number {v:?}")));
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| bad(&what, format!("bad number {v:?}")))
+        };
         let (count, raw_len, compressed_len) = loop {
             let l = line()?;
             let (key, value) = l.split_once(' ').unwrap_or((l, ""));
@@ -429,7 +432,9 @@ impl Ref {
             return Err("it is not signed".into());
         };
         let Some(public) = trusted.iter().find(|k| &k.name == key) else {
-            return Err(format!("it is signed by {key:?}, which is not a trusted key"));
+            return Err(format!(
+                "it is signed by {key:?}, which is not a trusted key"
+            ));
         };
         if public.verify(self.signed_text.as_bytes(), sig) {
             Ok(key.clone())
@@ -500,8 +505,16 @@ mod tests {
                 offset: 8,
                 len: 100,
                 entries: vec![
-                    Entry { kind: EntryKind::Chunk, id: id(1), len: 10 },
-                    Entry { kind: EntryKind::Recipe, id: id(2), len: recipe.len() as u32 },
+                    Entry {
+                        kind: EntryKind::Chunk,
+                        id: id(1),
+                        len: 10,
+                    },
+                    Entry {
+                        kind: EntryKind::Recipe,
+                        id: id(2),
+                        len: recipe.len() as u32,
+                    },
                 ],
                 recipes: vec![recipe],
             }],
@@ -510,7 +523,10 @@ mod tests {
         assert_eq!(PackIndex::decode(&bytes, &idx.pack).unwrap(), idx);
         assert!(PackIndex::decode(&bytes, &PackId::from_bytes(id(8))).is_err());
         for cut in 0..bytes.len() {
-            assert!(PackIndex::decode(&bytes[..cut], &idx.pack).is_err(), "{cut}");
+            assert!(
+                PackIndex::decode(&bytes[..cut], &idx.pack).is_err(),
+                "{cut}"
+            );
         }
     }
 
@@ -543,8 +559,15 @@ mod tests {
         assert_eq!(back.check(&[key.public()]).unwrap(), "k");
         let other = crate::sign::SecretKey::generate("k").unwrap();
         assert!(back.check(&[other.public()]).is_err());
-        let forged = String::from_utf8(r.encode()).unwrap().replace("seq 7", "seq 8");
-        assert!(Ref::decode(forged.as_bytes(), "main").unwrap().check(&[key.public()]).is_err());
+        let forged = String::from_utf8(r.encode())
+            .unwrap()
+            .replace("seq 7", "seq 8");
+        assert!(
+            Ref::decode(forged.as_bytes(), "main")
+                .unwrap()
+                .check(&[key.public()])
+                .is_err()
+        );
         assert!(Ref::decode(&r.encode(), "other").is_err());
     }
 }

@@ -89,6 +89,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// The object at `key`, or `None` when there is none. Objects larger than `limit` bytes are
     /// refused ([`FailKind::TooLarge`]) without reading them.
     fn get(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>>;
+    /// Several whole objects, fetched concurrently, in the order asked (`None` for a missing
+    /// one), each bounded by `limit` like [`Storage::get`].
+    fn get_many(&self, keys: &[String], limit: u64) -> Result<Vec<Option<Vec<u8>>>>;
     /// Byte ranges of objects, fetched concurrently, in the order asked.
     fn get_ranges(&self, requests: &[(String, Range<u64>)]) -> Result<Vec<Vec<u8>>>;
     /// Writes `data` at `key`, replacing what was there.

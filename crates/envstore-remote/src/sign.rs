@@ -66,7 +66,9 @@ impl SecretKey {
     pub fn parse(text: &str) -> Result<SecretKey, KeyError> {
         let mut lines = text.lines();
         if lines.next() != Some(HEADER) {
-            return Err(KeyError(format!("not an envstore secret key (expected {HEADER:?})")));
+            return Err(KeyError(format!(
+                "not an envstore secret key (expected {HEADER:?})"
+            )));
         }
         let (mut name, mut pkcs8) = (None, None);
         for line in lines {
@@ -78,7 +80,9 @@ impl SecretKey {
         }
         match (name, pkcs8) {
             (Some(name), Some(pkcs8)) if valid_name(name) => SecretKey::from_pkcs8(name, &pkcs8),
-            _ => Err(KeyError("the key file lacks a valid name or pkcs8 line".into())),
+            _ => Err(KeyError(
+                "the key file lacks a valid name or pkcs8 line".into(),
+            )),
         }
     }
 
@@ -129,7 +133,11 @@ impl FromStr for PublicKey {
     type Err = KeyError;
 
     fn from_str(s: &str) -> Result<PublicKey, KeyError> {
-        let bad = || KeyError(format!("invalid public key {s:?}: expected NAME:64 hex digits"));
+        let bad = || {
+            KeyError(format!(
+                "invalid public key {s:?}: expected NAME:64 hex digits"
+            ))
+        };
         let (name, digits) = s.rsplit_once(':').ok_or_else(bad)?;
         let bytes = unhex(digits).ok_or_else(bad)?;
         if !valid_name(name) {

@@ -34,19 +34,21 @@ impl FromStr for RemoteUrl {
         if url.chars().any(|c| c.is_control() || c == ' ') {
             return Err(err("contains spaces or control characters"));
         }
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| err("expected s3://BUCKET/PREFIX, http(s)://HOST/PATH or file:///DIR"))?;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            err("expected s3://BUCKET/PREFIX, http(s)://HOST/PATH or file:///DIR")
+        })?;
         match scheme {
             "s3" => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c);
+                let valid =
+                    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c);
                 if bucket.len() < 3 || bucket.len() > 63 || !bucket.chars().all(valid) {
                     return Err(err(
                         "the bucket name must be 3-63 lower-case letters, digits, '-' or '.'",
                     ));
                 }
-                let prefix = clean_prefix(prefix).ok_or_else(|| err("the prefix has an empty, '.' or '..' segment"))?;
+                let prefix = clean_prefix(prefix)
+                    .ok_or_else(|| err("the prefix has an empty, '.' or '..' segment"))?;
                 Ok(RemoteUrl::S3 {
                     bucket: bucket.to_owned(),
                     prefix,
@@ -64,7 +66,8 @@ impl FromStr for RemoteUrl {
                 if url.contains(['?', '#']) {
                     return Err(err("queries and fragments are not supported"));
                 }
-                let path = clean_prefix(path).ok_or_else(|| err("the path has an empty, '.' or '..' segment"))?;
+                let path = clean_prefix(path)
+                    .ok_or_else(|| err("the path has an empty, '.' or '..' segment"))?;
                 let mut base = format!("{scheme}://{host}");
                 if !path.is_empty() {
                     base.push('/');
@@ -77,7 +80,10 @@ impl FromStr for RemoteUrl {
                     return Err(err("file URLs name an absolute directory: file:///DIR"));
                 }
                 let dir = PathBuf::from(rest);
-                if dir.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                if dir
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
                     return Err(err("the directory has a '..' segment"));
                 }
                 Ok(RemoteUrl::File { dir })
@@ -156,11 +162,21 @@ mod tests {
             }
         );
         assert_eq!(u.to_string(), "s3://my-bucket/team/envs");
-        let u: RemoteUrl = "https://bob:secret@cache.example:8443/envs".parse().unwrap();
+        let u: RemoteUrl = "https://bob:secret@cache.example:8443/envs"
+            .parse()
+            .unwrap();
         assert_eq!(u.to_string(), "https://bob:***@cache.example:8443/envs");
-        assert_eq!(u.to_config_string(), "https://bob:secret@cache.example:8443/envs");
+        assert_eq!(
+            u.to_config_string(),
+            "https://bob:secret@cache.example:8443/envs"
+        );
         let u: RemoteUrl = "file:///srv/envs".parse().unwrap();
-        assert_eq!(u, RemoteUrl::File { dir: "/srv/envs".into() });
+        assert_eq!(
+            u,
+            RemoteUrl::File {
+                dir: "/srv/envs".into()
+            }
+        );
     }
 
     #[test]

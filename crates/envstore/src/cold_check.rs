@@ -5,12 +5,11 @@ use std::path::PathBuf;
 
 use envstore_index::ChunkLoc;
 use envstore_pack::{BlockBuilder, Entry, EntryKind, PackReader, pack_path};
-use rayon::prelude::*;
 use envstore_tree::{ObjectId, PackId};
+use rayon::prelude::*;
 
 use crate::cold::{flush_blocks, pack_err, written_chunks};
 use crate::{Result, Store};
-
 
 /// Damage found in packs by [`Store::check_packs`].
 #[derive(Debug, Default)]

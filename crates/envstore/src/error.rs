@@ -22,6 +22,11 @@ pub enum Error {
     Lock(#[from] LockError),
     #[error("{reason}")]
     DamagedPack { reason: String },
+    #[error(
+        "the object {path} does not match its name (damaged in the store); run `envstore verify \
+         --repair`, then retry"
+    )]
+    DamagedObject { path: PathBuf },
     #[error("refusing the archive: {0}")]
     Archive(envstore_archive::ArchiveError),
     #[error("failed to {op} {path}: {source}")]
@@ -70,6 +75,46 @@ pub enum Error {
         /// The command's exit code, which `ensure` exits with.
         code: Option<i32>,
     },
+    #[error("{}{}", .0, remote_hint(.0))]
+    Remote(envstore_remote::RemoteError),
+    #[error(
+        "refusing what {remote} sent: {reason}. Nothing from it was kept; the remote is damaged \
+         or was tampered with (`envstore remote prune` does not fix content: push again from a \
+         good store)"
+    )]
+    RemoteRefused { remote: String, reason: String },
+    #[error("{remote} has no {what}")]
+    RemoteMissing { remote: String, what: String },
+    #[error("{0}")]
+    BadRemoteUrl(envstore_remote::UrlError),
+    #[error("the remotes file {path} is damaged ({reason}); fix or remove it")]
+    RemoteConfig { path: PathBuf, reason: String },
+    #[error(
+        "invalid remote name `{name}`: use 1-64 of A-Z a-z 0-9 . _ -, not starting with . or -"
+    )]
+    BadRemoteName { name: String },
+    #[error("a remote named `{name}` exists; `envstore remote rm {name}` first to change it")]
+    RemoteExists { name: String },
+    #[error("no remote named `{name}`{}", if known.is_empty() { "; add one with `envstore remote add NAME URL`".to_owned() } else { format!("; the remotes are: {}", known.join(", ")) })]
+    UnknownRemote { name: String, known: Vec<String> },
+    #[error(
+        "no remote is configured; add one with `envstore remote add NAME URL` or give --remote URL"
+    )]
+    NoRemotes,
+    #[error("several remotes are configured ({}); say which with --to/--from NAME", names.join(", "))]
+    WhichRemote { names: Vec<String> },
+    #[error("{what}: {reason}")]
+    BadKey { what: String, reason: String },
+    #[error(
+        "refusing ref `{name}` from {remote}: {reason}; this store trusts only signed refs from \
+         its trusted keys (`envstore remote ls`). Pull by id, or trust the signer's public key \
+         with `envstore remote trust NAME:HEX`"
+    )]
+    UntrustedRef {
+        remote: String,
+        name: String,
+        reason: String,
+    },
     #[error("no key record is named `{name}`; `envstore keys` lists them")]
     UnknownKeyName { name: String },
     /// Writing the output (an export's file or stdout) failed.
@@ -115,6 +160,19 @@ pub enum Error {
         prefix: String,
         candidates: Vec<String>,
     },
+}
+
+fn remote_hint(e: &envstore_remote::RemoteError) -> &'static str {
+    match e.kind {
+        envstore_remote::FailKind::Unreachable => {
+            "; the remote did not answer: check the URL, the network, and AWS_ENDPOINT_URL for S3"
+        }
+        envstore_remote::FailKind::Denied => {
+            "; the remote refused the credentials: check AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY (or ~/.aws/credentials), or the user in an http URL"
+        }
+        _ => "",
+    }
 }
 
 fn did_you_mean(near: &[String]) -> String {

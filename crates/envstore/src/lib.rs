@@ -26,8 +26,9 @@ mod materialize;
 mod open;
 mod problems;
 mod reach;
-mod rehydrate;
 mod record_key;
+mod rehydrate;
+mod remote;
 mod repair;
 mod store;
 mod verify;
@@ -38,6 +39,8 @@ pub use envstore_archive::Format as ArchiveFormat;
 pub use envstore_index::SnapshotMeta;
 pub use envstore_keys::{Change as KeyChange, KeyRecord};
 pub use envstore_link::{LinkMode, LinkPolicy};
+pub use envstore_remote::config::{Config as RemoteConfig, RemoteEntry};
+pub use envstore_remote::{Counters as RemoteCounters, sign::SecretKey};
 pub use envstore_tree::diff::{Change, Kind};
 pub use envstore_tree::{KeyId, ObjectId, SnapshotId, TreeId};
 pub use envstore_walk::{DEFAULT_EXCLUDES, Filter, WalkStats};
@@ -46,6 +49,10 @@ pub use gc::{PruneOptions, PrunePlan, Reason, Removal};
 pub use keys::{EnsureSpec, Ensured};
 pub use layout::LinkReport;
 pub use open::FORMAT_VERSION;
+pub use remote::{
+    PullReport, PushReport, Remote, RemoteFailKind, RemotePruneOptions, RemotePruneReport,
+    RemoteStats, read_secret_key,
+};
 pub use store::{
     IngestReport, Lease, Materialized, Progress, ProgressFn, Source, Store, StoreOptions,
     default_store_path,

@@ -44,6 +44,7 @@ pub(crate) const STORE_DIRS: &[&str] = &[
     "packs",
     "keys",
     "locks",
+    "remote-cache",
 ];
 
 /// The store's lock files: each a regular file or absent. One replaced by a directory or a
@@ -54,6 +55,7 @@ const LOCK_FILES: &[&str] = &["store.lock", "index.lock", "pack.lock"];
 /// refused rather than filled (someone typed the wrong --store).
 const STORE_ENTRIES: &[&str] = &[
     "FORMAT",
+    "remotes",
     "CACHEDIR.TAG",
     "store.lock",
     "index.lock",

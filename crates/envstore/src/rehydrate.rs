@@ -87,9 +87,10 @@ impl Store {
                 let mut cache = BlockCache::default();
                 let (mut count, mut bytes) = (0, 0);
                 for (object, executable, locs) in part {
-                    let source = readers
-                        .get(&locs[0].pack)
-                        .map_or_else(|| pack_path(&self.packs_dir(), &locs[0].pack), |r| r.path().to_owned());
+                    let source = readers.get(&locs[0].pack).map_or_else(
+                        || pack_path(&self.packs_dir(), &locs[0].pack),
+                        |r| r.path().to_owned(),
+                    );
                     let written =
                         self.objects()
                             .insert_with(*object, *executable, &source, |w| {
@@ -130,7 +131,11 @@ pub(crate) struct BlockCache {
 impl BlockCache {
     const SIZE: usize = 4;
 
-    pub(crate) fn get(&mut self, readers: &HashMap<PackId, PackReader>, loc: &ChunkLoc) -> io::Result<&Block> {
+    pub(crate) fn get(
+        &mut self,
+        readers: &HashMap<PackId, PackReader>,
+        loc: &ChunkLoc,
+    ) -> io::Result<&Block> {
         let key = (loc.pack, loc.block);
         if let Some(i) = self.blocks.iter().position(|(k, _)| *k == key) {
             let hit = self.blocks.remove(i);

@@ -1,0 +1,189 @@
+//! `remote prune` and `remote stats`: keeping a remote from growing without bound.
+//!
+//! Deletion goes top-down (records, then packs) and packs go in two steps: a prune *marks*
+//! packs that no kept record needs and that are older than the grace period; a later prune
+//! deletes a marked pack once the grace period has passed since marking, if still no record
+//! needs it and it was not written again since. A push never relies on a marked pack (it
+//! uploads those chunks again), and publishes its record right after checking that the packs
+//! it relies on are there and unmarked. So a pack is only deleted when no push can still be
+//! about to publish a record needing it, as long as a push publishes within the grace period of
+//! that check (seconds, against a default of an hour). docs/remote.md has the full argument.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use envstore_remote::format::{self, Marked, Record, Ref};
+use envstore_tree::{PackId, SnapshotId};
+
+use super::Remote;
+use crate::{Result, Store};
+
+#[derive(Debug, Clone)]
+pub struct RemotePruneOptions {
+    /// Snapshots no ref names and pushed longer ago than this are removed.
+    pub older_than: Duration,
+    /// How long a pack stays after nothing needs it (and after it was marked).
+    pub grace: Duration,
+    pub dry_run: bool,
+}
+
+/// What `remote prune` did (or, with `--dry-run`, would do).
+#[derive(Debug, Default, Clone)]
+pub struct RemotePruneReport {
+    pub kept_snapshots: u64,
+    pub refs: u64,
+    pub removed_snapshots: Vec<SnapshotId>,
+    /// Packs marked now; they go in a prune after the grace period.
+    pub marked: Vec<PackId>,
+    /// Marked packs something needs again, unmarked.
+    pub unmarked: u64,
+    pub removed_packs: Vec<PackId>,
+    pub removed_bytes: u64,
+    /// Files of interrupted pushes (a pack without its index, or the reverse), removed.
+    pub removed_partial: Vec<String>,
+    pub kept_packs: u64,
+    pub kept_bytes: u64,
+}
+
+/// What a remote holds, for `remote stats`.
+#[derive(Debug, Default, Clone)]
+pub struct RemoteStats {
+    pub snapshots: u64,
+    pub refs: Vec<(String, Ref)>,
+    pub packs: u64,
+    pub pack_bytes: u64,
+    pub partial_files: u64,
+    pub marked: u64,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Store {
+    /// The refs of `remote` (each checked to parse; signatures are not checked here).
+    pub fn remote_refs(&self, remote: &Remote) -> Result<Vec<(String, Ref)>> {
+        let listed = remote.storage().list("refs")?;
+        let keys: Vec<String> = listed.iter().map(|f| format::ref_key(&f.name)).collect();
+        let got = remote.storage().get_many(&keys, format::MAX_REF)?;
+        let mut refs = Vec::new();
+        for (f, bytes) in listed.into_iter().zip(got) {
+            let Some(bytes) = bytes else { continue };
+            let r = Ref::decode(&bytes, &f.name).map_err(|e| remote.refused(e.to_string()))?;
+            refs.push((f.name, r));
+        }
+        refs.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(refs)
+    }
+
+    /// The snapshots on `remote` with when they were (last) pushed, unix seconds.
+    pub fn remote_snapshots(&self, remote: &Remote) -> Result<Vec<(SnapshotId, i64)>> {
+        let mut out: Vec<(SnapshotId, i64)> = remote
+            .storage()
+            .list("snapshots")?
+            .into_iter()
+            .filter_map(|f| Some((f.name.parse().ok()?, f.modified)))
+            .collect();
+        out.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+        Ok(out)
+    }
+
+    pub fn remote_stats(&self, remote: &Remote) -> Result<RemoteStats> {
+        let listing = remote.list_packs()?;
+        Ok(RemoteStats {
+            snapshots: self.remote_snapshots(remote)?.len() as u64,
+            refs: self.remote_refs(remote)?,
+            packs: listing.complete.len() as u64,
+            pack_bytes: listing.complete.values().map(|(s, _)| s).sum(),
+            partial_files: listing.partial.len() as u64,
+            marked: remote.marked()?.packs.len() as u64,
+        })
+    }
+
+    pub fn remote_prune(
+        &self,
+        remote: &Remote,
+        options: &RemotePruneOptions,
+    ) -> Result<RemotePruneReport> {
+        remote.check_marker(false)?;
+        let now = now();
+        let older = now - options.older_than.as_secs().min(i64::MAX as u64) as i64;
+        let grace = options.grace.as_secs().min(i64::MAX as u64) as i64;
+        let mut report = RemotePruneReport::default();
+        let refs = self.remote_refs(remote)?;
+        report.refs = refs.len() as u64;
+        let named: HashSet<SnapshotId> = refs.iter().map(|(_, r)| r.snapshot).collect();
+        let mut kept = Vec::new();
+        for (id, modified) in self.remote_snapshots(remote)? {
+            if named.contains(&id) || modified >= older {
+                kept.push(id);
+            } else {
+                report.removed_snapshots.push(id);
+            }
+        }
+        // What the kept snapshots need.
+        let keys: Vec<String> = kept.iter().map(format::record_key).collect();
+        let records = remote.storage().get_many(&keys, format::MAX_RECORD)?;
+        let mut needed: HashSet<PackId> = HashSet::new();
+        for (id, bytes) in kept.iter().zip(records) {
+            let Some(bytes) = bytes else { continue };
+            let record = Record::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
+            needed.extend(record.packs);
+            report.kept_snapshots += 1;
+        }
+        if !options.dry_run {
+            for id in &report.removed_snapshots {
+                remote.storage().delete(&format::record_key(id))?;
+            }
+        }
+        // Packs: delete what was marked long enough ago, mark what nothing needs.
+        let listing = remote.list_packs()?;
+        let marked = remote.marked()?;
+        let mut still = Marked::default();
+        let mut was_marked = HashSet::new();
+        for (pack, at) in marked.packs {
+            was_marked.insert(pack);
+            let Some(&(size, modified)) = listing.complete.get(&pack) else {
+                continue;
+            };
+            if needed.contains(&pack) {
+                report.unmarked += 1;
+            } else if now - at >= grace && modified <= at {
+                if !options.dry_run {
+                    remote.storage().delete(&format::index_key(&pack))?;
+                    remote.storage().delete(&format::pack_key(&pack))?;
+                }
+                report.removed_packs.push(pack);
+                report.removed_bytes += size;
+            } else {
+                still.packs.push((pack, at));
+            }
+        }
+        for (pack, &(size, modified)) in &listing.complete {
+            if needed.contains(pack) {
+                report.kept_packs += 1;
+                report.kept_bytes += size;
+            } else if !was_marked.contains(pack) && now - modified >= grace {
+                still.packs.push((*pack, now));
+                report.marked.push(*pack);
+            }
+        }
+        for (key, size, modified) in listing.partial {
+            if now - modified >= grace {
+                if !options.dry_run {
+                    remote.storage().delete(&key)?;
+                }
+                report.removed_bytes += size;
+                report.removed_partial.push(key);
+            }
+        }
+        if !options.dry_run && (!report.marked.is_empty() || still.packs.len() != was_marked.len())
+        {
+            still.packs.sort();
+            remote.storage().put(format::MARKED_KEY, still.encode())?;
+        }
+        Ok(report)
+    }
+}
