@@ -5,7 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo nextest run --workspace --locked
+# The remote tests run against real engines on 127.0.0.1: a 3-node SeaweedFS cluster (S3) and
+# nginx WebDAV. Started here when they are installed (.ci/run installs them) and not running.
+if [ -z "${ENVSTORE_TEST_S3:-}" ] && command -v weed >/dev/null && command -v nginx >/dev/null; then
+  remotes_dir=$(mktemp -d "${TMPDIR:-/tmp}/envstore-remotes.XXXXXX")
+  trap 'bash .ci/remotes.sh stop "$remotes_dir" >/dev/null 2>&1; rm -rf "$remotes_dir"' EXIT
+  bash .ci/remotes.sh start "$remotes_dir" >/dev/null
+  # shellcheck disable=SC1091
+  source "$remotes_dir/env"
+fi
+
+# The test that kills a SeaweedFS volume server runs alone, after the others.
+cargo nextest run --workspace --locked -E 'not test(seaweed_volume_killed)'
+cargo nextest run --workspace --locked -E 'test(seaweed_volume_killed)'
 
 python3 -m pip --version >/dev/null
 missing=()

@@ -13,4 +13,5 @@ mod keys;
 mod links;
 mod materialize;
 mod relocate;
+mod remote;
 mod trust;

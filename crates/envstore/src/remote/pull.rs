@@ -35,7 +35,7 @@ pub struct PullReport {
     /// Objects written, and their bytes.
     pub objects: u64,
     pub object_bytes: u64,
-    /// Blocks fetched, their bytes, and the chunks in them the pull needed.
+    /// Blocks fetched, their bytes, and the chunks in them.
     pub blocks: u64,
     pub fetched_bytes: u64,
     pub fetched_chunks: u64,
@@ -228,11 +228,15 @@ impl Store {
         let mut readers = HashMap::new();
         if !fetched.is_empty() {
             let reader = PackReader::open(&incoming_path).map_err(pack_err)?;
-            for offset in fetched {
+            for (offset, pack, at) in fetched {
                 // Header, checksum and every chunk's id: a block that fails is refused whole.
-                let block = reader
-                    .block_at(offset)
-                    .map_err(|e| remote.refused(e.to_string()))?;
+                let block = reader.block_at(offset).map_err(|e| {
+                    let why = match e {
+                        envstore_pack::PackError::Corrupt { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    remote.refused(format!("the block at byte {at} of pack {pack}: {why}"))
+                })?;
                 for (at, e) in block.header.placed() {
                     if e.kind == EntryKind::Chunk {
                         have.entry(ChunkId::from_bytes(e.id)).or_insert(ChunkLoc {
@@ -267,7 +271,7 @@ impl Store {
                 }
             }
         }
-        report.fetched_chunks = remote_objects.len() as u64;
+        report.fetched_chunks = have.values().filter(|l| l.pack == INCOMING).count() as u64;
         let (objects, bytes) = self
             .write_from_packs(&plan, &readers)
             .map_err(|e| match e {
@@ -357,14 +361,14 @@ impl Store {
 
     /// Fetches `blocks` (pack, offset, length; sorted) into a temporary pack at `path`,
     /// coalescing neighbours into one range and holding at most [`MAX_BATCH`] bytes at once.
-    /// Returns each block's offset in the temporary pack.
+    /// Returns each block's offset in the temporary pack, with its pack and offset there.
     fn fetch_blocks(
         &self,
         remote: &Remote,
         blocks: &[(PackId, u64, u64)],
         path: &std::path::Path,
         report: &mut PullReport,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Vec<(u64, PackId, u64)>> {
         if blocks.is_empty() {
             return Ok(Vec::new());
         }
@@ -396,9 +400,11 @@ impl Store {
             let got = remote.storage().get_ranges(&requests)?;
             for (range, bytes) in batch.iter().zip(got) {
                 file.write_all(&bytes).map_err(Error::io("write", path))?;
+                let mut there = range.1;
                 for len in &range.3 {
-                    offsets.push(at);
+                    offsets.push((at, range.0, there));
                     at += len;
+                    there += len;
                     report.blocks += 1;
                 }
                 report.fetched_bytes += bytes.len() as u64;
