@@ -528,6 +528,10 @@ fn materialize_falls_through_to_remotes_and_goes_on_without_a_dead_one() {
     c.ok(&["remote", "add", "live", &remote.url]);
     let path = PathBuf::from(c.ok(&["materialize", "tools"]).trim());
     assert_eq!(tree(&path), tree(&src));
+    // A materialization names its snapshot: push "$(envstore materialize ...)" works.
+    let again = file("fallthrough-again");
+    let pushed = c.ok(&["push", path.to_str().unwrap(), "--to", &again.url]);
+    assert_eq!(pushed.trim(), id);
     // Nothing anywhere: the usual error, exit 2.
     let err = c.fails(&["materialize", "no-such-env"]);
     assert!(err.contains("no-such-env"), "{err}");
@@ -630,4 +634,41 @@ fn seaweed_volume_killed_during_a_pull() {
         "the pull failed with a volume server down: {out:?}"
     );
     assert_eq!(tree(&b.materialize(Path::new(&id))), tree(&src));
+}
+
+#[test]
+fn ensure_pulls_what_another_machine_built_and_pushed() {
+    for remote in backends("ensure") {
+        let build = [
+            "--key",
+            "tools-v1",
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p \"$ENVSTORE_OUT/bin\" && echo built > \"$ENVSTORE_OUT/bin/tool\"",
+        ];
+        let a = Env::new();
+        let mut args = vec!["ensure"];
+        args.extend_from_slice(&build);
+        let built = json(&a, &args);
+        assert_eq!(built["built"], true);
+        let path = built["path"].as_str().unwrap();
+        let pushed = json(&a, &["push", path, "--to", &remote.url]);
+        assert_eq!(pushed["snapshots"][0]["keys"], 1, "{}", remote.kind);
+
+        // Another machine, the same inputs: pulled, not built (the command would not even
+        // run there: its output directory would be a different one).
+        let b = Env::new();
+        b.ok(&["remote", "add", "fleet", &remote.url]);
+        let got = json(&b, &args);
+        assert_eq!(got["built"], false, "{}: {got}", remote.kind);
+        assert_eq!(got["id"], built["id"]);
+        let tool = Path::new(got["path"].as_str().unwrap()).join("bin/tool");
+        assert_eq!(std::fs::read(tool).unwrap(), b"built\n");
+        // And recorded: `keys` lists it, offline from now on.
+        assert!(
+            b.ok(&["keys"])
+                .contains(&built["id"].as_str().unwrap()[..12])
+        );
+    }
 }

@@ -38,6 +38,9 @@ pub fn push(
             human_bytes(report.pack_bytes),
             report.reused_objects
         ));
+        if report.keys > 0 {
+            printer.detail(format_args!("published {} keys naming it", report.keys));
+        }
         if let Some(r) = &report.ref_name {
             match &report.signed_by {
                 Some(k) => printer.info(format_args!("ref {r} -> {} (signed by {k})", short(&id))),
@@ -61,6 +64,7 @@ pub fn push(
                 "new_chunks": r.new_chunks,
                 "new_chunk_bytes": r.new_chunk_bytes,
                 "reused_objects": r.reused_objects,
+                "keys": r.keys,
                 "ref": r.ref_name,
                 "signed_by": r.signed_by,
             })).collect::<Vec<_>>(),

@@ -119,6 +119,14 @@ impl Store {
         if let Some(hit) = self.ensure_hit(&key, spec)? {
             return Ok(hit);
         }
+        // Built on another machine and pushed?
+        if self
+            .ensure_from_remotes(&key, &inputs, spec.name.as_deref())?
+            .is_some()
+            && let Some(hit) = self.ensure_hit(&key, spec)?
+        {
+            return Ok(hit);
+        }
         let tmp = self.root().join("tmp");
         let out = tempfile::Builder::new()
             .prefix(&format!("build-{key}-"))

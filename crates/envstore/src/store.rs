@@ -265,6 +265,17 @@ impl Store {
     pub fn resolve(&self, spec: &str) -> Result<Source> {
         let path = Path::new(spec);
         if spec.contains('/') || spec == "." || spec == ".." || path.is_dir() {
+            // A materialization (`$(envstore materialize ...)`) is its snapshot.
+            if let (Ok(dir), Ok(envs)) = (path.canonicalize(), self.envs_dir().canonicalize())
+                && dir.parent() == Some(envs.as_path())
+                && let Some(id) = dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse::<SnapshotId>().ok())
+                && self.has_snapshot(&id)
+            {
+                return Ok(Source::Snapshot(id));
+            }
             return Ok(Source::Dir(path.to_owned()));
         }
         if let Some(id) = self.pin_target(spec)? {

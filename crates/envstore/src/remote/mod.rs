@@ -4,6 +4,7 @@
 //! store: which remotes it uses (`<store>/remotes`), the remote pack indexes it has seen
 //! (`<store>/remote-cache/`), and how push, pull and remote prune move between the two.
 
+mod keys;
 mod prune;
 mod pull;
 mod push;

@@ -57,20 +57,31 @@ impl Store {
         if !valid_name(name) {
             return Err(Error::BadRemoteName { name: name.into() });
         }
-        let bytes = remote
-            .storage()
-            .get(&format::ref_key(name), format::MAX_REF)?
+        self.remote_name(remote, &format::ref_key(name), name)?
             .ok_or_else(|| Error::RemoteMissing {
                 remote: remote.label(),
                 what: format!(
                     "ref `{name}` (`envstore remote ls {}` lists them)",
                     remote.label()
                 ),
-            })?;
+            })
+    }
+
+    /// A name on `remote` (a ref, or a key's mapping) stored at `key`, checked as
+    /// [`Store::remote_ref`] says; `None` when there is none.
+    pub(crate) fn remote_name(
+        &self,
+        remote: &Remote,
+        key: &str,
+        name: &str,
+    ) -> Result<Option<Ref>> {
+        let Some(bytes) = remote.storage().get(key, format::MAX_REF)? else {
+            return Ok(None);
+        };
         let r = Ref::decode(&bytes, name).map_err(|e| remote.refused(e.to_string()))?;
         let trusted = self.remote_config()?.trusted_keys;
         if trusted.is_empty() {
-            return Ok(r);
+            return Ok(Some(r));
         }
         let untrusted = |reason: String| Error::UntrustedRef {
             remote: remote.label(),
@@ -80,7 +91,7 @@ impl Store {
         r.check(&trusted).map_err(untrusted)?;
         let seen_path = self.root().join(CACHE_DIR).join(format!(
             "ref-{}",
-            blake3::hash(format!("{}\0{name}", remote.url.to_config_string()).as_bytes()).to_hex()
+            blake3::hash(format!("{}\0{key}", remote.url.to_config_string()).as_bytes()).to_hex()
         ));
         let seen = envstore_fs::read_bounded(&seen_path, 64)
             .ok()
@@ -97,7 +108,7 @@ impl Store {
         if self.is_writable() {
             let _ = self.write_file_atomic(&seen_path, format!("{}\n", r.seq).as_bytes());
         }
-        Ok(r)
+        Ok(Some(r))
     }
 
     /// Pulls snapshot `id` from `remote`.

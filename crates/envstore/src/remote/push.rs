@@ -38,6 +38,8 @@ pub struct PushReport {
     pub new_chunk_bytes: u64,
     /// Objects the remote had already.
     pub reused_objects: u64,
+    /// Key records of this store naming the snapshot, published as `keys/<key>`.
+    pub keys: u64,
     /// The ref published, and the key that signed it.
     pub ref_name: Option<String>,
     pub signed_by: Option<String>,
@@ -124,6 +126,7 @@ impl Store {
                 new_chunks: 0,
                 new_chunk_bytes: 0,
                 reused_objects: 0,
+                keys: 0,
                 ref_name: None,
                 signed_by: None,
             },
@@ -186,10 +189,11 @@ impl Store {
                 ),
             });
         }
+        let seq = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        out.report.keys = self.push_keys(remote, id, seq, key)?;
         if let Some(name) = name {
-            let seq = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
             let mut r = Ref::new(name, *id, seq);
             if let Some(key) = key {
                 r.sign(key);

@@ -1,0 +1,87 @@
+//! Keyed environments across machines: a push publishes, for each key record naming the
+//! snapshot, `keys/<key>` (a ref whose name is the key, signed like refs); `ensure` on a miss
+//! looks the key up on the configured remotes and pulls instead of building.
+
+use std::time::SystemTime;
+
+use envstore_keys::{Inputs, KeyRecord};
+use envstore_remote::format::Ref;
+use envstore_remote::sign::SecretKey;
+use envstore_tree::{KeyId, SnapshotId};
+
+use super::{Remote, RemoteFailKind};
+use crate::files::unix_secs;
+use crate::{Error, Result, Store};
+
+fn key_key(key: &KeyId) -> String {
+    format!("keys/{}", key.to_hex())
+}
+
+impl Store {
+    /// Publishes on `remote` the keys this store built snapshot `id` from; returns how many.
+    pub(crate) fn push_keys(
+        &self,
+        remote: &Remote,
+        id: &SnapshotId,
+        seq: u64,
+        sign: Option<&SecretKey>,
+    ) -> Result<u64> {
+        let mut count = 0;
+        for record in self.keys()?.into_iter().filter(|r| r.snapshot == *id) {
+            let mut r = Ref::new(&record.key.to_hex(), *id, seq);
+            if let Some(key) = sign {
+                r.sign(key);
+            }
+            remote.storage().put(&key_key(&record.key), r.encode())?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// On an `ensure` miss: the snapshot a configured remote has for `key`, pulled and recorded
+    /// locally, or `None`. A remote that does not answer is a warning.
+    pub(crate) fn ensure_from_remotes(
+        &self,
+        key: &KeyId,
+        inputs: &Inputs,
+        name: Option<&str>,
+    ) -> Result<Option<SnapshotId>> {
+        if !self.is_writable() || self.remote_config()?.remotes.is_empty() {
+            return Ok(None);
+        }
+        for remote in self.remotes(None)? {
+            let found = self
+                .remote_name(&remote, &key_key(key), &key.to_hex())
+                .and_then(|r| match r {
+                    Some(r) => self.pull(&remote, &r.snapshot).map(|_| Some(r.snapshot)),
+                    None => Ok(None),
+                });
+            match found {
+                Ok(Some(snapshot)) => {
+                    let record = KeyRecord {
+                        key: *key,
+                        snapshot,
+                        created: unix_secs(SystemTime::now()),
+                        name: name.map(str::to_owned),
+                        inputs: inputs.recorded(),
+                    };
+                    self.write_file_atomic(
+                        &self.root().join("keys").join(key.to_hex()),
+                        record.to_text().as_bytes(),
+                    )?;
+                    return Ok(Some(snapshot));
+                }
+                Ok(None) | Err(Error::RemoteMissing { .. }) => {}
+                Err(Error::Remote(e)) if e.kind == RemoteFailKind::Unreachable => {
+                    self.warn(format!(
+                        "remote {} did not answer ({}); going on without it",
+                        remote.label(),
+                        e.message
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+}
