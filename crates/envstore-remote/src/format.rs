@@ -24,7 +24,7 @@ pub const MAX_INDEX: u64 = 64 << 20;
 pub const MAX_RECORD: u64 = 512 << 20;
 pub const MAX_REF: u64 = 4096;
 pub const MAX_MARKED: u64 = 64 << 20;
-const MAX_TREES_RAW: u64 = 2 << 30;
+const MAX_TREES_RAW: u64 = 1 << 30;
 
 pub fn pack_key(id: &PackId) -> String {
     format!("packs/{}.pack", id.to_hex())
@@ -316,7 +316,11 @@ impl Record {
         if compressed_len != rest.len() as u64 || raw_len > MAX_TREES_RAW {
             return Err(bad(&what, "the trees do not have the length announced"));
         }
-        let raw = zstd::bulk::decompress(rest, raw_len as usize)
+        // Streamed, so memory follows the data actually sent, not the length it announces.
+        let mut raw = Vec::new();
+        let decoder = zstd::stream::read::Decoder::new(rest)
+            .map_err(|e| bad(&what, format!("the trees do not decompress: {e}")))?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(decoder, raw_len + 1), &mut raw)
             .map_err(|e| bad(&what, format!("the trees do not decompress: {e}")))?;
         if raw.len() as u64 != raw_len {
             return Err(bad(&what, "the trees do not have the length announced"));

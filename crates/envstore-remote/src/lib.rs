@@ -9,12 +9,14 @@
 
 use std::{fmt, ops::Range};
 
+#[cfg(feature = "backends")]
 mod backend;
 pub mod config;
 pub mod format;
 pub mod sign;
 mod url;
 
+#[cfg(feature = "backends")]
 pub use backend::open;
 pub use url::{RemoteUrl, UrlError};
 

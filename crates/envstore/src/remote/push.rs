@@ -145,6 +145,7 @@ impl Store {
                 .collect();
             let held = Held::from(self.pack_indexes(remote, &usable)?);
             out.new_chunks.clear();
+            out.report.reused_objects = 0;
             let mut needed = BTreeSet::new();
             for (object, executable, size) in &objects {
                 if let Some(packs) = held.object(object) {
