@@ -108,6 +108,41 @@ pub enum Command {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Remove snapshots now, with their materializations and what only they used
+    ///
+    /// Pinned snapshots, the newest build of a key name, and snapshots a live build directory
+    /// uses (a root) are refused without --force; a snapshot in use (leased) is never removed,
+    /// and the message names the process holding it.
+    #[command(
+        after_help = "Examples:\n  envstore rm 0eaa7ea5 --dry-run\n  envstore rm release-2.2 --force"
+    )]
+    Rm {
+        /// Snapshot ids or prefixes, pins, or directories (hashed, not stored)
+        #[arg(required = true)]
+        sources: Vec<String>,
+        /// Also remove pinned and rooted snapshots (and those pins and roots)
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Record that a build directory uses environments, so prune keeps them while it does
+    #[command(subcommand)]
+    Root(RootCommand),
+    /// List the roots (build directories that keep environments), or find build directories
+    ///
+    /// A root is live while its directory exists and its build files (CMakeCache.txt,
+    /// build.ninja, compile_commands.json, meson-info) still name the environment's path, or it
+    /// has none to check. With --scan, build directories under DIR that use environments of this
+    /// store are listed (and registered with --add).
+    #[command(after_help = "Examples:\n  envstore roots\n  envstore roots --scan ~/src --add")]
+    Roots {
+        #[arg(long, value_name = "DIR", num_args = 1..)]
+        scan: Vec<PathBuf>,
+        /// With --scan: register what was found
+        #[arg(long, requires = "scan")]
+        add: bool,
+    },
     /// Upload snapshots to a remote: only what it lacks, the snapshot published last
     ///
     /// Packs of new chunks go first, each with an index of what it holds; the snapshot record
@@ -167,6 +202,10 @@ pub enum Command {
     Run {
         /// A directory, a snapshot id or prefix, or a pin
         source: String,
+        /// Also record DIR as a root of the environment (a build directory using it), so prune
+        /// keeps the environment while DIR refers to it
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
         /// The command and its arguments
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
@@ -368,6 +407,20 @@ pub enum RemoteCommand {
     Trust { key: String },
     /// Stop trusting a key (by name or NAME:HEX)
     Untrust { key: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RootCommand {
+    /// Record that DIR (a build directory) uses SOURCE's environment
+    #[command(
+        after_help = "Example:\n  cmake -B build -DCMAKE_PREFIX_PATH=\"$(envstore materialize deps)\"\n  envstore root add build deps"
+    )]
+    Add {
+        dir: PathBuf,
+        /// Snapshot ids or prefixes, pins, or materialized paths
+        #[arg(required = true)]
+        sources: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,4 +14,5 @@ mod links;
 mod materialize;
 mod relocate;
 mod remote;
+mod roots;
 mod trust;

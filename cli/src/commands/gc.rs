@@ -104,6 +104,8 @@ pub fn prune(
             "pack_bytes_after": plan.packs.bytes_after,
             "to_pack": plan.to_pack.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "packed": plan.packed.as_ref().map(pack_json),
+            "rooted": plan.rooted.iter().map(|(id, dir)| json!({"id": id.to_hex(), "dir": dir})).collect::<Vec<_>>(),
+            "dead_roots": plan.dead_roots.iter().map(|(dir, id, why)| json!({"dir": dir, "id": id.to_hex(), "reason": why})).collect::<Vec<_>>(),
         }));
     } else {
         for r in &plan.remove {
@@ -120,6 +122,21 @@ pub fn prune(
         }
         for id in &plan.leased {
             printer.info(format_args!("kept {}: in use (leased)", &id.to_hex()[..12]));
+        }
+        for (id, dir) in &plan.rooted {
+            printer.detail(format_args!(
+                "kept {}: the build directory {} uses it (a live root)",
+                &id.to_hex()[..12],
+                dir.display()
+            ));
+        }
+        let dropped = if dry_run { "would drop" } else { "dropped" };
+        for (dir, id, why) in &plan.dead_roots {
+            printer.info(format_args!(
+                "{dropped} the root {} for {}: {why}",
+                dir.display(),
+                &id.to_hex()[..12]
+            ));
         }
         printer.info(format_args!(
             "{verb} {} snapshots, {} unreferenced objects and trees, {} leftovers; {} freed ({} -> {}); {} snapshots kept",
@@ -150,7 +167,18 @@ pub fn prune(
         }
     }
     if plan.size_unmet {
-        printer.warn("the store is still larger than --max-size: what is left is pinned or in use");
+        printer.warn(format_args!(
+            "the store is still larger than --max-size: what is left is pinned, in use, or used by \
+             a live build directory ({} roots keep {}; `envstore roots` lists them)",
+            plan.rooted.len(),
+            plan.rooted
+                .iter()
+                .map(|(id, _)| id.to_hex()[..12].to_owned())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -223,4 +251,85 @@ pub fn verify(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `envstore rm SOURCE... [--dry-run] [--force]`.
+pub fn rm(
+    store: &Store,
+    sources: &[String],
+    force: bool,
+    dry_run: bool,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
+    let mut ids = Vec::new();
+    for spec in sources {
+        match store.resolve(spec)? {
+            Source::Snapshot(id) => ids.push(id),
+            Source::Dir(dir) => {
+                let id = store.identify(&Source::Dir(dir.clone()), &Filter::default())?;
+                if !store.has_snapshot(&id) {
+                    anyhow::bail!(
+                        "{} is not in the store (as {})",
+                        dir.display(),
+                        &id.to_hex()[..12]
+                    );
+                }
+                ids.push(id);
+            }
+        }
+    }
+    let report = store.rm(&ids, force, dry_run)?;
+    let plan = &report.plan;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    if printer.json() {
+        printer.json_value(&json!({
+            "dry_run": dry_run,
+            "removed": plan.remove.iter().map(|r| r.id.to_hex()).collect::<Vec<_>>(),
+            "in_use": report.in_use.iter().map(|(id, lease, holders)| json!({
+                "id": id.to_hex(), "lease": lease, "holders": holders,
+            })).collect::<Vec<_>>(),
+            "unpinned": report.unpinned,
+            "unrooted": report.unrooted,
+            "unreferenced_files": plan.unreferenced.len(),
+            "freed_bytes": plan.freed_bytes(),
+        }));
+    } else {
+        for r in &plan.remove {
+            printer.data(&format!(
+                "{verb} {} ({})",
+                &r.id.to_hex()[..12],
+                human_bytes(r.bytes)
+            ));
+        }
+        for name in &report.unpinned {
+            printer.info(format_args!(
+                "{} the pin {name}",
+                if dry_run { "would remove" } else { "removed" }
+            ));
+        }
+        printer.info(format_args!(
+            "{verb} {} snapshots and {} objects and trees only they used; {} freed",
+            plan.remove.len(),
+            plan.unreferenced.len(),
+            human_bytes(plan.freed_bytes())
+        ));
+    }
+    if report.in_use.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut message = String::from("not removed, in use:");
+    for (id, lease, holders) in &report.in_use {
+        message.push_str(&format!(
+            "\n  {}: a process holds its lease {}{}",
+            &id.to_hex()[..12],
+            lease.display(),
+            if holders.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", holders.join(", "))
+            }
+        ));
+    }
+    message.push_str("\nretry when it ends (envstore never removes an environment in use)");
+    anyhow::bail!(message)
 }

@@ -6,6 +6,7 @@ mod inspect;
 mod materialize;
 mod pin;
 mod remote;
+mod roots;
 mod run;
 
 use std::process::ExitCode;
@@ -71,12 +72,14 @@ fn run_command(store: &Store, command: Command, printer: &Printer) -> anyhow::Re
         Command::Stats => inspect::stats(store, printer),
         Command::Run {
             source,
+            root,
             command,
             link_mode,
             filter,
         } => run::run(
             store,
             &source,
+            root.as_deref(),
             &command,
             &filter.build()?,
             link_mode.into(),
@@ -130,6 +133,7 @@ fn run_command(store: &Store, command: Command, printer: &Printer) -> anyhow::Re
                 older_than,
                 max_size,
                 pack_older_than,
+                only: None,
             },
             dry_run,
             printer,
@@ -146,6 +150,15 @@ fn run_command(store: &Store, command: Command, printer: &Printer) -> anyhow::Re
             name,
             max_size,
         } => archive::import(store, &file, name.as_deref(), max_size, printer),
+        Command::Rm {
+            sources,
+            force,
+            dry_run,
+        } => gc::rm(store, &sources, force, dry_run, printer),
+        Command::Root(crate::cli::RootCommand::Add { dir, sources }) => {
+            roots::add(store, &dir, &sources, printer)
+        }
+        Command::Roots { scan, add } => roots::roots(store, &scan, add, printer),
         Command::Push {
             sources,
             to,

@@ -10,6 +10,7 @@ use crate::printer::Printer;
 pub fn run(
     store: &Store,
     spec: &str,
+    root: Option<&std::path::Path>,
     command: &[OsString],
     filter: &Filter,
     policy: LinkPolicy,
@@ -17,6 +18,14 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let source = store.resolve(spec)?;
     let (done, lease) = store.materialize_leased(&source, filter, policy)?;
+    if let Some(dir) = root {
+        store.root_add(dir, &[done.id])?;
+        printer.detail(format_args!(
+            "{} is a root of {}",
+            dir.display(),
+            &done.id.to_hex()[..12]
+        ));
+    }
     if done.created {
         printer.info(format_args!("materialized {}", done.path.display()));
     }

@@ -115,6 +115,11 @@ pub enum Error {
         name: String,
         reason: String,
     },
+    #[error(
+        "not removing {id}: it is {why}. `envstore rm --force` removes it anyway (and the pin or \
+         root that keeps it)"
+    )]
+    RmRefused { id: String, why: String },
     #[error("no key record is named `{name}`; `envstore keys` lists them")]
     UnknownKeyName { name: String },
     /// Writing the output (an export's file or stdout) failed.

@@ -33,6 +33,9 @@ pub struct PruneOptions {
     /// Move kept snapshots not used within this window to the cold tier: their
     /// materializations are removed (unless leased) and their content packed.
     pub pack_older_than: Option<Duration>,
+    /// `envstore rm`: remove exactly these (unless leased), whatever their age; the caller
+    /// has checked pins and roots.
+    pub only: Option<Vec<SnapshotId>>,
 }
 
 impl Default for PruneOptions {
@@ -41,6 +44,7 @@ impl Default for PruneOptions {
             older_than: Duration::from_secs(30 * 86_400),
             max_size: None,
             pack_older_than: None,
+            only: None,
         }
     }
 }
@@ -91,6 +95,10 @@ pub struct PrunePlan {
     pub to_pack: Vec<SnapshotId>,
     /// What packing them did.
     pub packed: Option<PackReport>,
+    /// Snapshots kept because a live root (a build directory) uses them: (snapshot, dir).
+    pub rooted: Vec<(SnapshotId, PathBuf)>,
+    /// Roots that no longer hold their snapshot, and why; prune drops them.
+    pub dead_roots: Vec<(PathBuf, SnapshotId, String)>,
     /// The snapshots that stay.
     kept_ids: Vec<SnapshotId>,
     /// Exclusive locks on the leases of the snapshots being removed, held until the sweep ends.
@@ -109,14 +117,30 @@ impl Store {
     fn plan_prune(&self, options: &PruneOptions, hold_locks: bool) -> Result<PrunePlan> {
         let now = unix_secs(SystemTime::now());
         let cutoff = now.saturating_sub(options.older_than.as_secs());
-        // Pins, and the newest build of each key name, are kept.
+        let mut plan = PrunePlan::default();
+        // Live roots keep their snapshots like pins; dead ones are dropped.
+        for status in self.roots()? {
+            for (id, state) in status.states {
+                if state.is_live() {
+                    plan.rooted.push((id, status.root.dir.clone()));
+                } else {
+                    plan.dead_roots
+                        .push((status.root.dir.clone(), id, state.reason().to_owned()));
+                }
+            }
+        }
+        // Pins, the newest build of each key name, and what live roots use, are kept.
         let pinned: HashSet<SnapshotId> = self
             .pins()?
             .into_iter()
             .chain(self.named_key_snapshots()?)
             .map(|(_, id)| id)
+            .chain(plan.rooted.iter().map(|(id, _)| *id))
             .collect();
-        let mut plan = PrunePlan::default();
+        let only: Option<HashSet<SnapshotId>> = options
+            .only
+            .as_ref()
+            .map(|ids| ids.iter().copied().collect());
 
         // Every snapshot: kept unless it is a candidate whose lease we can take.
         let mut candidates = Vec::new();
@@ -124,7 +148,11 @@ impl Store {
         for id in self.snapshot_ids()? {
             let meta = self.snapshot_meta_or_warn(&id);
             let last_used = self.last_used(&id, &meta);
-            if pinned.contains(&id) {
+            let keep = match &only {
+                Some(only) => !only.contains(&id),
+                None => pinned.contains(&id),
+            };
+            if keep {
                 kept.push(id);
                 continue;
             }
@@ -216,7 +244,7 @@ impl Store {
         }
         candidates.retain(|c| !plan.damaged.contains(&c.id));
         for mut candidate in candidates {
-            let by_age = candidate.last_used <= cutoff;
+            let by_age = only.is_some() || candidate.last_used <= cutoff;
             let by_size = options.max_size.is_some_and(|max| size > max);
             if !by_age && !by_size {
                 kept.push(candidate.id);
@@ -337,6 +365,9 @@ impl Store {
             lock.remove()?;
         }
         plan.key_records_removed = self.remove_dead_key_records()?;
+        if options.only.is_none() {
+            self.drop_roots(None)?;
+        }
         let removed: Vec<SnapshotId> = plan.remove.iter().map(|r| r.id).collect();
         if !removed.is_empty() {
             // The index is a cache of snapshots/, reconciled by `ls`; a failure here is harmless.

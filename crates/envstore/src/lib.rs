@@ -30,6 +30,8 @@ mod record_key;
 mod rehydrate;
 mod remote;
 mod repair;
+mod rm;
+mod roots;
 mod store;
 mod verify;
 
@@ -53,6 +55,8 @@ pub use remote::{
     PullReport, PushReport, Remote, RemoteFailKind, RemotePruneOptions, RemotePruneReport,
     RemoteStats, read_secret_key,
 };
+pub use rm::RmReport;
+pub use roots::{Liveness, Root, RootStatus};
 pub use store::{
     IngestReport, Lease, Materialized, Progress, ProgressFn, Source, Store, StoreOptions,
     default_store_path,

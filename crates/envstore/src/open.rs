@@ -45,6 +45,7 @@ pub(crate) const STORE_DIRS: &[&str] = &[
     "keys",
     "locks",
     "remote-cache",
+    "roots",
 ];
 
 /// The store's lock files: each a regular file or absent. One replaced by a directory or a

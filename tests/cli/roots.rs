@@ -1,0 +1,247 @@
+//! Roots (build directories that keep environments) and `envstore rm`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::{Env, json, pseudo_random, sample_env, write};
+
+/// A build directory whose CMakeCache.txt and build.ninja name `env`, as CMake writes them.
+fn cmake_build_dir(dir: &Path, env: &Path) {
+    write(
+        &dir.join("CMakeCache.txt"),
+        format!(
+            "CMAKE_PREFIX_PATH:UNINITIALIZED={}\nCMAKE_BUILD_TYPE:STRING=Release\n",
+            env.display()
+        )
+        .as_bytes(),
+    );
+    write(
+        &dir.join("build.ninja"),
+        format!(
+            "build x.o: CXX_COMPILER ../x.cpp\n  FLAGS = -isystem {}/include\n",
+            env.display()
+        )
+        .as_bytes(),
+    );
+}
+
+fn prune(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["prune"];
+    all.extend_from_slice(args);
+    json(env, &all)
+}
+
+#[test]
+fn a_live_build_directory_keeps_its_environment_through_prune() {
+    let e = Env::new();
+    let src = e.path("src");
+    sample_env(&src);
+    let path = e.materialize(&src);
+    let id = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let build = e.path("build");
+    cmake_build_dir(&build, &path);
+    e.ok(&["root", "add", build.to_str().unwrap(), &id]);
+    let roots = json(&e, &["roots"]);
+    assert_eq!(roots[0]["snapshots"][0]["live"], true, "{roots}");
+
+    // Age and size: the root keeps it, and says so.
+    let plan = prune(&e, &["--older-than", "0s", "--dry-run"]);
+    assert_eq!(plan["rooted"][0]["id"], id.as_str());
+    assert!(plan["removed"].as_array().unwrap().is_empty());
+    prune(&e, &["--older-than", "0s"]);
+    let out = e.run(&["prune", "--older-than", "0s", "--max-size", "0"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("live build directory") && stderr.contains(&id[..12]),
+        "{stderr}"
+    );
+    assert!(path.join("bin/tool").exists());
+
+    // The build directory reconfigured against something else: the root is dead, dropped.
+    write(
+        &build.join("CMakeCache.txt"),
+        b"CMAKE_PREFIX_PATH:UNINITIALIZED=/opt/other\n",
+    );
+    write(
+        &build.join("build.ninja"),
+        b"build x.o: CXX_COMPILER ../x.cpp\n",
+    );
+    let roots = json(&e, &["roots"]);
+    assert_eq!(roots[0]["snapshots"][0]["live"], false);
+    assert!(
+        roots[0]["snapshots"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no longer use")
+    );
+    let plan = prune(&e, &["--older-than", "0s"]);
+    assert_eq!(plan["dead_roots"][0]["id"], id.as_str());
+    assert_eq!(plan["removed"][0]["id"], id.as_str());
+    assert!(!path.exists());
+    assert_eq!(json(&e, &["roots"]), serde_json::json!([]));
+}
+
+#[test]
+fn a_deleted_build_directory_lets_its_environment_go() {
+    let e = Env::new();
+    let src = e.path("src");
+    sample_env(&src);
+    let path = e.materialize(&src);
+    let id = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let build = e.path("build");
+    cmake_build_dir(&build, &path);
+    // `run --root` registers it too.
+    e.ok(&["run", "--root", build.to_str().unwrap(), &id, "--", "true"]);
+    prune(&e, &["--older-than", "0s"]);
+    assert!(path.exists());
+    std::fs::remove_dir_all(&build).unwrap();
+    let plan = prune(&e, &["--older-than", "0s"]);
+    assert_eq!(plan["dead_roots"][0]["reason"], "the directory is gone");
+    assert!(!path.exists());
+
+    // A directory with no build files to read is kept while it exists.
+    let path = e.materialize(&src);
+    let plain = e.path("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    e.ok(&[
+        "root",
+        "add",
+        plain.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    prune(&e, &["--older-than", "0s"]);
+    assert!(path.exists());
+}
+
+#[test]
+fn roots_scan_finds_build_directories_and_adds_them() {
+    let e = Env::new();
+    let src = e.path("src");
+    sample_env(&src);
+    let path = e.materialize(&src);
+    let id = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let projects = e.path("projects");
+    cmake_build_dir(&projects.join("a/build"), &path);
+    write(
+        &projects.join("b/build/meson-info/intro-buildoptions.json"),
+        format!("[{{\"value\": \"{}/lib\"}}]", path.display()).as_bytes(),
+    );
+    write(
+        &projects.join("c/build/CMakeCache.txt"),
+        b"nothing of ours\n",
+    );
+    let found = json(&e, &["roots", "--scan", projects.to_str().unwrap()]);
+    let dirs: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["dir"].as_str().unwrap())
+        .collect();
+    assert_eq!(dirs.len(), 2, "{found}");
+    assert!(
+        dirs[0].ends_with("a/build") && dirs[1].ends_with("b/build"),
+        "{dirs:?}"
+    );
+    assert_eq!(
+        json(&e, &["roots"]),
+        serde_json::json!([]),
+        "no --add, nothing registered"
+    );
+    e.ok(&["roots", "--scan", projects.to_str().unwrap(), "--add"]);
+    let roots = json(&e, &["roots"]);
+    assert_eq!(roots.as_array().unwrap().len(), 2);
+    assert!(
+        roots
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["snapshots"][0]["id"] == id.as_str())
+    );
+}
+
+#[test]
+fn rm_removes_now_but_never_what_is_pinned_rooted_or_in_use_without_being_told() {
+    let e = Env::new();
+    // Two snapshots sharing most objects.
+    let a = e.path("a");
+    sample_env(&a);
+    let b = e.path("b");
+    sample_env(&b);
+    write(&b.join("lib/own.bin"), &pseudo_random(100 << 10, 5));
+    let pa = e.materialize(&a);
+    let pb = e.materialize(&b);
+    let ida = pa.file_name().unwrap().to_str().unwrap().to_owned();
+    let idb = pb.file_name().unwrap().to_str().unwrap().to_owned();
+
+    // --dry-run changes nothing.
+    let before = e.ok(&["ls"]);
+    let dry = json(&e, &["rm", &ida, "--dry-run"]);
+    assert_eq!(dry["removed"][0], ida.as_str());
+    assert_eq!(e.ok(&["ls"]), before);
+    assert!(pa.exists());
+
+    // Pinned: refused, then --force.
+    e.ok(&["pin", "keep-a", &ida]);
+    let err = e.fails(&["rm", &ida]);
+    assert!(
+        err.contains("pinned as `keep-a`") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(pa.exists());
+
+    // Rooted: refused.
+    let build = e.path("build");
+    cmake_build_dir(&build, &pb);
+    e.ok(&["root", "add", build.to_str().unwrap(), &idb]);
+    let err = e.fails(&["rm", &idb]);
+    assert!(
+        err.contains("build directory") && err.contains("live root"),
+        "{err}"
+    );
+
+    // Leased: never, even with --force; the message names the holder.
+    use std::os::unix::process::CommandExt;
+    let mut holder = e
+        .cmd()
+        .args(["run", &idb, "--", "sleep", "30"])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let err = e.fails(&["rm", &idb, "--force"]);
+    assert!(
+        err.contains("in use") && err.contains("lease") && err.contains("sleep"),
+        "{err}"
+    );
+    assert!(pb.join("lib/own.bin").exists());
+    // The command holds the lease too (inherited): end the whole group.
+    std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{}", holder.id())])
+        .status()
+        .unwrap();
+    holder.wait().unwrap();
+
+    // --force: the pin goes with it; objects b shares stay.
+    let out = json(&e, &["rm", &ida, "--force"]);
+    assert_eq!(out["unpinned"][0], "keep-a");
+    assert!(!pa.exists());
+    assert!(e.fails(&["show", "keep-a"]).contains("keep-a"));
+    e.ok(&["verify"]);
+    assert_eq!(
+        std::fs::read(pb.join("lib/big.bin")).unwrap(),
+        std::fs::read(b.join("lib/big.bin")).unwrap()
+    );
+    let out = json(&e, &["rm", &idb, "--force"]);
+    assert_eq!(
+        out["unrooted"][0],
+        serde_json::Value::String(build.canonicalize().unwrap().to_str().unwrap().into())
+    );
+    assert_eq!(json(&e, &["roots"]), serde_json::json!([]));
+    let stats = json(&e, &["stats"]);
+    assert_eq!(stats["snapshots"], 0, "{stats}");
+    let _: PathBuf = pb;
+}
