@@ -210,3 +210,50 @@ def redirect():
     for old, new in mapping.items():
         _log(f"{old} -> {new}")
     _log(f"redirected in {time.monotonic() - start:.3f}s")
+
+
+def _build_dirs(config_settings):
+    """The persistent build directories this build may use: ``build-dir`` (or ``builddir``)
+    from the config settings, else ``[tool.scikit-build] build-dir`` from pyproject.toml. A
+    placeholder (``build/{wheel_tag}``) is cut off: the scan below finds the directory."""
+    candidates = []
+    for key in ("build-dir", "build_dir", "builddir"):
+        value = (config_settings or {}).get(key)
+        if isinstance(value, str) and value:
+            candidates.append(value)
+    try:
+        import tomllib
+
+        with open("pyproject.toml", "rb") as f:
+            value = tomllib.load(f).get("tool", {}).get("scikit-build", {}).get("build-dir")
+        if isinstance(value, str) and value:
+            candidates.append(value)
+    except (OSError, ImportError, ValueError):
+        pass
+    dirs = []
+    for value in candidates:
+        head = value.split("{", 1)[0]
+        if head != value:
+            head = os.path.dirname(head.rstrip("/")) if not head.endswith("/") else head
+        path = os.path.abspath(head or ".")
+        if os.path.isdir(path) and path not in dirs:
+            dirs.append(path)
+    return dirs
+
+
+def register_roots(config_settings):
+    """After a build: record the persistent build directories that now use stable copies as
+    roots, so ``envstore prune`` keeps those environments while the directories use them.
+    Best effort and quiet: a build never fails because of this."""
+    if not (_state["mapping"] or os.environ.get("ENVSTORE_HOOK_STABLE") == sys.prefix):
+        return
+    try:
+        dirs = _build_dirs(config_settings)
+        exe = find_binary() if dirs else None
+        if exe is None:
+            return
+        found = _envstore(exe, "roots", "--add", "--scan", *dirs)
+        for entry in found:
+            _log(f"root: {entry['dir']} uses {len(entry['snapshots'])} environments")
+    except Exception as error:  # noqa: BLE001 - the contract: a build never fails because of the hook
+        _log(f"could not record the build directory as a root: {error}")

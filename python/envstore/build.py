@@ -11,7 +11,8 @@ another frontend) made in a temporary directory are stored with ``envstore`` and
 ``sys.path`` and ``PATH``, by their stable, content-named copies, under a lease; then the wrapped
 backend (scikit-build-core by default; see ``[tool.envstore] backend``) is imported and does the
 build. CMake and ninja then see the same paths on every build, and the second build recompiles
-nothing. Every other hook is delegated directly. When envstore cannot help, the build goes on
+nothing. Afterwards the persistent build directory is recorded as a root of those environments,
+so ``envstore prune`` keeps them while the directory uses them. Every other hook is delegated directly. When envstore cannot help, the build goes on
 un-redirected after one warning: a build never fails because of this hook.
 """
 
@@ -22,7 +23,17 @@ __all__ = ["build_sdist", "build_wheel"]
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     _redirect.redirect()
-    return _redirect.backend().build_wheel(wheel_directory, config_settings, metadata_directory)
+    try:
+        return _redirect.backend().build_wheel(wheel_directory, config_settings, metadata_directory)
+    finally:
+        _redirect.register_roots(config_settings)
+
+
+def _build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    try:
+        return _redirect.backend().build_editable(wheel_directory, config_settings, metadata_directory)
+    finally:
+        _redirect.register_roots(config_settings)
 
 
 def build_sdist(sdist_directory, config_settings=None):
@@ -34,6 +45,8 @@ def __getattr__(name):
     # back the same way they would without the wrapper.
     if name == "build_editable":
         _redirect.redirect()
+        if getattr(_redirect.backend(), name, None) is not None:
+            return _build_editable
     if name in _redirect.OPTIONAL_HOOKS:
         hook = getattr(_redirect.backend(), name, None)
         if hook is not None:

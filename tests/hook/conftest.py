@@ -51,8 +51,8 @@ class Build:
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env.pop("VIRTUAL_ENV", None)
 
-    def pip_install(self, project=None):
-        return self._run([str(self.python), "-m", "pip", "install", "-v", "."], project)
+    def pip_install(self, project=None, *extra):
+        return self._run([str(self.python), "-m", "pip", "install", "-v", *extra, "."], project)
 
     def uv_install(self, project=None):
         uv = shutil.which("uv")
