@@ -143,6 +143,13 @@ pub enum Command {
         #[arg(long, requires = "scan")]
         add: bool,
     },
+    /// Check a project: is the build hook active, which environments do its build
+    /// directories use, do they exist, and why might the last build have recompiled
+    #[command(after_help = "Example:\n  envstore doctor ~/src/my-extension")]
+    Doctor {
+        /// The project directory [default: the current directory]
+        dir: Option<PathBuf>,
+    },
     /// Upload snapshots to a remote: only what it lacks, the snapshot published last
     ///
     /// Packs of new chunks go first, each with an index of what it holds; the snapshot record

@@ -245,3 +245,61 @@ fn rm_removes_now_but_never_what_is_pinned_rooted_or_in_use_without_being_told()
     assert_eq!(stats["snapshots"], 0, "{stats}");
     let _: PathBuf = pb;
 }
+
+#[test]
+fn doctor_says_whether_the_hook_is_on_and_what_the_build_directory_uses() {
+    let e = Env::new();
+    let src = e.path("src");
+    sample_env(&src);
+    let path = e.materialize(&src);
+    let id = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let project = e.path("proj");
+    write(
+        &project.join("pyproject.toml"),
+        b"[build-system]\nrequires = [\"envstore\", \"scikit-build-core\"]\nbuild-backend = \"envstore.build\"\n\n[tool.scikit-build]\nbuild-dir = \"build/{wheel_tag}\"\n",
+    );
+    let build = project.join("build/cp311");
+    cmake_build_dir(&build, &path);
+    let findings = |e: &Env| -> String {
+        let out = json(e, &["doctor", project.to_str().unwrap()]);
+        out["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let text = findings(&e);
+    assert!(text.contains("the hook is active"), "{text}");
+    assert!(
+        text.contains(&id[..12]) && text.contains("materialized") && text.contains("no root"),
+        "{text}"
+    );
+
+    e.ok(&["root", "add", build.to_str().unwrap(), &id]);
+    assert!(findings(&e).contains("kept by a live root"));
+
+    // Removed from the store: said, with what happens next.
+    e.ok(&["rm", &id, "--force"]);
+    let text = findings(&e);
+    assert!(text.contains("gone from the store"), "{text}");
+
+    // A configure without the hook, and a moved build directory.
+    write(
+        &project.join("other/CMakeCache.txt"),
+        b"CMAKE_CACHEFILE_DIR:INTERNAL=/somewhere/else\npybind11_DIR:PATH=/tmp/pip-build-env-abc/overlay/lib/python3.11/site-packages/pybind11/share/cmake/pybind11\n",
+    );
+    let text = findings(&e);
+    assert!(
+        text.contains("temporary build environment") && text.contains("pip-build-env-abc"),
+        "{text}"
+    );
+
+    // Not opted in.
+    write(
+        &project.join("pyproject.toml"),
+        b"[build-system]\nbuild-backend = \"scikit_build_core.build\"\n",
+    );
+    assert!(findings(&e).contains("the hook is not active"));
+}

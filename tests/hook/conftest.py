@@ -36,7 +36,7 @@ class Build:
         subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
         self.python = self.venv / "bin" / "python"
         self.project = root / project
-        shutil.copytree(Path(__file__).parent / "project", self.project)
+        shutil.copytree(Path(__file__).parent / project, self.project)
         self.env = dict(
             os.environ,
             ENVSTORE_DIR=str(self.store),

@@ -1,4 +1,5 @@
 mod archive;
+mod doctor;
 mod ensure;
 mod gc;
 mod ingest;
@@ -150,6 +151,7 @@ fn run_command(store: &Store, command: Command, printer: &Printer) -> anyhow::Re
             name,
             max_size,
         } => archive::import(store, &file, name.as_deref(), max_size, printer),
+        Command::Doctor { dir } => doctor::doctor(store, dir.as_deref(), printer),
         Command::Rm {
             sources,
             force,

@@ -34,7 +34,7 @@ pub fn roots(
     printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
     if !scan.is_empty() {
-        let found = store.roots_scan(scan)?;
+        let found = store.roots_scan(scan, true)?;
         for (dir, ids) in &found {
             if add {
                 store.root_add(dir, ids)?;

@@ -339,8 +339,13 @@ impl Store {
     }
 
     /// Build directories under `dirs` (at most [`SCAN_DEPTH`] levels down, never through a
-    /// link, skipping hidden directories) whose build files name environments of this store.
-    pub fn roots_scan(&self, dirs: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<SnapshotId>)>> {
+    /// link, skipping hidden directories) whose build files name environments of this store
+    /// (with `stored_only`, environments the store still has).
+    pub fn roots_scan(
+        &self,
+        dirs: &[PathBuf],
+        stored_only: bool,
+    ) -> Result<Vec<(PathBuf, Vec<SnapshotId>)>> {
         let mut found = Vec::new();
         let mut stack: Vec<(PathBuf, usize)> = Vec::new();
         for dir in dirs {
@@ -353,7 +358,10 @@ impl Store {
                 continue;
             }
             let (files, ids) = build_dir_ids(&dir);
-            let ids: Vec<SnapshotId> = ids.into_iter().filter(|id| self.has_snapshot(id)).collect();
+            let ids: Vec<SnapshotId> = ids
+                .into_iter()
+                .filter(|id| !stored_only || self.has_snapshot(id))
+                .collect();
             if files > 0 && !ids.is_empty() {
                 found.push((dir.clone(), ids));
             }
