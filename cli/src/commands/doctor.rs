@@ -40,10 +40,10 @@ fn read_project(dir: &Path) -> Option<Project> {
             continue;
         }
         match section.as_str() {
-            "build-system" => {
-                if value_of(line, "build-backend").as_deref() == Some("envstore.build") {
-                    project.hook = true;
-                }
+            "build-system"
+                if value_of(line, "build-backend").as_deref() == Some("envstore.build") =>
+            {
+                project.hook = true;
             }
             "tool.envstore" => {
                 if let Some(v) = value_of(line, "backend") {
