@@ -26,6 +26,15 @@ fn cmake_build_dir(dir: &Path, env: &Path) {
     );
 }
 
+/// A store with `sample_env` materialized: the source, the stable path, the id.
+fn materialized_sample(e: &Env) -> (PathBuf, PathBuf, String) {
+    let src = e.path("src");
+    sample_env(&src);
+    let path = e.materialize(&src);
+    let id = path.file_name().unwrap().to_str().unwrap().to_owned();
+    (src, path, id)
+}
+
 fn prune(env: &Env, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["prune"];
     all.extend_from_slice(args);
@@ -35,10 +44,7 @@ fn prune(env: &Env, args: &[&str]) -> serde_json::Value {
 #[test]
 fn a_live_build_directory_keeps_its_environment_through_prune() {
     let e = Env::new();
-    let src = e.path("src");
-    sample_env(&src);
-    let path = e.materialize(&src);
-    let id = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let (_, path, id) = materialized_sample(&e);
     let build = e.path("build");
     cmake_build_dir(&build, &path);
     e.ok(&["root", "add", build.to_str().unwrap(), &id]);
@@ -86,10 +92,7 @@ fn a_live_build_directory_keeps_its_environment_through_prune() {
 #[test]
 fn a_deleted_build_directory_lets_its_environment_go() {
     let e = Env::new();
-    let src = e.path("src");
-    sample_env(&src);
-    let path = e.materialize(&src);
-    let id = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let (src, path, id) = materialized_sample(&e);
     let build = e.path("build");
     cmake_build_dir(&build, &path);
     // `run --root` registers it too.
@@ -118,10 +121,7 @@ fn a_deleted_build_directory_lets_its_environment_go() {
 #[test]
 fn roots_scan_finds_build_directories_and_adds_them() {
     let e = Env::new();
-    let src = e.path("src");
-    sample_env(&src);
-    let path = e.materialize(&src);
-    let id = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let (_, path, id) = materialized_sample(&e);
     let projects = e.path("projects");
     cmake_build_dir(&projects.join("a/build"), &path);
     write(
@@ -249,10 +249,7 @@ fn rm_removes_now_but_never_what_is_pinned_rooted_or_in_use_without_being_told()
 #[test]
 fn doctor_says_whether_the_hook_is_on_and_what_the_build_directory_uses() {
     let e = Env::new();
-    let src = e.path("src");
-    sample_env(&src);
-    let path = e.materialize(&src);
-    let id = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let (_, path, id) = materialized_sample(&e);
     let project = e.path("proj");
     write(
         &project.join("pyproject.toml"),
