@@ -69,8 +69,12 @@ JSON
     for b in envstore-test envstore-bench; do
         ok=
         for _ in $(seq 1 30); do
-            if echo "s3.bucket.create -name $b" | weed shell -master=$masters >"$dir/shell.log" 2>&1 \
-                && ! grep -qi error "$dir/shell.log"; then ok=1; break; fi
+            echo "s3.bucket.create -name $b" | weed shell -master=$masters >"$dir/shell.log" 2>&1 || true
+            if grep -q "already exists" "$dir/shell.log" \
+                || { grep -q "created bucket" "$dir/shell.log" && ! grep -qi error "$dir/shell.log"; }; then
+                ok=1
+                break
+            fi
             sleep 1
         done
         [ -n "$ok" ] || { echo "remotes.sh: could not create bucket $b:" >&2; cat "$dir/shell.log" >&2; exit 1; }
