@@ -311,6 +311,10 @@ pub enum Command {
         /// materializations are removed unless leased; pinned snapshots too)
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
         pack_older_than: Option<std::time::Duration>,
+        /// Empty the store: remove every snapshot not in use right now, pinned, rooted and
+        /// key-named ones too (with those pins, roots and key records)
+        #[arg(long, conflicts_with_all = ["max_size", "pack_older_than"])]
+        all: bool,
         /// Print the plan and change nothing
         #[arg(long)]
         dry_run: bool,

@@ -300,3 +300,50 @@ fn doctor_says_whether_the_hook_is_on_and_what_the_build_directory_uses() {
     );
     assert!(findings(&e).contains("the hook is not active"));
 }
+
+#[test]
+fn prune_all_empties_the_store_but_what_is_in_use() {
+    let e = Env::new();
+    let (_, path, id) = materialized_sample(&e);
+    e.ok(&["pin", "p", &id]);
+    let build = e.path("build");
+    cmake_build_dir(&build, &path);
+    e.ok(&["root", "add", build.to_str().unwrap(), &id]);
+    let other = e.path("other");
+    write(&other.join("x"), b"in use\n");
+    let used = e.ingest(&other);
+    use std::os::unix::process::CommandExt;
+    let mut holder = e
+        .cmd()
+        .args(["run", &used, "--", "sleep", "30"])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let dry = json(&e, &["prune", "--all", "--dry-run"]);
+    assert_eq!(dry["removed"], serde_json::json!([id]));
+    assert!(path.exists());
+    let out = e.run(&["prune", "--all"]);
+    std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{}", holder.id())])
+        .status()
+        .unwrap();
+    holder.wait().unwrap();
+    assert!(!path.exists(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 in use kept") && stderr.contains("CACHEDIR.TAG"),
+        "{stderr}"
+    );
+    assert_eq!(
+        e.ok(&["ls"])
+            .lines()
+            .filter(|l| l.contains(&used[..12]))
+            .count(),
+        1
+    );
+    assert_eq!(json(&e, &["roots"]), serde_json::json!([]));
+    assert!(e.fails(&["show", "p"]).contains("`p`"));
+}

@@ -333,3 +333,32 @@ pub fn rm(
     message.push_str("\nretry when it ends (envstore never removes an environment in use)");
     anyhow::bail!(message)
 }
+
+/// `envstore prune --all`: everything not in use goes.
+pub fn prune_all(store: &Store, dry_run: bool, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let ids = store.snapshot_ids()?;
+    let report = store.rm(&ids, true, dry_run)?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    if printer.json() {
+        printer.json_value(&json!({
+            "dry_run": dry_run,
+            "removed": report.plan.remove.iter().map(|r| r.id.to_hex()).collect::<Vec<_>>(),
+            "in_use": report.in_use.iter().map(|(id, _, _)| id.to_hex()).collect::<Vec<_>>(),
+            "freed_bytes": report.plan.freed_bytes(),
+        }));
+    } else {
+        printer.info(format_args!(
+            "{verb} {} snapshots ({} pins, {} roots); {} freed; {} in use kept",
+            report.plan.remove.len(),
+            report.unpinned.len(),
+            report.unrooted.len(),
+            human_bytes(report.plan.freed_bytes()),
+            report.in_use.len()
+        ));
+        printer.info(format_args!(
+            "the store itself is {}; `rm -rf` of that directory (it has a CACHEDIR.TAG) removes it entirely",
+            store.root().display()
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -124,10 +124,14 @@ fn run_command(store: &Store, command: Command, printer: &Printer) -> anyhow::Re
         Command::Explain { name } => ensure::explain(store, &name, printer),
         Command::Pack { sources } => gc::pack(store, &sources, printer),
         Command::Prune {
+            all: true, dry_run, ..
+        } => gc::prune_all(store, dry_run, printer),
+        Command::Prune {
             older_than,
             max_size,
             pack_older_than,
             dry_run,
+            ..
         } => gc::prune(
             store,
             &envstore::PruneOptions {
