@@ -200,6 +200,14 @@ def redirect():
     for var in ("PATH", "PYTHONPATH"):
         if var in os.environ:
             os.environ[var] = os.pathsep.join(_remap(p, mapping) for p in os.environ[var].split(os.pathsep))
+    # Python processes the build starts (meson's `run_command(py, ...)`, CMake's
+    # `execute_process`) get pip's build environment from a sitecustomize.py in a temporary
+    # directory on PYTHONPATH, which names the temporary prefixes: put the stable copies'
+    # site-packages first, so they import from the stable paths too.
+    stable_sites = [p for p in sys.path if any(p == new or p.startswith(new + os.sep) for new in mapping.values())]
+    if stable_sites:
+        rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in stable_sites]
+        os.environ["PYTHONPATH"] = os.pathsep.join(stable_sites + rest)
     # Anything already imported from the temporary prefixes (but this package) is imported
     # again from the stable copies.
     for name, module in list(sys.modules.items()):
