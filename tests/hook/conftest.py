@@ -14,8 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory):
-    """A directory holding the envstore wheel, built once per session the way users build it:
-    `pip wheel .` at the repository root (maturin, from PyPI, in an isolated environment)."""
+    """A directory holding the envstore wheel: the release wheel in ENVSTORE_TEST_WHEELHOUSE
+    when set (CI builds it with .ci/build-wheels.sh: manylinux, what an index would serve),
+    else built once per session the way users build it: `pip wheel .` at the repository root
+    (maturin, from PyPI, in an isolated environment)."""
+    given = os.environ.get("ENVSTORE_TEST_WHEELHOUSE")
+    if given:
+        assert list(Path(given).glob("envstore-*.whl")), f"no envstore wheel in {given}"
+        return Path(given)
     out = tmp_path_factory.mktemp("wheelhouse")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), "."],

@@ -16,7 +16,7 @@ pub fn run(
     policy: LinkPolicy,
     printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
-    let source = store.resolve(spec)?;
+    let source = store.resolve_or_fetch(spec)?;
     let (done, lease) = store.materialize_leased(&source, filter, policy)?;
     if let Some(dir) = root {
         store.root_add(dir, &[done.id])?;
