@@ -360,6 +360,10 @@ pub fn stats(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
             ),
         ],
         ["link modes", &links],
+        [
+            "to empty it",
+            "`envstore prune --all` (keeps what is in use), or `rm -rf` the store directory",
+        ],
     ]
     .map(|r| r.map(str::to_owned).to_vec());
     printer.raw(&table(&rows));
