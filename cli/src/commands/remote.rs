@@ -306,6 +306,7 @@ pub fn remote(
                     "removed_snapshots": report.removed_snapshots.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
                     "removed_packs": report.removed_packs.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
                     "removed_partial": report.removed_partial,
+                    "removed_keys": report.removed_keys,
                     "removed_bytes": report.removed_bytes,
                     "marked": report.marked.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
                     "unmarked": report.unmarked,

@@ -41,6 +41,8 @@ pub struct RemotePruneReport {
     pub removed_bytes: u64,
     /// Files of interrupted pushes (a pack without its index, or the reverse), removed.
     pub removed_partial: Vec<String>,
+    /// Key mappings (`keys/<key>`) whose snapshot is no longer on the remote, removed.
+    pub removed_keys: u64,
     pub kept_packs: u64,
     pub kept_bytes: u64,
 }
@@ -136,6 +138,24 @@ impl Store {
         if !options.dry_run {
             for id in &report.removed_snapshots {
                 remote.storage().delete(&format::record_key(id))?;
+            }
+        }
+        // Key mappings naming a snapshot that is gone (older than the grace period: a push
+        // publishes its record before its keys, and this listing may predate both).
+        let kept_set: HashSet<SnapshotId> = kept.iter().copied().collect();
+        let keys = remote.storage().list("keys")?;
+        let names: Vec<String> = keys.iter().map(|f| format!("keys/{}", f.name)).collect();
+        let mappings = remote.storage().get_many(&names, format::MAX_REF)?;
+        for ((file, key), bytes) in keys.iter().zip(&names).zip(mappings) {
+            let target = bytes
+                .and_then(|b| Ref::decode(&b, &file.name).ok())
+                .map(|r| r.snapshot);
+            let dead = target.is_none_or(|id| !kept_set.contains(&id));
+            if dead && now - file.modified >= grace {
+                if !options.dry_run {
+                    remote.storage().delete(key)?;
+                }
+                report.removed_keys += 1;
             }
         }
         // Packs: delete what was marked long enough ago, mark what nothing needs.
