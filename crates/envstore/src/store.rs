@@ -265,13 +265,15 @@ impl Store {
     pub fn resolve(&self, spec: &str) -> Result<Source> {
         let path = Path::new(spec);
         if spec.contains('/') || spec == "." || spec == ".." || path.is_dir() {
-            // A materialization (`$(envstore materialize ...)`) is its snapshot.
-            if let (Ok(dir), Ok(envs)) = (path.canonicalize(), self.envs_dir().canonicalize())
+            // A materialization (`$(envstore materialize ...)`) is its snapshot. Only a path
+            // whose last component is an id pays for resolving links: `materialize DIR` is the
+            // hot path.
+            if let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<SnapshotId>().ok())
+                && let (Ok(dir), Ok(envs)) = (path.canonicalize(), self.envs_dir().canonicalize())
                 && dir.parent() == Some(envs.as_path())
-                && let Some(id) = dir
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.parse::<SnapshotId>().ok())
                 && self.has_snapshot(&id)
             {
                 return Ok(Source::Snapshot(id));
