@@ -35,6 +35,31 @@ fn materialized_sample(e: &Env) -> (PathBuf, PathBuf, String) {
     (src, path, id)
 }
 
+/// `envstore run ID -- sleep 30` in a process group of its own: the snapshot is leased (by
+/// envstore and, inherited, by the command) until [`release`].
+fn hold_lease(e: &Env, id: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let holder = e
+        .cmd()
+        .args(["run", id, "--", "sleep", "30"])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    holder
+}
+
+/// Ends the whole group: the command holds the lease too.
+fn release(mut holder: std::process::Child) {
+    std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{}", holder.id())])
+        .status()
+        .unwrap();
+    holder.wait().unwrap();
+}
+
 fn prune(env: &Env, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["prune"];
     all.extend_from_slice(args);
@@ -202,28 +227,14 @@ fn rm_removes_now_but_never_what_is_pinned_rooted_or_in_use_without_being_told()
     );
 
     // Leased: never, even with --force; the message names the holder.
-    use std::os::unix::process::CommandExt;
-    let mut holder = e
-        .cmd()
-        .args(["run", &idb, "--", "sleep", "30"])
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let holder = hold_lease(&e, &idb);
     let err = e.fails(&["rm", &idb, "--force"]);
     assert!(
         err.contains("in use") && err.contains("lease") && err.contains("sleep"),
         "{err}"
     );
     assert!(pb.join("lib/own.bin").exists());
-    // The command holds the lease too (inherited): end the whole group.
-    std::process::Command::new("kill")
-        .args(["-9", "--", &format!("-{}", holder.id())])
-        .status()
-        .unwrap();
-    holder.wait().unwrap();
+    release(holder);
 
     // --force: the pin goes with it; objects b shares stay.
     let out = json(&e, &["rm", &ida, "--force"]);
@@ -312,25 +323,12 @@ fn prune_all_empties_the_store_but_what_is_in_use() {
     let other = e.path("other");
     write(&other.join("x"), b"in use\n");
     let used = e.ingest(&other);
-    use std::os::unix::process::CommandExt;
-    let mut holder = e
-        .cmd()
-        .args(["run", &used, "--", "sleep", "30"])
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let holder = hold_lease(&e, &used);
     let dry = json(&e, &["prune", "--all", "--dry-run"]);
     assert_eq!(dry["removed"], serde_json::json!([id]));
     assert!(path.exists());
     let out = e.run(&["prune", "--all"]);
-    std::process::Command::new("kill")
-        .args(["-9", "--", &format!("-{}", holder.id())])
-        .status()
-        .unwrap();
-    holder.wait().unwrap();
+    release(holder);
     assert!(!path.exists(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
