@@ -54,6 +54,8 @@ pub enum WalkError {
     SpecialFile { path: PathBuf, kind: &'static str },
     #[error("{path}: the name is longer than {MAX_NAME_LEN} bytes")]
     NameTooLong { path: PathBuf },
+    #[error("a relocatable walk cannot stream (RECORD files are rewritten at its end)")]
+    Relocating,
     #[error("invalid exclude pattern `{pattern}`: {source}")]
     BadPattern {
         pattern: String,
@@ -129,6 +131,64 @@ pub struct WalkStats {
     pub excluded: u64,
 }
 
+/// Receives a walk's results as they are made, so that the walk itself keeps nothing: each
+/// regular file as soon as it is hashed, each directory's tree as soon as its entries are known
+/// (after every file and subtree below it). Called from several threads.
+pub trait Sink: Sync {
+    type Error: From<WalkError> + Send;
+    fn file(&self, file: SourceFile) -> Result<(), Self::Error>;
+    fn tree(&self, id: TreeId, tree: Tree) -> Result<(), Self::Error>;
+}
+
+/// A sink that drops everything: the walk only computes the root id and counts.
+#[derive(Debug)]
+pub struct Discard;
+
+impl Sink for Discard {
+    type Error = WalkError;
+    fn file(&self, _: SourceFile) -> Result<(), WalkError> {
+        Ok(())
+    }
+    fn tree(&self, _: TreeId, _: Tree) -> Result<(), WalkError> {
+        Ok(())
+    }
+}
+
+/// What a streaming walk ([`walk_into`]) returns: the root, the counts, and (in a relocatable
+/// walk) the paths relocated.
+#[derive(Debug)]
+pub struct WalkSummary {
+    pub root: TreeId,
+    pub stats: WalkStats,
+    pub relocated: Vec<PathBuf>,
+    pub binary_with_prefix: Vec<PathBuf>,
+}
+
+/// Keeps everything, for [`walk`].
+#[derive(Default)]
+struct Collect {
+    trees: Mutex<HashMap<TreeId, Tree>>,
+    files: Mutex<Vec<SourceFile>>,
+}
+
+impl Sink for Collect {
+    type Error = WalkError;
+    fn file(&self, file: SourceFile) -> Result<(), WalkError> {
+        self.files
+            .lock()
+            .expect("no panics while locked")
+            .push(file);
+        Ok(())
+    }
+    fn tree(&self, id: TreeId, tree: Tree) -> Result<(), WalkError> {
+        self.trees
+            .lock()
+            .expect("no panics while locked")
+            .insert(id, tree);
+        Ok(())
+    }
+}
+
 /// A walked directory: its root tree id, every tree in it, and every regular file.
 #[derive(Debug)]
 pub struct Walked {
@@ -143,16 +203,59 @@ pub struct Walked {
 }
 
 /// Walks and hashes `root`, which must be a directory (a symlink to one is followed; symlinks
-/// inside it are not). `skip` names a directory that is never entered (the store itself, when it
-/// lives inside the tree being stored).
-/// `on_file`, if given, is called with each regular file's size as it is hashed (for progress
-/// displays); it is called from several threads.
+/// inside it are not), keeping every tree and file in memory: O(files). Relocatable walks need
+/// it (RECORD files are rewritten once every relocated path is known); everything else streams
+/// with [`walk_into`].
+/// `skip` names a directory that is never entered (the store itself, when it lives inside the
+/// tree being stored). `on_file`, if given, is called with each regular file's size as it is
+/// hashed (for progress displays); it is called from several threads.
 pub fn walk(
     root: &Path,
     filter: &Filter,
     skip: Option<&Path>,
     on_file: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<Walked, WalkError> {
+    let collect = Collect::default();
+    let summary = walk_with(root, filter, skip, on_file, &collect)?;
+    let mut walked = Walked {
+        root: summary.root,
+        trees: collect.trees.into_inner().expect("no panics while locked"),
+        files: collect.files.into_inner().expect("no panics while locked"),
+        stats: summary.stats,
+        relocated: summary.relocated,
+        binary_with_prefix: summary.binary_with_prefix,
+    };
+    if filter.relocates() {
+        relocate::fix_records(&mut walked, root, filter)?;
+        walked.relocated.sort();
+        walked.binary_with_prefix.sort();
+    }
+    Ok(walked)
+}
+
+/// Walks and hashes `root` like [`walk`], handing each file and tree to `sink` as soon as it is
+/// made and keeping only the open directories' entries: memory grows with depth x width, not
+/// with the number of files. Refuses a relocatable filter (see [`walk`]).
+pub fn walk_into<S: Sink>(
+    root: &Path,
+    filter: &Filter,
+    skip: Option<&Path>,
+    on_file: Option<&(dyn Fn(u64) + Sync)>,
+    sink: &S,
+) -> Result<WalkSummary, S::Error> {
+    if filter.relocates() {
+        return Err(WalkError::Relocating.into());
+    }
+    walk_with(root, filter, skip, on_file, sink)
+}
+
+fn walk_with<S: Sink>(
+    root: &Path,
+    filter: &Filter,
+    skip: Option<&Path>,
+    on_file: Option<&(dyn Fn(u64) + Sync)>,
+    sink: &S,
+) -> Result<WalkSummary, S::Error> {
     let meta = fs::metadata(root).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => WalkError::NotFound {
             path: root.to_owned(),
@@ -166,7 +269,8 @@ pub fn walk(
     if !meta.is_dir() {
         return Err(WalkError::NotADirectory {
             path: root.to_owned(),
-        });
+        }
+        .into());
     }
     let settled_before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -181,16 +285,20 @@ pub fn walk(
         skip: skip
             .and_then(|s| fs::metadata(s).ok())
             .map(|m| (m.dev(), m.ino())),
-        trees: Mutex::new(HashMap::new()),
-        files: Mutex::new(Vec::new()),
+        sink,
         stats: Default::default(),
     };
     let root_id = walker.walk_dir(root, Path::new(""))?;
     let s = &walker.stats;
-    let mut walked = Walked {
+    Ok(WalkSummary {
         root: root_id,
-        trees: walker.trees.into_inner().expect("no panics while locked"),
-        files: walker.files.into_inner().expect("no panics while locked"),
+        stats: WalkStats {
+            files: s.files.load(Ordering::Relaxed),
+            dirs: s.dirs.load(Ordering::Relaxed),
+            symlinks: s.symlinks.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            excluded: s.excluded.load(Ordering::Relaxed),
+        },
         relocated: walker
             .relocated
             .into_inner()
@@ -199,20 +307,7 @@ pub fn walk(
             .binary_with_prefix
             .into_inner()
             .expect("no panics while locked"),
-        stats: WalkStats {
-            files: s.files.load(Ordering::Relaxed),
-            dirs: s.dirs.load(Ordering::Relaxed),
-            symlinks: s.symlinks.load(Ordering::Relaxed),
-            bytes: s.bytes.load(Ordering::Relaxed),
-            excluded: s.excluded.load(Ordering::Relaxed),
-        },
-    };
-    if walker.relocator.is_some() {
-        relocate::fix_records(&mut walked, root, filter)?;
-        walked.relocated.sort();
-        walked.binary_with_prefix.sort();
-    }
-    Ok(walked)
+    })
 }
 
 #[derive(Default)]
@@ -224,7 +319,7 @@ struct AtomicStats {
     excluded: AtomicU64,
 }
 
-struct Walker<'a> {
+struct Walker<'a, S> {
     /// Unix seconds: files whose ctime is older are settled (see [`Stamp`]).
     settled_before: i64,
     filter: &'a Filter,
@@ -233,13 +328,12 @@ struct Walker<'a> {
     relocated: Mutex<Vec<PathBuf>>,
     binary_with_prefix: Mutex<Vec<PathBuf>>,
     skip: Option<(u64, u64)>,
-    trees: Mutex<HashMap<TreeId, Tree>>,
-    files: Mutex<Vec<SourceFile>>,
+    sink: &'a S,
     stats: AtomicStats,
 }
 
-impl Walker<'_> {
-    fn walk_dir(&self, dir: &Path, rel: &Path) -> Result<TreeId, WalkError> {
+impl<S: Sink> Walker<'_, S> {
+    fn walk_dir(&self, dir: &Path, rel: &Path) -> Result<TreeId, S::Error> {
         let mut children: Vec<(OsString, FileType)> = Vec::new();
         for entry in fs::read_dir(dir).map_err(WalkError::io("read directory", dir))? {
             let entry = entry.map_err(WalkError::io("read directory", dir))?;
@@ -253,21 +347,18 @@ impl Walker<'_> {
                 continue;
             }
             if name.len() > MAX_NAME_LEN {
-                return Err(WalkError::NameTooLong { path: entry.path() });
+                return Err(WalkError::NameTooLong { path: entry.path() }.into());
             }
             children.push((name, file_type));
         }
         let entries = children
             .into_par_iter()
             .filter_map(|(name, file_type)| self.visit(dir, rel, name, file_type).transpose())
-            .collect::<Result<Vec<Entry>, WalkError>>()?;
+            .collect::<Result<Vec<Entry>, S::Error>>()?;
         let tree = Tree::new(entries);
         let id = tree.id();
         self.stats.dirs.fetch_add(1, Ordering::Relaxed);
-        self.trees
-            .lock()
-            .expect("no panics while locked")
-            .insert(id, tree);
+        self.sink.tree(id, tree)?;
         Ok(id)
     }
 
@@ -277,7 +368,7 @@ impl Walker<'_> {
         rel: &Path,
         name: OsString,
         file_type: FileType,
-    ) -> Result<Option<Entry>, WalkError> {
+    ) -> Result<Option<Entry>, S::Error> {
         let path = dir.join(&name);
         let kind = if file_type.is_symlink() {
             let target = fs::read_link(&path).map_err(WalkError::io("read symlink", &path))?;
@@ -338,17 +429,14 @@ impl Walker<'_> {
                 on_file(size);
             }
             let (content, stamp) = (hashed.content, hashed.stamp);
-            self.files
-                .lock()
-                .expect("no panics while locked")
-                .push(SourceFile {
-                    path,
-                    object,
-                    size,
-                    executable,
-                    content,
-                    stamp,
-                });
+            self.sink.file(SourceFile {
+                path,
+                object,
+                size,
+                executable,
+                content,
+                stamp,
+            })?;
             EntryKind::File {
                 object,
                 size,
@@ -359,7 +447,8 @@ impl Walker<'_> {
             return Err(WalkError::SpecialFile {
                 kind: envstore_fs::type_name(&file_type),
                 path,
-            });
+            }
+            .into());
         };
         Ok(Some(Entry {
             name: name.as_bytes().to_vec(),

@@ -227,9 +227,8 @@ impl Store {
         build(out)?;
         let relocate = spec.relocate || out.join("pyvenv.cfg").is_file();
         let filter = Filter::default().relocating(relocate);
-        let walked = self.walk_unchecked(out, &filter)?;
         let _shared = self.lock_shared()?;
-        let report = self.store_walked(out, &walked)?;
+        let report = self.store_dir(out, &filter, None)?;
         let record = KeyRecord {
             key: inputs.key(),
             snapshot: report.id,

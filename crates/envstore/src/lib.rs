@@ -20,6 +20,7 @@ mod cold_check;
 mod error;
 mod files;
 mod gc;
+mod ingest;
 mod keys;
 mod layout;
 mod materialize;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use envstore_link::LinkPolicy;
 use envstore_lock::{FileLock, LockKind};
 use envstore_tree::{SnapshotId, Tree, TreeId};
-use envstore_walk::{Filter, Walked};
+use envstore_walk::Filter;
 
 use crate::layout::{LinkReport, lay_out};
 use crate::{Error, IngestReport, Lease, Materialized, Result, Source, Store};
@@ -25,7 +25,7 @@ impl Store {
         policy: LinkPolicy,
     ) -> Result<Materialized> {
         match source {
-            Source::Dir(dir) => self.materialize_walked(dir, &self.walk(dir, filter)?, policy),
+            Source::Dir(dir) => self.materialize_dir(dir, filter, policy, None),
             Source::Snapshot(id) => self.materialize_stored(id, policy),
         }
     }
@@ -40,9 +40,9 @@ impl Store {
     ) -> Result<(Materialized, Lease)> {
         match source {
             Source::Dir(dir) => {
-                let walked = self.walk(dir, filter)?;
-                let lease = self.lease(&walked.root.into())?;
-                Ok((self.materialize_walked(dir, &walked, policy)?, lease))
+                let mut lease = None;
+                let done = self.materialize_dir(dir, filter, policy, Some(&mut lease))?;
+                Ok((done, lease.expect("materialize_dir takes the lease")))
             }
             Source::Snapshot(id) => {
                 let lease = self.lease(id)?;
@@ -51,25 +51,40 @@ impl Store {
         }
     }
 
-    fn materialize_walked(
+    /// Hashes `dir` (nothing kept but its root id); when that snapshot is not materialized,
+    /// walks it again storing as it goes, and lays the stored trees out. The first walk is the
+    /// warm path and costs no more than hashing; the second reads files the first left in the
+    /// page cache. With `lease`, the snapshot is leased before it is laid out.
+    fn materialize_dir(
         &self,
         dir: &Path,
-        walked: &Walked,
+        filter: &Filter,
         policy: LinkPolicy,
+        mut lease: Option<&mut Option<Lease>>,
     ) -> Result<Materialized> {
-        let id = SnapshotId::from(walked.root);
+        let hashed = self.hash_dir(dir, filter)?;
+        let mut id = SnapshotId::from(hashed.root);
+        if let Some(lease) = lease.as_deref_mut() {
+            *lease = Some(self.lease(&id)?);
+        }
         if self.materialized(&id)? {
             return Ok(self.existing(id));
         }
         self.require_writable("store and lay out a new environment")?;
         let _lock = self.lock_shared()?;
-        let ingest = self.store_walked(dir, walked)?;
-        let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> {
-            match walked.trees.get(t) {
-                Some(tree) => Ok(Cow::Borrowed(tree)),
-                None => Ok(Cow::Owned(self.trees.get(t)?)),
+        let totals = (hashed.stats.files, hashed.stats.bytes);
+        let ingest = self.store_dir(dir, filter, Some(totals))?;
+        if ingest.id != id {
+            // Changed between the two walks: what was stored is what gets laid out.
+            id = ingest.id;
+            if let Some(lease) = lease {
+                *lease = Some(self.lease(&id)?);
             }
-        };
+            if self.materialized(&id)? {
+                return Ok(self.existing(id));
+            }
+        }
+        let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> { Ok(Cow::Owned(self.trees.get(t)?)) };
         let (created, link) = lay_out(self, &id, &lookup, policy)?;
         Ok(self.laid_out(id, created, link, Some(ingest)))
     }

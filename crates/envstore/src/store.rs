@@ -1,14 +1,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use envstore_fs::DirState;
 use envstore_index::{Index, SnapshotMeta};
 use envstore_lock::FileLock;
-use envstore_objects::{ObjectError, ObjectStore, TreeStore};
+use envstore_objects::{ObjectStore, TreeStore};
 use envstore_tree::SnapshotId;
-use envstore_walk::{Filter, SourceFile, WalkStats, Walked};
-use rayon::prelude::*;
+use envstore_walk::{Filter, WalkStats};
 
 use crate::layout::LinkReport;
 use crate::{Error, Result};
@@ -315,7 +314,7 @@ impl Store {
     pub fn identify(&self, source: &Source, filter: &Filter) -> Result<SnapshotId> {
         match source {
             Source::Snapshot(id) => Ok(*id),
-            Source::Dir(dir) => Ok(self.walk(dir, filter)?.root.into()),
+            Source::Dir(dir) => Ok(self.hash_dir(dir, filter)?.root.into()),
         }
     }
 
@@ -343,171 +342,6 @@ impl Store {
                 candidates: many.iter().map(|id| format!("  {id}")).collect(),
             }),
         }
-    }
-
-    pub(crate) fn walk(&self, dir: &Path, filter: &Filter) -> Result<Walked> {
-        self.refuse_internals(dir)?;
-        self.walk_unchecked(dir, filter)
-    }
-
-    /// Walks `dir` even inside the store (a build's output directory under `tmp/`).
-    pub(crate) fn walk_unchecked(&self, dir: &Path, filter: &Filter) -> Result<Walked> {
-        let on_file = |bytes| self.report(Progress::Hashed { bytes });
-        let on_file: Option<&(dyn Fn(u64) + Sync)> = self.progress.as_ref().map(|_| &on_file as _);
-        Ok(envstore_walk::walk(dir, filter, Some(&self.root), on_file)?)
-    }
-
-    /// Stores the directory tree at `dir` and returns its snapshot id. Storing a snapshot the
-    /// store has already checks what it holds of it (one `lstat` per object and tree) and
-    /// replaces what is damaged from `dir`: ingesting the source again heals the store.
-    pub fn ingest(&self, dir: &Path, filter: &Filter) -> Result<IngestReport> {
-        let walked = self.walk(dir, filter)?;
-        self.require_writable("store new content")?;
-        let _lock = self.lock_shared()?;
-        let report = self.store_walked(dir, &walked)?;
-        if !report.created {
-            self.touch(&report.id);
-        }
-        Ok(report)
-    }
-
-    fn existing_report(&self, walked: &Walked) -> IngestReport {
-        IngestReport {
-            id: walked.root.into(),
-            stats: walked.stats,
-            created: false,
-            new_objects: 0,
-            new_bytes: 0,
-            index_warning: None,
-            relocated: walked.relocated.clone(),
-            binary_with_prefix: walked.binary_with_prefix.clone(),
-        }
-    }
-
-    /// Refuses to store the store itself or anything in it but a materialization (whose
-    /// content is a snapshot's): that would store envstore's own internals as an environment.
-    fn refuse_internals(&self, dir: &Path) -> Result<()> {
-        let Ok(dir) = dir.canonicalize() else {
-            return Ok(()); // the walk reports a missing or unreadable directory
-        };
-        let Ok(root) = self.root.canonicalize() else {
-            return Ok(());
-        };
-        let Ok(rel) = dir.strip_prefix(&root) else {
-            return Ok(());
-        };
-        let mut parts = rel.components();
-        let envs = parts.next().is_some_and(|c| c.as_os_str() == "envs");
-        let env_id = parts
-            .next()
-            .and_then(|c| c.as_os_str().to_str())
-            .is_some_and(|n| n.parse::<SnapshotId>().is_ok());
-        if envs && env_id {
-            return Ok(());
-        }
-        Err(Error::SourceInStore {
-            path: dir.clone(),
-            store: root,
-        })
-    }
-
-    /// Writes what the store lacks of a walked tree: objects, then trees, then the snapshot
-    /// record, then the index. The record is written last, so its presence means the snapshot
-    /// is complete. The caller holds the store lock shared.
-    ///
-    /// For a snapshot the store has, objects and trees are stored again where they are missing
-    /// or damaged (each costs one `lstat` when intact), and an unreadable record is rewritten:
-    /// the directory at hand is the best source there is.
-    pub(crate) fn store_walked(&self, dir: &Path, walked: &Walked) -> Result<IngestReport> {
-        let id = SnapshotId::from(walked.root);
-        if self.has_snapshot(&id) && self.snapshot_meta(&id).is_ok() {
-            self.store_objects(walked)?;
-            self.store_trees(walked)?;
-            return Ok(self.existing_report(walked));
-        }
-        let (new_objects, new_bytes) = self.store_objects(walked)?;
-        self.store_trees(walked)?;
-        self.write_record(dir, walked, id, new_objects, new_bytes)
-    }
-
-    fn store_trees(&self, walked: &Walked) -> Result<()> {
-        walked
-            .trees
-            .par_iter()
-            .try_for_each(|(_, tree)| self.trees.insert(tree).map(drop))?;
-        Ok(())
-    }
-
-    /// Stores the objects of a walked tree the store lacks loose; returns how many, and bytes.
-    fn store_objects(&self, walked: &Walked) -> Result<(u64, u64)> {
-        let mut todo: Vec<&SourceFile> = walked.files.iter().collect();
-        todo.sort_unstable_by_key(|f| (f.object, f.executable));
-        todo.dedup_by_key(|f| (f.object, f.executable));
-        // No existence check here: insert_* make the same one (a stat per object saved), and
-        // the progress display counts objects already stored as done at once.
-        self.report(Progress::Storing {
-            objects: todo.len() as u64,
-            bytes: todo.iter().map(|f| f.size).sum(),
-        });
-        let (new_objects, new_bytes): (u64, u64) = todo
-            .par_iter()
-            .map(|f| {
-                let written = match &f.content {
-                    Some(bytes) => self.objects.insert_bytes(bytes, f.object, f.executable)?,
-                    None => self.objects.insert_file(
-                        &f.path,
-                        f.object,
-                        f.executable,
-                        f.size,
-                        f.stamp.as_ref(),
-                    )?,
-                };
-                self.report(Progress::Stored { bytes: f.size });
-                Ok((u64::from(written > 0), written))
-            })
-            .try_reduce(|| (0, 0), |a, b| Ok((a.0 + b.0, a.1 + b.1)))
-            .map_err(|e: ObjectError| Error::from(e))?;
-        Ok((new_objects, new_bytes))
-    }
-
-    fn write_record(
-        &self,
-        dir: &Path,
-        walked: &Walked,
-        id: SnapshotId,
-        new_objects: u64,
-        new_bytes: u64,
-    ) -> Result<IngestReport> {
-        let source = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
-        let meta = SnapshotMeta {
-            created: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            files: walked.stats.files,
-            dirs: walked.stats.dirs,
-            symlinks: walked.stats.symlinks,
-            bytes: walked.stats.bytes,
-            source: source.to_string_lossy().into_owned(),
-            packed: 0,
-        };
-        let record = self.snapshot_file(&id);
-        // Absent, or present but unreadable (damaged): written (again) from what was walked.
-        if self.snapshot_meta(&id).is_err() {
-            self.write_file_atomic(&record, meta.to_text().as_bytes())?;
-        }
-        // The index is a rebuildable cache of the records: a busy or damaged index must not
-        // fail a build that has stored everything it needs.
-        let index_warning = self.update_index(|index| index.put_snapshots(&[(id, meta)]));
-        Ok(IngestReport {
-            id,
-            stats: walked.stats,
-            created: true,
-            new_objects,
-            new_bytes,
-            index_warning,
-            relocated: walked.relocated.clone(),
-            binary_with_prefix: walked.binary_with_prefix.clone(),
-        })
     }
 
     /// Opens the index (waiting at most the lock time-out); keep it open briefly.
