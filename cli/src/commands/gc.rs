@@ -92,7 +92,7 @@ pub fn prune(
             })).collect::<Vec<_>>(),
             "leased": plan.leased.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "kept": plan.kept,
-            "unreferenced_files": plan.unreferenced.len(),
+            "unreferenced_files": plan.unreferenced,
             "leftovers": plan.leftovers,
             "size_before": plan.size_before,
             "size_after": plan.size_after,
@@ -141,7 +141,7 @@ pub fn prune(
         printer.info(format_args!(
             "{verb} {} snapshots, {} unreferenced objects and trees, {} leftovers; {} freed ({} -> {}); {} snapshots kept",
             plan.remove.len(),
-            plan.unreferenced.len(),
+            plan.unreferenced,
             plan.leftovers.len(),
             human_bytes(plan.freed_bytes()),
             human_bytes(plan.size_before),
@@ -290,7 +290,7 @@ pub fn rm(
             })).collect::<Vec<_>>(),
             "unpinned": report.unpinned,
             "unrooted": report.unrooted,
-            "unreferenced_files": plan.unreferenced.len(),
+            "unreferenced_files": plan.unreferenced,
             "freed_bytes": plan.freed_bytes(),
         }));
     } else {
@@ -310,7 +310,7 @@ pub fn rm(
         printer.info(format_args!(
             "{verb} {} snapshots and {} objects and trees only they used; {} freed",
             plan.remove.len(),
-            plan.unreferenced.len(),
+            plan.unreferenced,
             human_bytes(plan.freed_bytes())
         ));
     }

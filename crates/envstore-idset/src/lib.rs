@@ -245,7 +245,9 @@ mod tests {
             let mut expected = BTreeSet::new();
             let mut x = 12345u64;
             for _ in 0..500 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let n = x % 200; // many repeats, across runs too
                 set.insert(id(n)).unwrap();
                 expected.insert(id(n));
@@ -279,7 +281,10 @@ mod tests {
         let mut note = |i| unasked.push(i);
         assert!(!cursor.seek(&id(3), &mut note).unwrap());
         assert!(cursor.seek(&id(4), &mut note).unwrap());
-        assert!(cursor.seek(&id(4), &mut note).unwrap(), "asking twice is fine");
+        assert!(
+            cursor.seek(&id(4), &mut note).unwrap(),
+            "asking twice is fine"
+        );
         assert!(cursor.seek(&id(8), &mut note).unwrap());
         cursor.rest(&mut note).unwrap();
         assert_eq!(unasked, vec![id(1), id(2), id(9)]);

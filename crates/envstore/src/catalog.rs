@@ -475,7 +475,7 @@ impl Store {
         (stats.packs, stats.pack_bytes) = (cold.packs, cold.pack_bytes);
         (stats.chunks, stats.chunk_bytes) = (cold.chunks, cold.chunk_bytes);
         stats.pins = self.pins()?.len() as u64;
-        for file in self.stored_files()? {
+        self.for_each_stored(&mut |file| {
             match file.kind {
                 Stored::Object(_) => {
                     stats.objects += 1;
@@ -484,7 +484,8 @@ impl Store {
                 Stored::Tree(_) => stats.trees += 1,
                 Stored::Temp | Stored::Other | Stored::BadShard(_) => {}
             }
-        }
+            Ok(())
+        })?;
         stats.disk_bytes = disk_usage(self.root())?;
         stats.link_support = if self.is_writable() {
             envstore_link::probe(&self.root().join("tmp"))

@@ -63,13 +63,9 @@ impl Store {
     /// half-removed materializations, temporary records and pins, anything in `tmp/`, and
     /// materializations whose snapshot record is gone. Safe to delete under the exclusive store
     /// lock, which every writer of these holds shared.
-    /// `stored` is [`Store::stored_files`], whose temp files are leftovers too.
-    pub(crate) fn leftovers(&self, stored: &[StoredFile]) -> Result<Vec<PathBuf>> {
-        let mut out: Vec<PathBuf> = stored
-            .iter()
-            .filter(|f| matches!(f.kind, Stored::Temp))
-            .map(|f| f.path.clone())
-            .collect();
+    /// `temps` are the temporary files [`Store::for_each_stored`] found in shard directories.
+    pub(crate) fn leftovers(&self, temps: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+        let mut out = temps;
         let read = |dir: &Path| -> Result<Vec<fs::DirEntry>> {
             match fs::read_dir(dir) {
                 Ok(entries) => Ok(entries.flatten().collect()),
@@ -114,35 +110,44 @@ impl Store {
     }
 
     /// Every file in `objects/` and `trees/`, temp files included, classified by its name: the
-    /// one listing that prune, verify and stats share. A shard directory replaced by a link
-    /// (or anything but a directory) is not entered: it is listed as [`Stored::BadShard`], so
-    /// nothing is ever deleted through it.
-    pub(crate) fn stored_files(&self) -> Result<Vec<StoredFile>> {
-        let mut out = Vec::new();
+    /// one listing that prune, verify and stats share. Streamed one shard directory at a time,
+    /// objects before trees, shards and the files in each in name order, so ids come in
+    /// ascending order (an object's two variants one after the other) and can be joined with
+    /// sorted sets of ids. A shard directory replaced by a link (or anything but a directory)
+    /// is not entered: it is passed as [`Stored::BadShard`], so nothing is ever deleted
+    /// through it.
+    pub(crate) fn for_each_stored(
+        &self,
+        f: &mut dyn FnMut(StoredFile) -> Result<()>,
+    ) -> Result<()> {
         for (dir, is_objects) in [("objects", true), ("trees", false)] {
             let dir = self.root().join(dir);
-            for shard in fs::read_dir(&dir)
+            let mut shards: Vec<fs::DirEntry> = fs::read_dir(&dir)
                 .map_err(Error::io("read", &dir))?
                 .flatten()
-            {
+                .collect();
+            shards.sort_by_cached_key(fs::DirEntry::file_name);
+            for shard in shards {
                 let shard_name = shard.file_name().to_string_lossy().into_owned();
                 let shard = shard.path();
                 match envstore_fs::dir_state(&shard).map_err(Error::io("read", &shard))? {
                     DirState::Dir => {}
                     DirState::Missing => continue,
                     DirState::Other(what) => {
-                        out.push(StoredFile {
+                        f(StoredFile {
                             path: shard,
                             kind: Stored::BadShard(what),
                             len: 0,
-                        });
+                        })?;
                         continue;
                     }
                 }
-                for entry in fs::read_dir(&shard)
+                let mut entries: Vec<fs::DirEntry> = fs::read_dir(&shard)
                     .map_err(Error::io("read", &shard))?
                     .flatten()
-                {
+                    .collect();
+                entries.sort_by_cached_key(fs::DirEntry::file_name);
+                for entry in entries {
                     let kind = classify(
                         &shard_name,
                         &entry.file_name().to_string_lossy(),
@@ -150,15 +155,15 @@ impl Store {
                     );
                     // DirEntry::metadata is an lstat: a link is not followed.
                     let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    out.push(StoredFile {
+                    f(StoredFile {
                         path: entry.path(),
                         kind,
                         len,
-                    });
+                    })?;
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Removes leftovers (see [`Store::leftovers`]); the caller holds the store lock exclusively.

@@ -11,17 +11,17 @@
 //! unleased snapshots are removed, oldest use first, until the store fits. Then every object
 //! and tree no kept snapshot references is deleted, with the leftovers of interrupted work.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use envstore_lock::{FileLock, LockKind};
-use envstore_tree::{ObjectId, SnapshotId, TreeId};
+use envstore_tree::{EntryKind, SnapshotId};
 
 use crate::cold::{PackReport, PackSweep};
 use crate::files::{Stored, remove_file, remove_tree, unix_secs};
-use crate::reach::TreeCache;
-use crate::{Result, Store};
+use crate::mark::{Marked, Marks, RefCounts, Visited};
+use crate::{Error, Result, Store};
 
 /// What prune may remove.
 #[derive(Debug, Clone)]
@@ -69,14 +69,15 @@ pub struct Removal {
 }
 
 /// What prune will do (or, with `--dry-run`, would do).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct PrunePlan {
     pub remove: Vec<Removal>,
     /// Candidates skipped because a process holds a lease on them.
     pub leased: Vec<SnapshotId>,
     pub kept: usize,
-    /// Object and tree files no kept snapshot references, with their sizes.
-    pub unreferenced: Vec<(PathBuf, u64)>,
+    /// Object and tree files no kept snapshot references: how many, and their bytes.
+    pub unreferenced: u64,
+    pub unreferenced_bytes: u64,
     /// Leftovers of interrupted work (temporary files and trees, orphaned materializations).
     pub leftovers: Vec<PathBuf>,
     /// Bytes of objects and trees before, and after the plan is carried out.
@@ -101,8 +102,24 @@ pub struct PrunePlan {
     pub dead_roots: Vec<(PathBuf, SnapshotId, String)>,
     /// The snapshots that stay.
     kept_ids: Vec<SnapshotId>,
+    /// What the kept snapshots reference, for the sweep.
+    marked: Option<Marked>,
     /// Exclusive locks on the leases of the snapshots being removed, held until the sweep ends.
     locks: Vec<FileLock>,
+}
+
+impl std::fmt::Debug for PrunePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrunePlan")
+            .field("remove", &self.remove)
+            .field("leased", &self.leased)
+            .field("kept", &self.kept)
+            .field("unreferenced", &self.unreferenced)
+            .field("size_before", &self.size_before)
+            .field("size_after", &self.size_after)
+            .field("damaged", &self.damaged)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PrunePlan {
@@ -166,76 +183,69 @@ impl Store {
         }
         candidates.sort_by_key(|c| (c.last_used, c.id));
 
-        // Sizes of what is stored, and what each object costs.
-        let stored = self.stored_files()?;
-        let mut sizes: HashMap<ObjectId, u64> = HashMap::new();
-        let mut tree_sizes: HashMap<TreeId, u64> = HashMap::new();
-        for file in &stored {
-            match file.kind {
-                Stored::Object(id) => *sizes.entry(id).or_default() += file.len,
-                Stored::Tree(id) => {
-                    tree_sizes.insert(id, file.len);
+        // With a size bound: what each stored object and tree costs, and how often snapshots
+        // reference it, so that removing one tells what it frees. Counted per occurrence (no
+        // set per snapshot), so a removal releases exactly what its walk counted.
+        let mut counts = options
+            .max_size
+            .map(|_| (RefCounts::default(), RefCounts::default()));
+        plan.size_before = 0;
+        self.for_each_stored(&mut |file| {
+            match (file.kind, &mut counts) {
+                (Stored::Object(id), c) => {
+                    plan.size_before += file.len;
+                    if let Some((objects, _)) = c {
+                        objects.add_file(id.as_bytes(), file.len);
+                    }
                 }
-                Stored::Temp | Stored::Other | Stored::BadShard(_) => {}
+                (Stored::Tree(id), c) => {
+                    plan.size_before += file.len;
+                    if let Some((_, trees)) = c {
+                        trees.add_file(id.as_bytes(), file.len);
+                    }
+                }
+                _ => {}
             }
-        }
-        plan.size_before = sizes.values().sum::<u64>() + tree_sizes.values().sum::<u64>();
-
-        // Reference counts from every snapshot, so removing one tells what it frees.
-        let mut cache = TreeCache::default();
-        let mut refs: HashMap<SnapshotId, (HashSet<ObjectId>, HashSet<TreeId>)> = HashMap::new();
-        let mut object_count: HashMap<ObjectId, u32> = HashMap::new();
-        let mut tree_count: HashMap<TreeId, u32> = HashMap::new();
-        for id in kept.iter().chain(candidates.iter().map(|c| &c.id)) {
-            let (mut objects, mut trees) = (HashSet::new(), HashSet::new());
-            let walked = cache.walk_all(self, id.root(), &mut trees, &mut |o, _| {
-                objects.insert(o);
-            });
-            if let Err(e) = walked {
-                self.warn(format!(
-                    "snapshot {} cannot be read ({e}); prune keeps it, and removes no object \
-                     until `envstore verify --repair` has mended or removed it",
-                    &id.to_hex()[..12]
-                ));
+            Ok(())
+        })?;
+        let damaged = |id: &SnapshotId, plan: &mut PrunePlan, e: &Error| {
+            self.warn(format!(
+                "snapshot {} cannot be read ({e}); prune keeps it, and removes no object \
+                 until `envstore verify --repair` has mended or removed it",
+                &id.to_hex()[..12]
+            ));
+            if !plan.damaged.contains(id) {
                 plan.damaged.push(*id);
-                refs.insert(*id, Default::default());
-                continue;
-            }
-            for o in &objects {
-                *object_count.entry(*o).or_default() += 1;
-            }
-            for t in &trees {
-                *tree_count.entry(*t).or_default() += 1;
-            }
-            refs.insert(*id, (objects, trees));
-        }
-        // Objects and trees nobody references at all (a crashed ingest's) go in any case.
-        let referenced_size: u64 = object_count
-            .keys()
-            .map(|o| sizes.get(o).copied().unwrap_or(0))
-            .sum::<u64>()
-            + tree_count
-                .keys()
-                .map(|t| tree_sizes.get(t).copied().unwrap_or(0))
-                .sum::<u64>();
-        let mut size = referenced_size;
-        let mut release = |id: &SnapshotId, size: &mut u64| {
-            let (objects, trees) = &refs[id];
-            for o in objects {
-                let n = object_count.get_mut(o).expect("counted");
-                *n -= 1;
-                if *n == 0 {
-                    *size -= sizes.get(o).copied().unwrap_or(0);
-                }
-            }
-            for t in trees {
-                let n = tree_count.get_mut(t).expect("counted");
-                *n -= 1;
-                if *n == 0 {
-                    *size -= tree_sizes.get(t).copied().unwrap_or(0);
-                }
             }
         };
+        let mut size = plan.size_before;
+        if let Some((objects, trees)) = &mut counts {
+            for id in kept.iter().chain(candidates.iter().map(|c| &c.id)) {
+                let mut bad = None;
+                trees.retain(id.root().as_bytes());
+                self.visit_trees(
+                    id.root(),
+                    None,
+                    &mut |_, entry| {
+                        match &entry.kind {
+                            EntryKind::File { object, .. } => objects.retain(object.as_bytes()),
+                            EntryKind::Dir { tree } => trees.retain(tree.as_bytes()),
+                            EntryKind::Symlink { .. } => {}
+                        }
+                        Ok(())
+                    },
+                    &mut |_, e| {
+                        bad.get_or_insert(e);
+                    },
+                )?;
+                if let Some(e) = bad {
+                    damaged(id, &mut plan, &e);
+                }
+            }
+            // Objects and trees nobody references at all (a crashed ingest's) go in any case.
+            size = objects.referenced() + trees.referenced();
+        }
+        let mut visited = Visited::default();
 
         for id in &plan.damaged {
             if !kept.contains(id) {
@@ -249,6 +259,23 @@ impl Store {
             if !by_age && !by_size {
                 kept.push(candidate.id);
                 continue;
+            }
+            if counts.is_none() {
+                // Not walked yet: a snapshot that cannot be read is kept, not removed blind.
+                let mut bad = None;
+                self.visit_trees(
+                    candidate.id.root(),
+                    Some(&mut visited),
+                    &mut |_, _| Ok(()),
+                    &mut |_, e| {
+                        bad.get_or_insert(e);
+                    },
+                )?;
+                if let Some(e) = bad {
+                    damaged(&candidate.id, &mut plan, &e);
+                    kept.push(candidate.id);
+                    continue;
+                }
             }
             let lease = self.lease_path(&candidate.id);
             let free = if hold_locks {
@@ -273,7 +300,24 @@ impl Store {
                 }
                 Some(()) => {
                     candidate.reason = if by_age { Reason::Unused } else { Reason::Size };
-                    release(&candidate.id, &mut size);
+                    if let Some((objects, trees)) = &mut counts {
+                        size -= trees.release(candidate.id.root().as_bytes());
+                        self.visit_trees(
+                            candidate.id.root(),
+                            None,
+                            &mut |_, entry| {
+                                size -= match &entry.kind {
+                                    EntryKind::File { object, .. } => {
+                                        objects.release(object.as_bytes())
+                                    }
+                                    EntryKind::Dir { tree } => trees.release(tree.as_bytes()),
+                                    EntryKind::Symlink { .. } => 0,
+                                };
+                                Ok(())
+                            },
+                            &mut |_, _| {},
+                        )?;
+                    }
                     plan.remove.push(candidate);
                 }
             }
@@ -303,43 +347,76 @@ impl Store {
             plan.to_pack.sort();
         }
 
-        // The sweep: whatever no kept snapshot references.
-        let (mut keep_objects, mut keep_trees) = (HashSet::new(), HashSet::new());
+        // The mark: whatever a kept snapshot references, as sorted sets for the sweep.
+        let mut marks = Marks::new(self);
         for id in &kept {
-            let (objects, trees) = &refs[id];
-            keep_objects.extend(objects.iter().copied());
-            keep_trees.extend(trees.iter().copied());
+            if let Some((_, e)) = marks.mark(self, id.root())? {
+                damaged(id, &mut plan, &e);
+            }
         }
+        plan.marked = Some(marks.finish()?);
+        kept.sort();
+        plan.kept_ids = kept;
+        Ok(plan)
+    }
+
+    /// The sweep: lists `objects/` and `trees/` in id order against the plan's marks, counting
+    /// (and with `delete`, removing) what no kept snapshot references, and finds the leftovers.
+    /// While any snapshot is damaged, nothing is swept.
+    fn sweep_stored(&self, plan: &mut PrunePlan, delete: bool) -> Result<()> {
+        let Some(mut marked) = plan.marked.take() else {
+            return Ok(());
+        };
         let sweep = plan.damaged.is_empty();
-        for file in &stored {
+        let mut temps = Vec::new();
+        let (mut files, mut bytes, mut size_after) = (0, 0, 0);
+        let runs = self.scratch_dir();
+        let read_runs = |e: std::io::Error| Error::io("read a sorted run in", &runs)(e);
+        self.for_each_stored(&mut |file| {
             let keep = match file.kind {
-                Stored::Object(id) => !sweep || keep_objects.contains(&id),
-                Stored::Tree(id) => !sweep || keep_trees.contains(&id),
+                Stored::Object(id) => {
+                    !sweep || marked.objects.contains(id.as_bytes()).map_err(read_runs)?
+                }
+                Stored::Tree(id) => {
+                    !sweep || marked.trees.contains(id.as_bytes()).map_err(read_runs)?
+                }
                 Stored::BadShard(what) => {
                     self.warn(format!(
                         "{} is {what}, not a directory; prune does not enter it. Run \
                          `envstore verify --repair`",
                         file.path.display()
                     ));
-                    true
+                    return Ok(());
                 }
-                Stored::Temp | Stored::Other => true,
+                Stored::Temp => {
+                    temps.push(file.path);
+                    return Ok(());
+                }
+                Stored::Other => return Ok(()),
             };
-            if !keep {
-                plan.unreferenced.push((file.path.clone(), file.len));
+            if keep {
+                size_after += file.len;
+            } else {
+                files += 1;
+                bytes += file.len;
+                if delete {
+                    remove_file(&file.path)?;
+                }
             }
-        }
-
-        plan.leftovers = self.leftovers(&stored)?;
-        kept.sort();
-        plan.kept_ids = kept;
-        Ok(plan)
+            Ok(())
+        })?;
+        plan.unreferenced = files;
+        plan.unreferenced_bytes = bytes;
+        plan.size_after = size_after;
+        plan.leftovers = self.leftovers(temps)?;
+        Ok(())
     }
 
     /// The plan prune would carry out, changing nothing (`--dry-run`).
     pub fn prune_plan(&self, options: &PruneOptions) -> Result<PrunePlan> {
         let _lock = self.lock_shared()?;
         let mut plan = self.plan_prune(options, false)?;
+        self.sweep_stored(&mut plan, false)?;
         plan.packs = self.sweep_packs(&plan.kept_ids, true)?;
         Ok(plan)
     }
@@ -356,9 +433,7 @@ impl Store {
             remove_tree(&self.env_path(&removal.id), &self.root().join("envs"))?;
             remove_file(&self.snapshot_file(&removal.id))?;
         }
-        for (path, _) in &plan.unreferenced {
-            remove_file(path)?;
-        }
+        self.sweep_stored(&mut plan, true)?;
         self.remove_leftovers(&plan.leftovers)?;
         // The lease files go last, each removed while we hold it (see FileLock::remove).
         for lock in plan.locks.drain(..) {

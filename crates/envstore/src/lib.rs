@@ -23,6 +23,7 @@ mod gc;
 mod ingest;
 mod keys;
 mod layout;
+mod mark;
 mod materialize;
 mod open;
 mod problems;

@@ -196,7 +196,11 @@ impl Store {
         }
 
         // Objects: every object file (or, for one snapshot, its objects), re-hashed in parallel.
-        let stored = self.stored_files()?;
+        let mut stored = Vec::new();
+        self.for_each_stored(&mut |f| {
+            stored.push(f);
+            Ok(())
+        })?;
         for file in &stored {
             if let Stored::BadShard(what) = file.kind {
                 report.problems.push(Problem::Layout {
@@ -323,7 +327,12 @@ impl Store {
         for (name, reason) in pins.damaged {
             report.problems.push(Problem::DamagedPin { name, reason });
         }
-        report.leftovers = self.leftovers(&stored)?;
+        let temps = stored
+            .iter()
+            .filter(|f| matches!(f.kind, Stored::Temp))
+            .map(|f| f.path.clone())
+            .collect();
+        report.leftovers = self.leftovers(temps)?;
 
         let mut rederived = false;
         if repair {
