@@ -12,6 +12,7 @@ mod inspect;
 mod keys;
 mod links;
 mod materialize;
+mod memory;
 mod relocate;
 mod remote;
 mod roots;

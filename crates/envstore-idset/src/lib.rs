@@ -95,6 +95,44 @@ impl IdSet {
     }
 }
 
+/// A merged set kept in one file, to be read more than once.
+#[derive(Debug)]
+pub struct SortedFile {
+    file: tempfile::NamedTempFile,
+}
+
+impl IdSet {
+    /// Merges the set into one sorted file (removed when dropped) that can be read again.
+    pub fn finish_to_file(self) -> io::Result<SortedFile> {
+        let file = tempfile::NamedTempFile::new_in(&self.dir)?;
+        let mut out = BufWriter::with_capacity(RUN_BUF, file.as_file());
+        for id in self.finish()? {
+            out.write_all(&id?)?;
+        }
+        out.flush()?;
+        drop(out);
+        Ok(SortedFile { file })
+    }
+}
+
+impl SortedFile {
+    /// The ids, ascending and distinct, read from the start.
+    pub fn iter(&self) -> io::Result<Sorted> {
+        let mut reader = BufReader::with_capacity(RUN_BUF, self.file.reopen()?);
+        let mut heap = BinaryHeap::new();
+        if let Some(id) = read_id(&mut reader)? {
+            heap.push(Reverse((id, 0)));
+        }
+        Ok(Sorted {
+            memory: Vec::new().into_iter(),
+            next_memory: None,
+            readers: vec![reader],
+            heap,
+            last: None,
+        })
+    }
+}
+
 fn read_id(reader: &mut impl Read) -> io::Result<Option<Id>> {
     let mut id = [0; 32];
     match reader.read_exact(&mut id) {
@@ -288,6 +326,22 @@ mod tests {
         assert!(cursor.seek(&id(8), &mut note).unwrap());
         cursor.rest(&mut note).unwrap();
         assert_eq!(unasked, vec![id(1), id(2), id(9)]);
+    }
+
+    #[test]
+    fn a_set_kept_in_a_file_reads_the_same_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut set = IdSet::new(dir.path(), 2);
+        for n in [5, 1, 5, 3, 2] {
+            set.insert(id(n)).unwrap();
+        }
+        let file = set.finish_to_file().unwrap();
+        for _ in 0..2 {
+            let got: Vec<Id> = file.iter().unwrap().map(Result::unwrap).collect();
+            assert_eq!(got, vec![id(1), id(2), id(3), id(5)]);
+        }
+        drop(file);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -90,6 +90,9 @@ macro_rules! read_table {
     };
 }
 
+/// A visitor of raw index rows: key and value.
+type RowFn<'a> = dyn FnMut([u8; 32], &[u8]) -> Result<(), IndexError> + 'a;
+
 impl Index {
     /// Records a durable pack: its length, the chunks in it and the recipes in it, in one
     /// transaction. A chunk already indexed elsewhere now points here (the newest copy wins).
@@ -198,15 +201,28 @@ impl Index {
         def: TableDefinition<&[u8], &[u8]>,
         decode: impl Fn([u8; 32], &[u8]) -> Result<T, IndexError>,
     ) -> Result<Vec<T>, IndexError> {
+        let mut out = Vec::new();
+        self.scan_with(def, &mut |k, v| {
+            out.push(decode(k, v)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Visits every row of `def` in key order without collecting them.
+    fn scan_with(
+        &self,
+        def: TableDefinition<&[u8], &[u8]>,
+        f: &mut RowFn<'_>,
+    ) -> Result<(), IndexError> {
         let err = self.db_err();
         let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let table = read_table!(self, txn, def, Vec::new());
-        let mut out = Vec::new();
+        let table = read_table!(self, txn, def, ());
         for row in table.iter().map_err(|e| err(e.into()))? {
             let (k, v) = row.map_err(|e| err(e.into()))?;
-            out.push(decode(id32(k.value())?, v.value())?);
+            f(id32(k.value())?, v.value())?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Where each chunk is, if indexed.
@@ -236,11 +252,14 @@ impl Index {
         })
     }
 
-    /// Every chunk and where it is.
-    pub fn all_chunks(&self) -> Result<Vec<(ChunkId, ChunkLoc)>, IndexError> {
+    /// Every chunk and where it is, in chunk id order, without holding them all.
+    pub fn for_each_chunk(
+        &self,
+        f: &mut dyn FnMut(ChunkId, ChunkLoc) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
         self.guarded(|| {
-            self.scan(CHUNKS, |key, value| {
-                Ok((ChunkId::from_bytes(key), decode_loc(value)?))
+            self.scan_with(CHUNKS, &mut |key, value| {
+                f(ChunkId::from_bytes(key), decode_loc(value)?)
             })
         })
     }
@@ -258,10 +277,11 @@ impl Index {
             if let Ok(recipes) = txn.open_table(RECIPES) {
                 totals.recipes = recipes.len().map_err(|e| err(e.into()))?;
             }
-            for (_, loc) in self.all_chunks()? {
+            self.for_each_chunk(&mut |_, loc| {
                 totals.chunks += 1;
                 totals.chunk_bytes += u64::from(loc.len);
-            }
+                Ok(())
+            })?;
             Ok(totals)
         })
     }

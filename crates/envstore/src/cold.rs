@@ -23,19 +23,20 @@ use envstore_lock::{FileLock, LockKind};
 use envstore_objects::ObjectError;
 use envstore_pack::{
     BlockBuilder, EncodedBlock, Entry, EntryKind, PackReader, PackWriter, WrittenPack,
-    decode_recipe, encode_recipe, pack_path, parse_pack_name,
+    decode_recipe, encode_recipe, parse_pack_name,
 };
 use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId};
 use rayon::prelude::*;
 
 use crate::files::unix_secs;
-use crate::reach::TreeCache;
 use crate::{Error, Result, Store};
 
 /// A pack is closed once it holds this many bytes (so a repack never rewrites much at once).
 const PACK_TARGET: u64 = 256 << 20;
 /// Objects are read, cut and hashed this many bytes at a time: bounds pack's memory.
-const BATCH_BYTES: u64 = 32 << 20;
+const BATCH_BYTES: u64 = 4 << 20;
+/// At most this many chunks per pack (a few MiB of index entries held while it is written).
+const PACK_CHUNKS: usize = 32 << 10;
 /// Objects at least this large are read as a stream, one chunk at a time.
 const LARGE_OBJECT: u64 = 16 << 20;
 
@@ -203,8 +204,12 @@ struct Packer<'s> {
     recipes: BlockBuilder,
     /// Recipes in the pack being written, for the index.
     pending_recipes: Vec<(ObjectId, Vec<u8>)>,
-    /// Chunks the cold tier has (found in the index, or written by this run).
+    /// Chunks of the pack being written, and chunks the index was found to have since it was
+    /// opened (cleared with each pack: the index knows a finished pack's chunks).
     known: HashSet<ChunkId>,
+    /// Chunks in the pack being written: a pack is closed at [`PACK_CHUNKS`], so that what is
+    /// held for its index stays bounded.
+    pack_chunks: usize,
     /// Full blocks waiting to be compressed.
     sealed: Vec<BlockBuilder>,
     report: PackReport,
@@ -231,22 +236,26 @@ impl Packer<'_> {
             .map(|(object, executable)| {
                 let path = store.objects().require(object, *executable)?;
                 let data = fs::read(&path).map_err(Error::io("read", &path))?;
-                let chunks: Vec<(ChunkId, Vec<u8>)> = envstore_pack::cut(&data)
-                    .into_iter()
-                    .map(|r| {
-                        (
-                            ChunkId::from(blake3::hash(&data[r.clone()])),
-                            data[r].to_vec(),
-                        )
-                    })
-                    .collect();
+                let size = data.len() as u64;
+                let ranges = envstore_pack::cut(&data);
                 // Never pack a damaged object: its bytes must hash to its name.
-                let whole = match chunks.as_slice() {
-                    [(id, _)] => *id.as_bytes(),
-                    _ => *blake3::hash(&data).as_bytes(),
+                let whole = blake3::hash(&data);
+                check_whole(object, *whole.as_bytes(), path)?;
+                let chunks: Vec<(ChunkId, Vec<u8>)> = if ranges.len() == 1 {
+                    // One chunk (most files): its id is the object's, its bytes are moved.
+                    vec![(ChunkId::from(whole), data)]
+                } else {
+                    ranges
+                        .into_iter()
+                        .map(|r| {
+                            (
+                                ChunkId::from(blake3::hash(&data[r.clone()])),
+                                data[r].to_vec(),
+                            )
+                        })
+                        .collect()
                 };
-                check_whole(object, whole, path)?;
-                Ok((*object, data.len() as u64, chunks))
+                Ok((*object, size, chunks))
             })
             .collect::<Result<_>>()?;
         let mut chunks = Vec::new();
@@ -323,6 +332,7 @@ impl Packer<'_> {
                 self.report.new_chunks += 1;
                 self.report.new_chunk_bytes += bytes.len() as u64;
                 self.chunks.push(EntryKind::Chunk, *id.as_bytes(), &bytes);
+                self.pack_chunks += 1;
                 if self.chunks.full() {
                     self.sealed.push(std::mem::take(&mut self.chunks));
                 }
@@ -333,7 +343,9 @@ impl Packer<'_> {
             &mut self.writer,
             std::mem::take(&mut self.sealed),
         )?;
-        if self.writer.as_ref().is_some_and(|w| w.len() >= PACK_TARGET) {
+        if self.writer.as_ref().is_some_and(|w| w.len() >= PACK_TARGET)
+            || self.pack_chunks >= PACK_CHUNKS
+        {
             self.finish_pack()?;
         }
         Ok(())
@@ -356,6 +368,8 @@ impl Packer<'_> {
         };
         let pack = writer.finish().map_err(pack_err)?;
         let chunks = written_chunks(&pack);
+        self.known.clear();
+        self.pack_chunks = 0;
         let recipes = std::mem::take(&mut self.pending_recipes);
         self.store
             .open_index()?
@@ -466,17 +480,8 @@ impl Store {
                 .copied()
                 .collect();
 
-            // The objects, in tree order, without those the cold tier has.
-            let objects = self.objects_of(&targets)?;
-            let ids: Vec<ObjectId> = objects.iter().map(|(o, _)| *o).collect();
-            let cold = cold_lookup(&self.open_index()?, &ids)?;
-            let todo: Vec<(ObjectId, bool)> = objects
-                .into_iter()
-                .zip(cold)
-                .filter(|(_, c)| c.is_none())
-                .map(|(o, _)| o)
-                .collect();
-
+            // The objects, in tree order, without those the cold tier has; streamed in
+            // batches, so that memory does not grow with the snapshots.
             let mut packer = Packer {
                 store: self,
                 writer: None,
@@ -484,29 +489,38 @@ impl Store {
                 recipes: BlockBuilder::default(),
                 pending_recipes: Vec::new(),
                 known: HashSet::new(),
+                pack_chunks: 0,
                 sealed: Vec::new(),
                 report,
             };
             let mut batch = Vec::new();
             let mut batch_bytes = 0;
-            for (object, executable) in todo {
-                let size = self
-                    .objects()
-                    .find(&object, executable)
-                    .and_then(|p| fs::symlink_metadata(p).ok())
-                    .map_or(0, |m| m.len());
-                if size >= LARGE_OBJECT {
-                    packer.add_large(object, executable)?;
-                    continue;
+            self.for_each_file_batch(&targets, 4096, &mut |files| {
+                let ids: Vec<ObjectId> = files.iter().map(|(o, _)| *o).collect();
+                let cold = cold_lookup(&self.open_index()?, &ids)?;
+                for (&(object, executable), cold) in files.iter().zip(cold) {
+                    if cold.is_some() {
+                        continue;
+                    }
+                    let size = self
+                        .objects()
+                        .find(&object, executable)
+                        .and_then(|p| fs::symlink_metadata(p).ok())
+                        .map_or(0, |m| m.len());
+                    if size >= LARGE_OBJECT {
+                        packer.add_large(object, executable)?;
+                        continue;
+                    }
+                    batch.push((object, executable));
+                    batch_bytes += size;
+                    if batch_bytes >= BATCH_BYTES {
+                        packer.add_batch(&batch)?;
+                        batch.clear();
+                        batch_bytes = 0;
+                    }
                 }
-                batch.push((object, executable));
-                batch_bytes += size;
-                if batch_bytes >= BATCH_BYTES {
-                    packer.add_batch(&batch)?;
-                    batch.clear();
-                    batch_bytes = 0;
-                }
-            }
+                Ok(())
+            })?;
             packer.add_batch(&batch)?;
             packer.finish_pack()?;
             let mut report = packer.report;
@@ -532,45 +546,6 @@ impl Store {
         })
     }
 
-    /// Deletes the loose objects that only packed, unmaterialized snapshots need, once the index
-    /// confirms each can be rebuilt from packs. Holds the store lock exclusively, so no ingest or
-    /// materialization is between deciding and deleting.
-    fn free_packed_objects(&self) -> Result<(u64, u64)> {
-        let _lock = self.lock_exclusive(
-            "the store lock (pack frees loose objects alone; builds hold it while they write)",
-        )?;
-        let mut cache = TreeCache::default();
-        let (mut keep, mut free) = (HashSet::new(), HashSet::new());
-        for id in self.snapshot_ids()? {
-            let cold = self.snapshot_meta(&id)?.packed > 0 && !self.is_materialized(&id);
-            let set = if cold { &mut free } else { &mut keep };
-            for (object, _) in cache.files(self, id.root(), &mut HashSet::new())? {
-                set.insert(object);
-            }
-        }
-        let candidates: Vec<ObjectId> = free
-            .difference(&keep)
-            .copied()
-            .filter(|o| self.objects().contains(o))
-            .collect();
-        let rebuildable = cold_lookup(&self.open_index()?, &candidates)?;
-        let (mut count, mut bytes) = (0, 0);
-        for (object, loc) in candidates.iter().zip(rebuildable) {
-            if loc.is_none() {
-                continue;
-            }
-            for executable in [false, true] {
-                let path = self.objects().path(object, executable);
-                if let Ok(meta) = fs::symlink_metadata(&path) {
-                    crate::files::remove_file(&path)?;
-                    count += 1;
-                    bytes += meta.len();
-                }
-            }
-        }
-        Ok((count, bytes))
-    }
-
     /// Totals of the cold tier for `stats` (after bringing the index in line with `packs/`).
     pub(crate) fn cold_totals(&self) -> Result<ColdTotals> {
         if self.pack_files()?.is_empty() {
@@ -578,83 +553,5 @@ impl Store {
         }
         self.reconcile_packs()?;
         Ok(self.open_index()?.cold_totals()?)
-    }
-}
-
-/// What the pack sweep of `prune` did.
-#[derive(Debug, Default, Clone)]
-pub struct PackSweep {
-    /// Packs no kept snapshot needs anything from: deleted.
-    pub removed: Vec<PackId>,
-    /// Packs mostly holding what nobody needs: their live entries rewritten to a new pack.
-    pub rewritten: Vec<PackId>,
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-}
-
-impl Store {
-    /// Deletes packs that hold nothing `kept` snapshots need, and rewrites packs where less than
-    /// half the chunk bytes are still needed. The caller holds the store lock exclusively (so
-    /// nothing can start needing a chunk meanwhile). A new pack is durable and indexed before
-    /// the old one is forgotten and deleted.
-    pub(crate) fn sweep_packs(&self, kept: &[SnapshotId], dry_run: bool) -> Result<PackSweep> {
-        let mut sweep = PackSweep::default();
-        if self.pack_files()?.is_empty() {
-            return Ok(sweep);
-        }
-        self.reconcile_packs()?;
-        let objects = self.objects_of(kept)?;
-        let index = self.open_index()?;
-        let ids: Vec<ObjectId> = objects.iter().map(|(o, _)| *o).collect();
-        let live_recipes: HashSet<ObjectId> = ids.iter().copied().collect();
-        let mut live: HashSet<(PackId, u64, u32)> = HashSet::new();
-        for locs in cold_lookup(&index, &ids)?.into_iter().flatten() {
-            live.extend(locs.iter().map(|l| (l.pack, l.block, l.offset)));
-        }
-        let mut total: HashMap<PackId, (u64, u64)> = HashMap::new();
-        for (_, loc) in index.all_chunks()? {
-            let t = total.entry(loc.pack).or_default();
-            t.0 += u64::from(loc.len);
-            if live.contains(&(loc.pack, loc.block, loc.offset)) {
-                t.1 += u64::from(loc.len);
-            }
-        }
-        let recipes = index.all_recipes()?;
-        let packs = index.packs()?;
-        drop(index);
-        for (pack, len) in packs {
-            sweep.bytes_before += len;
-            let (all, needed) = total.get(&pack).copied().unwrap_or((0, 0));
-            let recipe_live = recipes
-                .iter()
-                .any(|(o, p, _)| *p == pack && live_recipes.contains(o));
-            if needed == 0 && !recipe_live {
-                sweep.removed.push(pack);
-                continue;
-            }
-            if needed * 2 >= all {
-                sweep.bytes_after += len;
-                continue;
-            }
-            sweep.rewritten.push(pack);
-            if dry_run {
-                sweep.bytes_after += len * needed / all.max(1);
-                continue;
-            }
-            // Rewrite: the needed chunks and recipes, re-compressed into a new pack.
-            let keep = |block: u64, offset: u32, e: &Entry| match e.kind {
-                EntryKind::Chunk => live.contains(&(pack, block, offset)),
-                EntryKind::Recipe => live_recipes.contains(&ObjectId::from_bytes(e.id)),
-            };
-            sweep.bytes_after += self.rewrite_pack(pack, &keep, None)?;
-        }
-        if !dry_run && !sweep.removed.is_empty() {
-            self.open_index()?.remove_packs(&sweep.removed)?;
-            for pack in &sweep.removed {
-                envstore_pack::remove_pack(&pack_path(&self.packs_dir(), pack))
-                    .map_err(pack_err)?;
-            }
-        }
-        Ok(sweep)
     }
 }

@@ -17,6 +17,7 @@ mod archive;
 mod catalog;
 mod cold;
 mod cold_check;
+mod cold_sweep;
 mod error;
 mod files;
 mod gc;
@@ -38,7 +39,8 @@ mod store;
 mod verify;
 
 pub use catalog::{SnapshotDetail, SnapshotInfo, StoreStats, validate_pin_name};
-pub use cold::{PackReport, PackSweep};
+pub use cold::PackReport;
+pub use cold_sweep::PackSweep;
 pub use envstore_archive::Format as ArchiveFormat;
 pub use envstore_index::SnapshotMeta;
 pub use envstore_keys::{Change as KeyChange, KeyRecord};

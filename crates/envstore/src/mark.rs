@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use envstore_idset::{Cursor, IdSet};
-use envstore_tree::{Entry, EntryKind, TreeId};
+use envstore_idset::{Cursor, IdSet, Sorted};
+use envstore_tree::{Entry, EntryKind, ObjectId, SnapshotId, TreeId};
 
 use crate::{Error, Result, Store};
 
@@ -212,5 +212,80 @@ impl RefCounts {
             .filter(|(_, n)| **n > 0)
             .map(|(s, _)| s)
             .sum()
+    }
+}
+
+/// Receives batches of `(object, exec bit)` pairs.
+pub(crate) type FileBatchFn<'a> = dyn FnMut(&[(ObjectId, bool)]) -> Result<()> + 'a;
+
+/// Objects handed out recently, so that a file repeated across a tree (or snapshots) is
+/// handed out once while there is room; beyond that, a repeat is only extra work.
+const SEEN_OBJECTS_CAP: usize = 32 << 10;
+
+impl Store {
+    /// Hands the files of snapshots `ids` to `f` in tree order (each directory's files
+    /// together, directories in name order), in batches of up to `batch` `(object, exec bit)`
+    /// pairs, each object mostly once. Fails on the first tree that cannot be read.
+    pub(crate) fn for_each_file_batch(
+        &self,
+        ids: &[SnapshotId],
+        batch: usize,
+        f: &mut FileBatchFn<'_>,
+    ) -> Result<()> {
+        let mut visited = Visited::default();
+        let mut seen: HashSet<ObjectId> = HashSet::new();
+        let mut pending: Vec<(ObjectId, bool)> = Vec::with_capacity(batch);
+        for id in ids {
+            let mut bad = None;
+            self.visit_trees(
+                id.root(),
+                Some(&mut visited),
+                &mut |_, entry| {
+                    if let EntryKind::File {
+                        object, executable, ..
+                    } = &entry.kind
+                    {
+                        if seen.contains(object) {
+                            return Ok(());
+                        }
+                        if seen.len() < SEEN_OBJECTS_CAP {
+                            seen.insert(*object);
+                        }
+                        pending.push((*object, *executable));
+                        if pending.len() >= batch {
+                            f(&pending)?;
+                            pending.clear();
+                        }
+                    }
+                    Ok(())
+                },
+                &mut |_, e| {
+                    bad.get_or_insert(e);
+                },
+            )?;
+            if let Some(e) = bad {
+                return Err(e);
+            }
+        }
+        if !pending.is_empty() {
+            f(&pending)?;
+        }
+        Ok(())
+    }
+
+    /// The distinct objects snapshots `ids` need, as a sorted set on disk. Fails on the first
+    /// tree that cannot be read.
+    pub(crate) fn object_set(&self, ids: &[SnapshotId]) -> Result<Sorted> {
+        let scratch = self.scratch_dir();
+        let mut set = IdSet::new(&scratch, SET_BUFFER);
+        self.for_each_file_batch(ids, 4096, &mut |batch| {
+            for (object, _) in batch {
+                set.insert(*object.as_bytes())
+                    .map_err(Error::io("write a sorted run in", &scratch))?;
+            }
+            Ok(())
+        })?;
+        set.finish()
+            .map_err(Error::io("read a sorted run in", &scratch))
     }
 }

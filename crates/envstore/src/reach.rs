@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet, hash_map::Entry};
 
-use envstore_tree::{EntryKind, ObjectId, SnapshotId, Tree, TreeId};
+use envstore_tree::{EntryKind, ObjectId, Tree, TreeId};
 
 use crate::{Error, Store};
 
@@ -64,56 +64,5 @@ impl TreeCache {
             failure.get_or_insert(e);
         });
         failure.map_or(Ok(()), Err)
-    }
-
-    /// The distinct objects of the snapshot rooted at `root` with the exec bit of their first
-    /// use, in tree order (which keeps files of one directory together: what packs compress
-    /// best, and what rehydration reads in order).
-    pub(crate) fn files(
-        &mut self,
-        store: &Store,
-        root: TreeId,
-        seen_objects: &mut HashSet<ObjectId>,
-    ) -> Result<Vec<(ObjectId, bool)>, Error> {
-        self.walk_all(store, root, &mut HashSet::new(), &mut |_, _| {})?;
-        let mut out = Vec::new();
-        let mut stack = vec![root];
-        let mut seen_trees = HashSet::new();
-        while let Some(id) = stack.pop() {
-            if !seen_trees.insert(id) {
-                continue;
-            }
-            let entries = self.trees[&id].entries();
-            for entry in entries {
-                if let EntryKind::File {
-                    object, executable, ..
-                } = &entry.kind
-                    && seen_objects.insert(*object)
-                {
-                    out.push((*object, *executable));
-                }
-            }
-            // Reversed, so that subdirectories are visited in name order.
-            for entry in entries.iter().rev() {
-                if let EntryKind::Dir { tree } = &entry.kind {
-                    stack.push(*tree);
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl Store {
-    /// The distinct objects the snapshots `ids` need, with the exec bit of their first use, in
-    /// tree order (see [`TreeCache::files`]).
-    pub(crate) fn objects_of(&self, ids: &[SnapshotId]) -> Result<Vec<(ObjectId, bool)>, Error> {
-        let mut cache = TreeCache::default();
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for id in ids {
-            out.extend(cache.files(self, id.root(), &mut seen)?);
-        }
-        Ok(out)
     }
 }

@@ -46,13 +46,21 @@ impl Store {
 
     /// Writes back, from packs, every loose object snapshot `id` needs and the store lacks.
     /// The caller holds the store lock shared. Returns the objects and bytes written.
+    /// Streamed in batches of files in tree order, so memory does not grow with the snapshot.
     pub(crate) fn rehydrate(&self, id: &SnapshotId) -> Result<(u64, u64)> {
-        let needed = self.objects_of(&[*id])?;
-        let missing: Vec<(ObjectId, bool)> = needed
-            .into_iter()
-            .filter(|(o, x)| self.objects().find(o, *x).is_none())
-            .collect();
-        self.rehydrate_objects(&missing)
+        let (mut objects, mut bytes) = (0, 0);
+        self.for_each_file_batch(&[*id], 16 << 10, &mut |batch| {
+            let missing: Vec<(ObjectId, bool)> = batch
+                .iter()
+                .filter(|(o, x)| self.objects().find(o, *x).is_none())
+                .copied()
+                .collect();
+            let (o, b) = self.rehydrate_objects(&missing)?;
+            objects += o;
+            bytes += b;
+            Ok(())
+        })?;
+        Ok((objects, bytes))
     }
 
     /// Writes `objects` back from packs as loose objects (in the variant given).
