@@ -14,12 +14,11 @@ use std::time::SystemTime;
 
 use envstore_index::SnapshotMeta;
 use envstore_link::LinkMode;
-use envstore_tree::diff::{self, Change};
-use envstore_tree::{ObjectId, SnapshotId, Tree, TreeId};
+use envstore_tree::{ObjectId, SnapshotId};
 
 use crate::files::Stored;
 use crate::reach::TreeCache;
-use crate::{Error, Result, Source, Store};
+use crate::{Error, Result, Store};
 
 /// Longest pin name.
 const MAX_PIN_LEN: usize = 200;
@@ -424,38 +423,6 @@ impl Store {
                 materialized,
             },
         })
-    }
-
-    /// The differences from `old` to `new`. Directories are hashed, not stored; subtrees with
-    /// equal ids are skipped unread.
-    pub fn diff(
-        &self,
-        old: &Source,
-        new: &Source,
-        filter: &envstore_walk::Filter,
-    ) -> Result<Vec<Change>> {
-        let mut walked: HashMap<TreeId, Tree> = HashMap::new();
-        let mut root_of = |source: &Source| -> Result<TreeId> {
-            Ok(match source {
-                Source::Snapshot(id) => id.root(),
-                Source::Dir(dir) => {
-                    let w = envstore_walk::walk(dir, filter, Some(self.root()), None)?;
-                    walked.extend(w.trees);
-                    w.root
-                }
-            })
-        };
-        let (a, b) = (root_of(old)?, root_of(new)?);
-        let mut lookup = |id: &TreeId| -> Result<Tree> {
-            match walked.get(id) {
-                Some(tree) => Ok(tree.clone()),
-                None => Ok(self.trees().get(id)?),
-            }
-        };
-        let (ta, tb) = (lookup(&a)?, lookup(&b)?);
-        let mut changes = Vec::new();
-        diff::diff(&ta, &tb, &mut lookup, &mut changes)?;
-        Ok(changes)
     }
 
     /// Counts and sizes of everything in the store.

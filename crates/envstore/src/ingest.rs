@@ -52,7 +52,7 @@ impl Sink for StoreSink<'_> {
 impl Store {
     /// Walks `dir` with `sink`. A relocatable walk cannot stream (its RECORD files are
     /// rewritten at the end), so it is walked whole and then handed to the sink.
-    fn walk_dir_into<S: Sink>(
+    pub(crate) fn walk_dir_into<S: Sink>(
         &self,
         dir: &Path,
         filter: &Filter,

@@ -18,6 +18,7 @@ mod catalog;
 mod cold;
 mod cold_check;
 mod cold_sweep;
+mod diff;
 mod error;
 mod files;
 mod gc;
@@ -37,6 +38,7 @@ mod rm;
 mod roots;
 mod store;
 mod verify;
+mod verify_env;
 
 pub use catalog::{SnapshotDetail, SnapshotInfo, StoreStats, validate_pin_name};
 pub use cold::PackReport;

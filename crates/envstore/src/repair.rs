@@ -22,7 +22,6 @@ use envstore_walk::Filter;
 
 use crate::files::{remove_file, remove_tree, unix_secs};
 use crate::layout::lay_out;
-use crate::reach::TreeCache;
 use crate::verify::{ColdState, Found, Needs, Problem, VerifyReport};
 use crate::{Error, Result, Store};
 
@@ -36,7 +35,7 @@ impl Store {
             };
             let mut stack = vec![(id.root(), PathBuf::from(&meta.source))];
             while let Some((tree, dir)) = stack.pop() {
-                for entry in needs.cache.trees.get(&tree)?.entries() {
+                for entry in self.trees().get(&tree).ok()?.entries() {
                     let path = dir.join(OsStr::from_bytes(&entry.name));
                     match &entry.kind {
                         EntryKind::File {
@@ -116,7 +115,7 @@ impl Store {
                 records.len()
             ));
             // What the cold tier holds could not be read before.
-            cold = self.verify_cold(None, needs, &mut VerifyReport::default())?;
+            cold = self.cold_state_of(needs)?;
         }
 
         let pack_problems = report.problems.iter().any(|p| {
@@ -229,12 +228,8 @@ impl Store {
                 .and_then(|index| index.link_mode(id).ok().flatten())
                 .and_then(|mode| mode.parse::<LinkPolicy>().ok());
             remove_tree(&self.env_path(id), &envs)?;
-            let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> {
-                Ok(match needs.cache.trees.get(t) {
-                    Some(tree) => Cow::Borrowed(tree),
-                    None => Cow::Owned(self.trees().get(t)?),
-                })
-            };
+            let lookup =
+                |t: &TreeId| -> Result<Cow<'_, Tree>> { Ok(Cow::Owned(self.trees().get(t)?)) };
             let laid = match recorded {
                 Some(policy) => lay_out(self, id, &lookup, policy)
                     .or_else(|_| lay_out(self, id, &lookup, LinkPolicy::Auto)),
@@ -324,7 +319,7 @@ impl Store {
             if !complete {
                 continue;
             }
-            let meta = self.derive_record(id, found.needs)?;
+            let meta = self.derive_record(id)?;
             self.write_file_atomic(&self.snapshot_file(id), meta.to_text().as_bytes())?;
             report.repaired.push(format!(
                 "rewrote the record of {} from its trees",
@@ -369,7 +364,7 @@ impl Store {
 
     /// A snapshot record derived from its trees: counts and size from the trees, the time from
     /// the old record file, the source unknown.
-    fn derive_record(&self, id: &SnapshotId, needs: &Needs) -> Result<SnapshotMeta> {
+    fn derive_record(&self, id: &SnapshotId) -> Result<SnapshotMeta> {
         let mut meta = SnapshotMeta {
             created: fs::symlink_metadata(self.snapshot_file(id))
                 .and_then(|m| m.modified())
@@ -380,10 +375,7 @@ impl Store {
         let mut stack = vec![id.root()];
         let mut loose = true;
         while let Some(tree) = stack.pop() {
-            let tree = match needs.cache.trees.get(&tree) {
-                Some(t) => Cow::Borrowed(t),
-                None => Cow::Owned(self.trees().get(&tree)?),
-            };
+            let tree = self.trees().get(&tree)?;
             for entry in tree.entries() {
                 match &entry.kind {
                     EntryKind::File { object, size, .. } => {
@@ -421,18 +413,14 @@ impl Store {
                     ));
                 }
                 Problem::DanglingPin { name, id } if !self.has_snapshot(id) => {
-                    let mut cache = TreeCache::default();
-                    let whole = cache
-                        .walk_all(self, id.root(), &mut HashSet::new(), &mut |_, _| {})
-                        .is_ok();
+                    let mut whole = true;
+                    self.visit_trees(id.root(), None, &mut |_, _| Ok(()), &mut |_, _| {
+                        whole = false;
+                    })?;
                     if !whole {
                         continue; // re-ingesting the environment brings it back
                     }
-                    let needs = Needs {
-                        cache,
-                        ..Needs::default()
-                    };
-                    let meta = self.derive_record(id, &needs)?;
+                    let meta = self.derive_record(id)?;
                     self.write_file_atomic(&self.snapshot_file(id), meta.to_text().as_bytes())?;
                     report.repaired.push(format!(
                         "restored the record of {} (pinned as {name}) from its trees",

@@ -6,6 +6,11 @@
 //! materializations share inodes with objects, a write through one shows up as an object whose
 //! bytes no longer match its name; verify names the snapshots that use it.
 //!
+//! Memory does not grow with the store: trees are read as the walk reaches them, what the
+//! snapshots need goes to sorted id sets on disk that are joined with the sorted listing of
+//! `objects/`, and only the objects something is wrong with are followed back to the snapshots
+//! that use them (a second walk, only when there are such objects).
+//!
 //! `--repair` (holding the store lock exclusively): removes leftovers, restores damaged or
 //! missing objects from an intact copy (the other exec variant, or a materialized file that
 //! still hashes right), rebuilds damaged materializations from intact objects, removes
@@ -13,17 +18,15 @@
 //! they are files.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
+use envstore_idset::{Cursor, Id, IdSet, SortedFile};
 use envstore_index::Index;
-use envstore_tree::{
-    EntryKind, ObjectId, PackId, SnapshotId, Tree, TreeId, substitute_placeholder,
-};
+use envstore_tree::{EntryKind, ObjectId, PackId, SnapshotId, TreeId};
 use rayon::prelude::*;
 
 use envstore_fs::DirState;
@@ -31,25 +34,30 @@ use envstore_fs::DirState;
 use crate::cold::cold_lookup;
 use crate::cold_check::PackCheck;
 use crate::files::Stored;
+use crate::mark::Visited;
 pub use crate::problems::{Problem, VerifyReport};
-use crate::reach::TreeCache;
+use crate::verify_env::Check;
 use crate::{Error, Result, Store};
 
-/// What verify found of the cold tier.
+/// Objects re-hashed at a time (in parallel), and looked up in the index at a time.
+const BATCH: usize = 4096;
+
+/// What verify found of the cold tier, for the objects that are not loose.
 #[derive(Default)]
 pub(crate) struct ColdState {
     pub(crate) check: PackCheck,
-    /// Objects not loose that packed snapshots need and intact packs can rebuild.
+    /// Objects not loose that only packed snapshots need and intact packs can rebuild, among
+    /// those repair asks about (the others are only counted).
     pub(crate) available: HashSet<ObjectId>,
-    /// Objects intact packs can rebuild, whoever needs them.
+    /// Objects that intact packs can rebuild, among the missing and corrupt ones.
     pub(crate) rebuildable: HashSet<ObjectId>,
 }
 
-/// What each snapshot needs, gathered once.
+/// The objects something is wrong with, and the snapshots that use each.
 #[derive(Default)]
 pub(crate) struct Needs {
-    pub(crate) cache: TreeCache,
-    /// object -> snapshots using it
+    /// object -> snapshots using it (only objects that are corrupt, missing, of the wrong
+    /// mode, or held by a damaged pack)
     pub(crate) objects: BTreeMap<ObjectId, BTreeSet<SnapshotId>>,
 }
 
@@ -58,7 +66,7 @@ pub(crate) struct Found<'a> {
     pub(crate) needs: &'a Needs,
     /// Object files whose bytes do not hash to their names.
     pub(crate) corrupt: &'a [(PathBuf, ObjectId)],
-    /// Intact materialized copies of objects, for restoring them.
+    /// Intact materialized copies of objects to restore.
     pub(crate) copies: &'a HashMap<ObjectId, Vec<(PathBuf, bool)>>,
     /// Snapshots whose record cannot be read.
     pub(crate) bad_records: &'a BTreeSet<SnapshotId>,
@@ -71,6 +79,18 @@ pub(crate) struct Found<'a> {
 struct Pass {
     report: VerifyReport,
     rederived: bool,
+}
+
+/// Needed objects the listing of `objects/` did not have, split by who needs them.
+pub(crate) struct Absent {
+    /// Needed by a snapshot that is not packed (or is materialized): must be loose.
+    pub(crate) hot: SortedFile,
+    /// Needed by packed snapshots: may live in packs only.
+    pub(crate) packed: SortedFile,
+}
+
+fn io_err(store: &Store) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io("use a sorted run in", &store.scratch_dir())(e)
 }
 
 impl Store {
@@ -151,28 +171,41 @@ impl Store {
             None => self.snapshot_ids()?,
         };
         report.snapshots = ids.len() as u64;
+        let err = io_err(self);
 
-        // Records and trees.
-        let mut needs = Needs::default();
+        // Records and trees: each tree read once while there is room to remember it; what the
+        // snapshots need goes to two sorted sets, by whether the snapshot is packed.
         let mut bad_records = BTreeSet::new();
         let mut bad_trees: BTreeMap<TreeId, (String, BTreeSet<SnapshotId>)> = BTreeMap::new();
         let mut complete = HashSet::new();
+        let scratch = self.scratch_dir();
+        let mut hot = IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER);
+        let mut packed = IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER);
+        let (mut hot_seen, mut packed_seen) = (Visited::default(), Visited::default());
         for id in &ids {
-            if let Err(e) = self.snapshot_meta(id) {
-                bad_records.insert(*id);
-                report.problems.push(Problem::BadRecord {
-                    id: *id,
-                    reason: e.to_string(),
-                });
-            }
+            let is_packed = match self.snapshot_meta(id) {
+                Ok(meta) => meta.packed > 0 && !self.is_materialized(id),
+                Err(e) => {
+                    bad_records.insert(*id);
+                    report.problems.push(Problem::BadRecord {
+                        id: *id,
+                        reason: e.to_string(),
+                    });
+                    false
+                }
+            };
+            let (set, seen) = if is_packed {
+                (&mut packed, &mut packed_seen)
+            } else {
+                (&mut hot, &mut hot_seen)
+            };
             let mut ok = true;
-            let objects = &mut needs.objects;
-            needs.cache.walk(
-                self,
+            self.visit_trees(
                 id.root(),
-                &mut HashSet::new(),
-                &mut |o, _| {
-                    objects.entry(o).or_default().insert(*id);
+                Some(seen),
+                &mut |_, entry| match &entry.kind {
+                    EntryKind::File { object, .. } => set.insert(*object.as_bytes()).map_err(&err),
+                    _ => Ok(()),
                 },
                 &mut |tree, e| {
                     bad_trees
@@ -182,7 +215,7 @@ impl Store {
                         .insert(*id);
                     ok = false;
                 },
-            );
+            )?;
             if ok {
                 complete.insert(*id);
             }
@@ -195,44 +228,131 @@ impl Store {
             });
         }
 
-        // Objects: every object file (or, for one snapshot, its objects), re-hashed in parallel.
-        let mut stored = Vec::new();
-        self.for_each_stored(&mut |f| {
-            stored.push(f);
+        // Objects: the listing of objects/ in id order, joined with what is needed; every
+        // object file (or, for one snapshot, those it needs) re-hashed in parallel batches.
+        let mut hot = Cursor::new(hot.finish().map_err(&err)?);
+        let mut packed = Cursor::new(packed.finish().map_err(&err)?);
+        let mut absent_hot = IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER);
+        let mut absent_packed = IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER);
+        let mut passed: (Vec<Id>, Vec<Id>) = (Vec::new(), Vec::new());
+        let mut pending: Vec<(PathBuf, ObjectId)> = Vec::new();
+        let mut corrupt: Vec<(PathBuf, ObjectId)> = Vec::new();
+        let mut modes: Vec<(PathBuf, ObjectId, u32)> = Vec::new();
+        let mut temps = Vec::new();
+        let mut bad_shards = Vec::new();
+        let mut rehash = |pending: &mut Vec<(PathBuf, ObjectId)>| {
+            let (bad, odd): (Vec<_>, Vec<_>) = pending
+                .par_drain(..)
+                .filter_map(|(path, id)| match self.objects().rehash(&path) {
+                    Ok(Some(actual)) if actual == id => {
+                        object_mode(&path).map(|mode| (false, path, id, mode))
+                    }
+                    Ok(None) => None, // removed meanwhile
+                    _ => Some((true, path, id, 0)),
+                })
+                .partition(|(corrupt, ..)| *corrupt);
+            corrupt.extend(bad.into_iter().map(|(_, path, id, _)| (path, id)));
+            modes.extend(odd.into_iter().map(|(_, path, id, mode)| (path, id, mode)));
+        };
+        self.for_each_stored(&mut |file| {
+            let id = match file.kind {
+                Stored::Object(id) => id,
+                Stored::BadShard(what) => {
+                    report.problems.push(Problem::Layout {
+                        path: file.path.clone(),
+                        what,
+                    });
+                    bad_shards.push(file.path);
+                    return Ok(());
+                }
+                Stored::Temp => {
+                    temps.push(file.path);
+                    return Ok(());
+                }
+                Stored::Tree(_) | Stored::Other => return Ok(()),
+            };
+            let h = hot
+                .seek(id.as_bytes(), &mut |i| passed.0.push(i))
+                .map_err(&err)?;
+            let p = packed
+                .seek(id.as_bytes(), &mut |i| passed.1.push(i))
+                .map_err(&err)?;
+            for i in passed.0.drain(..) {
+                absent_hot.insert(i).map_err(&err)?;
+            }
+            for i in passed.1.drain(..) {
+                absent_packed.insert(i).map_err(&err)?;
+            }
+            if only.is_none() || h || p {
+                report.objects += 1;
+                pending.push((file.path, id));
+                if pending.len() >= BATCH {
+                    rehash(&mut pending);
+                }
+            }
             Ok(())
         })?;
-        for file in &stored {
-            if let Stored::BadShard(what) = file.kind {
-                report.problems.push(Problem::Layout {
-                    path: file.path.clone(),
-                    what,
-                });
+        rehash(&mut pending);
+        hot.rest(&mut |i| passed.0.push(i)).map_err(&err)?;
+        packed.rest(&mut |i| passed.1.push(i)).map_err(&err)?;
+        for i in passed.0.drain(..) {
+            absent_hot.insert(i).map_err(&err)?;
+        }
+        for i in passed.1.drain(..) {
+            absent_packed.insert(i).map_err(&err)?;
+        }
+        let absent = Absent {
+            hot: absent_hot.finish_to_file().map_err(&err)?,
+            packed: absent_packed.finish_to_file().map_err(&err)?,
+        };
+        let corrupt_ids: HashSet<ObjectId> = corrupt.iter().map(|(_, o)| *o).collect();
+
+        // Packs, and the objects only they hold; what is missing.
+        let mut missing = Vec::new();
+        let mut damaged_objects: HashMap<PackId, Vec<ObjectId>> = HashMap::new();
+        let cold = self.verify_cold(
+            only.is_some(),
+            &absent,
+            &corrupt_ids,
+            &mut report,
+            &mut missing,
+            &mut damaged_objects,
+        )?;
+        drop(absent);
+        // An object behind a shard replaced by a link is not listed; repair restores it once
+        // the shard is a directory again (a missing one is reported as such).
+        let in_bad_shard = |o: &ObjectId| {
+            let shard = self.objects().path(o, false);
+            bad_shards
+                .iter()
+                .any(|b| shard.parent() == Some(b.as_path()))
+        };
+        missing.retain(|o| in_bad_shard(o) || !self.objects().contains(o));
+
+        // Who uses what is wrong: a second walk, only when something is.
+        let mut wanted: HashSet<ObjectId> = corrupt_ids.clone();
+        wanted.extend(modes.iter().map(|(_, o, _)| *o));
+        wanted.extend(missing.iter().copied());
+        wanted.extend(damaged_objects.values().flatten().copied());
+        let mut needs = Needs::default();
+        if !wanted.is_empty() {
+            for id in &ids {
+                let mut seen = Visited::default();
+                self.visit_trees(
+                    id.root(),
+                    Some(&mut seen),
+                    &mut |_, entry| {
+                        if let EntryKind::File { object, .. } = &entry.kind
+                            && wanted.contains(object)
+                        {
+                            needs.objects.entry(*object).or_default().insert(*id);
+                        }
+                        Ok(())
+                    },
+                    &mut |_, _| {},
+                )?;
             }
         }
-        let files: Vec<(PathBuf, ObjectId)> = match only {
-            Some(_) => needs
-                .objects
-                .keys()
-                .flat_map(|o| [false, true].map(|x| (self.objects().path(o, x), *o)))
-                .filter(|(p, _)| fs::symlink_metadata(p).is_ok())
-                .collect(),
-            None => stored
-                .iter()
-                .filter_map(|f| match f.kind {
-                    Stored::Object(id) => Some((f.path.clone(), id)),
-                    _ => None,
-                })
-                .collect(),
-        };
-        report.objects = files.len() as u64;
-        let corrupt: Vec<(PathBuf, ObjectId)> = files
-            .par_iter()
-            .filter_map(|(path, id)| match self.objects().rehash(path) {
-                Ok(Some(actual)) if actual == *id => None,
-                Ok(None) => None, // removed meanwhile
-                _ => Some((path.clone(), *id)),
-            })
-            .collect();
         let users = |o: &ObjectId| -> Vec<SnapshotId> {
             needs
                 .objects
@@ -240,7 +360,6 @@ impl Store {
                 .map(|s| s.iter().copied().collect())
                 .unwrap_or_default()
         };
-        let corrupt_ids: HashSet<ObjectId> = corrupt.iter().map(|(_, o)| *o).collect();
         for (path, object) in &corrupt {
             report.problems.push(Problem::CorruptObject {
                 path: path.clone(),
@@ -248,36 +367,36 @@ impl Store {
                 snapshots: users(object),
             });
         }
-        for (path, object) in &files {
-            let expected = if path.extension().is_some_and(|x| x == "x") {
-                0o555
-            } else {
-                0o444
-            };
-            let Ok(meta) = fs::symlink_metadata(path) else {
-                continue;
-            };
-            if meta.mode() & 0o7777 != expected && !corrupt_ids.contains(object) {
-                let mode = meta.mode() & 0o7777;
-                report.problems.push(Problem::ObjectMode {
-                    path: path.clone(),
-                    mode,
-                    snapshots: users(object),
-                });
-            }
+        for (path, object, mode) in &modes {
+            report.problems.push(Problem::ObjectMode {
+                path: path.clone(),
+                mode: *mode,
+                snapshots: users(object),
+            });
         }
-        // Packs, and the objects only they hold.
-        let cold = self.verify_cold(only, &needs, &mut report)?;
-        for object in needs.objects.keys() {
-            if !self.objects().contains(object) && !cold.available.contains(object) {
-                report.problems.push(Problem::MissingObject {
-                    object: *object,
-                    snapshots: users(object),
-                });
+        for object in &missing {
+            if in_bad_shard(object) && self.objects().contains(object) {
+                continue; // not missing: behind the bad shard, reported as a layout problem
             }
+            report.problems.push(Problem::MissingObject {
+                object: *object,
+                snapshots: users(object),
+            });
         }
+        for damaged in &cold.check.damaged {
+            let mut snapshots: BTreeSet<SnapshotId> = BTreeSet::new();
+            for o in damaged_objects.get(&damaged.id).into_iter().flatten() {
+                snapshots.extend(users(o));
+            }
+            report.problems.push(Problem::DamagedPack {
+                path: damaged.path.clone(),
+                reason: damaged.reason.clone(),
+                snapshots: snapshots.into_iter().collect(),
+            });
+        }
+        self.report_cold_layout(&cold.check, &mut report);
 
-        // Materializations.
+        // Materializations, compared with trees read as the comparison reaches them.
         let mut copies: HashMap<ObjectId, Vec<(PathBuf, bool)>> = HashMap::new();
         for id in ids.iter().filter(|id| complete.contains(*id)) {
             let env = self.env_path(id);
@@ -297,13 +416,13 @@ impl Store {
             let check = Check {
                 store: self,
                 env: env.as_os_str().as_bytes(),
-                trees: &needs.cache.trees,
                 corrupt: &corrupt_ids,
+                wanted: &wanted,
                 found: Mutex::new(Vec::new()),
                 intact: Mutex::new(Vec::new()),
             };
             check.compare_dir_mode(&env);
-            check.compare(&env, &needs.cache.trees[&id.root()]);
+            check.compare(&env, &self.trees().get(&id.root())?);
             let (found, intact) = (check.found, check.intact);
             for (path, reason) in found.into_inner().expect("no panics while locked") {
                 report.problems.push(Problem::Materialization {
@@ -327,11 +446,6 @@ impl Store {
         for (name, reason) in pins.damaged {
             report.problems.push(Problem::DamagedPin { name, reason });
         }
-        let temps = stored
-            .iter()
-            .filter(|f| matches!(f.kind, Stored::Temp))
-            .map(|f| f.path.clone())
-            .collect();
         report.leftovers = self.leftovers(temps)?;
 
         let mut rederived = false;
@@ -348,212 +462,212 @@ impl Store {
         Ok(Pass { report, rederived })
     }
 
-    /// Checks the packs (all of them, or those `only` needs), and finds which needed objects
-    /// that are not loose the cold tier can rebuild: those whose users are all packed snapshots
-    /// and whose chunks are all intact.
+    /// Checks the packs (all of them, or, for one snapshot, those holding what it needs and
+    /// the store lacks loose), and classifies the needed objects that are not loose: needed
+    /// by an unpacked snapshot, they are missing (and rebuildable when intact packs hold them);
+    /// needed only by packed snapshots, they are available when intact packs hold them and
+    /// missing otherwise. Objects in damaged packs are passed back, by pack, for naming their
+    /// users.
     pub(crate) fn verify_cold(
         &self,
-        only: Option<&SnapshotId>,
-        needs: &Needs,
+        only: bool,
+        absent: &Absent,
+        corrupt: &HashSet<ObjectId>,
         report: &mut VerifyReport,
+        missing: &mut Vec<ObjectId>,
+        damaged_objects: &mut HashMap<PackId, Vec<ObjectId>>,
     ) -> Result<ColdState> {
+        let err = io_err(self);
         let mut state = ColdState::default();
-        if self.pack_files()?.is_empty() && !self.root().join("index.redb").exists() {
+        let has_cold = !self.pack_files()?.is_empty() || self.root().join("index.redb").exists();
+        if !has_cold {
+            for id in absent.hot.iter().map_err(&err)? {
+                missing.push(ObjectId::from_bytes(id.map_err(&err)?));
+            }
+            let mut hot = Cursor::new(absent.hot.iter().map_err(&err)?);
+            for id in absent.packed.iter().map_err(&err)? {
+                let id = id.map_err(&err)?;
+                if !hot.contains(&id).map_err(&err)? {
+                    missing.push(ObjectId::from_bytes(id));
+                }
+            }
             return Ok(state);
         }
         // Packs an interrupted `pack` left unindexed are indexed now (the index is a cache of
         // packs/, healed like the catalogue is on `ls`); a broken index is reported below.
         let _ = self.reconcile_packs();
-        let objects: Vec<ObjectId> = needs.objects.keys().copied().collect();
-        let locs = match self.open_index() {
-            Ok(index) => cold_lookup(&index, &objects).unwrap_or_default(),
-            Err(_) => Vec::new(), // reported as an index problem below
+        // Opened per batch, never held across check_packs (which opens it too); a broken
+        // index is reported as an index problem, and nothing is found in it.
+        let lookup = |batch: &[ObjectId]| -> Result<Vec<Option<Vec<envstore_index::ChunkLoc>>>> {
+            Ok(self
+                .open_index()
+                .ok()
+                .and_then(|index| cold_lookup(&index, batch).ok())
+                .unwrap_or_else(|| vec![None; batch.len()]))
         };
-        let only_packs: Option<HashSet<PackId>> =
-            only.map(|_| locs.iter().flatten().flatten().map(|l| l.pack).collect());
+        let only_packs: Option<HashSet<PackId>> = if only {
+            let mut packs = HashSet::new();
+            for file in [&absent.hot, &absent.packed] {
+                let ids: Vec<ObjectId> = file
+                    .iter()
+                    .map_err(&err)?
+                    .map(|id| id.map(ObjectId::from_bytes))
+                    .collect::<std::io::Result<_>>()
+                    .map_err(&err)?;
+                for chunk in ids.chunks(BATCH) {
+                    packs.extend(
+                        lookup(chunk)?
+                            .into_iter()
+                            .flatten()
+                            .flatten()
+                            .map(|l| l.pack),
+                    );
+                }
+            }
+            Some(packs)
+        } else {
+            None
+        };
         state.check = self.check_packs(only_packs.as_ref())?;
         report.packs = state.check.checked;
-        let packed: HashSet<SnapshotId> = needs
-            .objects
-            .values()
-            .flatten()
-            .filter(|id| self.snapshot_meta(id).is_ok_and(|m| m.packed > 0))
-            .copied()
-            .collect();
-        let mut damaged_users: HashMap<PackId, BTreeSet<SnapshotId>> = HashMap::new();
-        for (object, locs) in objects.iter().zip(&locs) {
-            let Some(locs) = locs else { continue };
-            let users = &needs.objects[object];
-            let loose = self.objects().contains(object);
-            let mut intact = true;
-            for loc in locs.iter().filter(|l| !state.check.intact(l)) {
-                intact = false;
-                if !loose {
-                    damaged_users
-                        .entry(loc.pack)
-                        .or_default()
-                        .extend(users.iter().copied());
+
+        // Needed by unpacked snapshots: missing in any case; corrupt ones too can come back
+        // from packs.
+        let mut classify =
+            |batch: &mut Vec<ObjectId>, hot: bool, state: &mut ColdState| -> Result<()> {
+                for (object, locs) in batch.iter().zip(lookup(batch)?) {
+                    let intact = match &locs {
+                        Some(locs) => {
+                            let mut intact = true;
+                            for loc in locs.iter().filter(|l| !state.check.intact(l)) {
+                                intact = false;
+                                damaged_objects.entry(loc.pack).or_default().push(*object);
+                            }
+                            intact
+                        }
+                        None => false,
+                    };
+                    if intact {
+                        state.rebuildable.insert(*object);
+                    }
+                    if hot || !intact {
+                        missing.push(*object);
+                    } else {
+                        report.packed_objects += 1;
+                    }
                 }
+                batch.clear();
+                Ok(())
+            };
+        let mut batch = Vec::new();
+        for id in absent.hot.iter().map_err(&err)? {
+            batch.push(ObjectId::from_bytes(id.map_err(&err)?));
+            if batch.len() >= BATCH {
+                classify(&mut batch, true, &mut state)?;
             }
-            if intact {
-                state.rebuildable.insert(*object);
-                if !loose && users.iter().all(|u| packed.contains(u)) {
-                    state.available.insert(*object);
+        }
+        classify(&mut batch, true, &mut state)?;
+        let mut hot = Cursor::new(absent.hot.iter().map_err(&err)?);
+        for id in absent.packed.iter().map_err(&err)? {
+            let id = id.map_err(&err)?;
+            if hot.contains(&id).map_err(&err)? {
+                continue;
+            }
+            batch.push(ObjectId::from_bytes(id));
+            if batch.len() >= BATCH {
+                classify(&mut batch, false, &mut state)?;
+            }
+        }
+        classify(&mut batch, false, &mut state)?;
+        // Only objects repair restores keep their place in the rebuildable set.
+        let corrupt_list: Vec<ObjectId> = corrupt.iter().copied().collect();
+        for chunk in corrupt_list.chunks(BATCH) {
+            for (object, locs) in chunk.iter().zip(lookup(chunk)?) {
+                if locs.is_some_and(|locs| locs.iter().all(|l| state.check.intact(l))) {
+                    state.rebuildable.insert(*object);
                 }
             }
         }
-        report.packed_objects = state.available.len() as u64;
-        for damaged in &state.check.damaged {
-            report.problems.push(Problem::DamagedPack {
-                path: damaged.path.clone(),
-                reason: damaged.reason.clone(),
-                snapshots: damaged_users
-                    .get(&damaged.id)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default(),
-            });
-        }
-        for path in &state.check.unindexed {
-            if state.check.damaged.iter().any(|d| &d.path == path) {
+        let missing_set: HashSet<&ObjectId> = missing.iter().collect();
+        state
+            .rebuildable
+            .retain(|o| missing_set.contains(o) || corrupt.contains(o));
+        Ok(state)
+    }
+
+    /// Packs the index does not know, or knows but are gone.
+    fn report_cold_layout(&self, check: &PackCheck, report: &mut VerifyReport) {
+        for path in &check.unindexed {
+            if check.damaged.iter().any(|d| &d.path == path) {
                 continue;
             }
             report
                 .problems
                 .push(Problem::UnindexedPack { path: path.clone() });
         }
-        for pack in &state.check.missing {
+        for pack in &check.missing {
             report.problems.push(Problem::MissingPack { pack: *pack });
+        }
+    }
+
+    /// The cold state of the objects repair is about (after the index was rebuilt).
+    pub(crate) fn cold_state_of(&self, needs: &Needs) -> Result<ColdState> {
+        let scratch = self.scratch_dir();
+        let err = io_err(self);
+        let (mut hot, mut packed) = (
+            IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER),
+            IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER),
+        );
+        for (object, users) in &needs.objects {
+            if self.objects().contains(object) {
+                continue;
+            }
+            let is_packed = |u: &SnapshotId| {
+                self.snapshot_meta(u).is_ok_and(|m| m.packed > 0) && !self.is_materialized(u)
+            };
+            let set = if users.iter().all(is_packed) {
+                &mut packed
+            } else {
+                &mut hot
+            };
+            set.insert(*object.as_bytes()).map_err(&err)?;
+        }
+        let absent = Absent {
+            hot: hot.finish_to_file().map_err(&err)?,
+            packed: packed.finish_to_file().map_err(&err)?,
+        };
+        let mut state = self.verify_cold(
+            false,
+            &absent,
+            &HashSet::new(),
+            &mut VerifyReport::default(),
+            &mut Vec::new(),
+            &mut HashMap::new(),
+        )?;
+        // Available: not loose, intact in packs, and only packed snapshots need it.
+        let packed_ids: Vec<ObjectId> = absent
+            .packed
+            .iter()
+            .map_err(&err)?
+            .map(|id| id.map(ObjectId::from_bytes))
+            .collect::<std::io::Result<_>>()
+            .map_err(&err)?;
+        for o in packed_ids {
+            if state.rebuildable.contains(&o) {
+                state.available.insert(o);
+            }
         }
         Ok(state)
     }
 }
 
-/// Comparing one materialization with its snapshot.
-struct Check<'a> {
-    store: &'a Store,
-    /// The materialization's path: what relocated content names.
-    env: &'a [u8],
-    trees: &'a HashMap<TreeId, Tree>,
-    corrupt: &'a HashSet<ObjectId>,
-    /// Differences found, with the path involved.
-    found: Mutex<Vec<(PathBuf, String)>>,
-    /// Files that are intact copies (own inode, right bytes), for repair.
-    intact: Mutex<Vec<(ObjectId, PathBuf, bool)>>,
-}
-
-/// Materialized directories are read-only (0555): a writable one was changed by someone, and
-/// anything could have been added to it.
-const WRITABLE_DIR: &str =
-    "directory is writable (materializations are read-only to the last directory)";
-
-impl Check<'_> {
-    /// Reports the materialization's root directory if it is writable.
-    fn compare_dir_mode(&self, dir: &Path) {
-        if fs::symlink_metadata(dir).is_ok_and(|m| m.mode() & 0o222 != 0) {
-            self.found
-                .lock()
-                .expect("no panics while locked")
-                .push((dir.to_owned(), WRITABLE_DIR.to_owned()));
-        }
-    }
-
-    /// Compares the directory `dir` with `tree`.
-    fn compare(&self, dir: &Path, tree: &Tree) {
-        let report = |path: PathBuf, reason: String| {
-            self.found
-                .lock()
-                .expect("no panics while locked")
-                .push((path, reason))
-        };
-        let mut expected: HashSet<&[u8]> =
-            tree.entries().iter().map(|e| e.name.as_slice()).collect();
-        match fs::read_dir(dir) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    let name = entry.file_name();
-                    let bytes = name.as_bytes();
-                    if expected.remove(bytes) {
-                        continue;
-                    }
-                    // Python writes bytecode caches into environments at run time.
-                    let runtime = bytes == b"__pycache__" || bytes.ends_with(b".pyc");
-                    if !runtime {
-                        report(entry.path(), "not part of the snapshot".to_owned());
-                    }
-                }
-            }
-            Err(e) => {
-                report(dir.to_owned(), format!("cannot read: {e}"));
-                return;
-            }
-        }
-        tree.entries().par_iter().for_each(|entry| {
-            let path = dir.join(OsStr::from_bytes(&entry.name));
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(_) => return report(path, "missing".to_owned()),
-            };
-            match &entry.kind {
-                EntryKind::Dir { tree } if meta.is_dir() => {
-                    if meta.mode() & 0o222 != 0 {
-                        report(path.clone(), WRITABLE_DIR.to_owned());
-                    }
-                    self.compare(&path, &self.trees[tree]);
-                }
-                EntryKind::Symlink { target, relocated } if meta.file_type().is_symlink() => {
-                    let expected = if *relocated {
-                        substitute_placeholder(target, self.env)
-                    } else {
-                        target.clone()
-                    };
-                    match fs::read_link(&path) {
-                        Ok(t) if t.as_os_str().as_bytes() == expected => {}
-                        _ => report(path, "symlink target differs".to_owned()),
-                    }
-                }
-                EntryKind::File {
-                    object,
-                    executable,
-                    relocated,
-                    ..
-                } if meta.is_file() => {
-                    if (meta.mode() & 0o100 != 0) != *executable {
-                        return report(path, "exec bit differs".to_owned());
-                    }
-                    if *relocated {
-                        // Written with the materialization's path in place of the placeholder.
-                        let stored = self.store.objects().read_verified(object, *executable).ok();
-                        let expected = stored.map(|s| substitute_placeholder(&s, self.env));
-                        let actual = envstore_fs::read_bounded(&path, 64 << 20).ok();
-                        if expected.is_none() || actual != expected {
-                            report(path, "content differs".to_owned());
-                        }
-                        return;
-                    }
-                    let shares_object = [false, true].into_iter().any(|x| {
-                        fs::symlink_metadata(self.store.objects().path(object, x))
-                            .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
-                    });
-                    if shares_object {
-                        // A hardlink: its bytes are the object's, checked above.
-                        if self.corrupt.contains(object) {
-                            report(path, "hardlinked to a damaged object".to_owned());
-                        }
-                        return;
-                    }
-                    match self.store.objects().rehash(&path) {
-                        Ok(Some(actual)) if actual == *object => {
-                            self.intact.lock().expect("no panics while locked").push((
-                                *object,
-                                path,
-                                *executable,
-                            ));
-                        }
-                        _ => report(path, "content differs".to_owned()),
-                    }
-                }
-                _ => report(path, "wrong kind of entry".to_owned()),
-            }
-        });
-    }
+/// The mode of an intact object file when it is not its variant's (0444, or 0555 for `.x`).
+fn object_mode(path: &std::path::Path) -> Option<u32> {
+    let expected = if path.extension().is_some_and(|x| x == "x") {
+        0o555
+    } else {
+        0o444
+    };
+    let mode = fs::symlink_metadata(path).ok()?.mode() & 0o7777;
+    (mode != expected).then_some(mode)
 }

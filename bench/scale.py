@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""envstore at scale (issue 16): peak memory and time per file at 100k and 1M files.
+
+Workloads (generated once, cached under bench/.cache; not run in CI):
+  scale-N     N small files nested like a large site-packages (lib/python3.11/site-packages/
+              pkgP/subS/modM/fI.py: 499 packages x 7 x 5 directories, sizes log-normal around
+              1 KB, one file in ten a copy of one of 64 shared contents).
+  store-20    one store holding 20 snapshots of the 100k workload, each with 5% of its files
+              rewritten and 100 files added (what a CI fleet's store looks like after a month).
+
+For each size it runs, each as a child process timed by GNU time (wall seconds, peak RSS):
+ingest, verify, pack, first-time materialize, warm materialize (median of --runs), diff of the
+snapshot against its directory, export to tar.zst, prune (mark and sweep, nothing to remove),
+and the b3sum floor over the same files. On the 20-snapshot store: verify, diff of the first
+and last snapshots, export, prune --dry-run, pack, verify again (packed), materialize a packed
+snapshot, and prune removing half of them.
+
+Usage
+  python3 bench/scale.py                         # 100k and 1M files, and the 20-snapshot store
+  python3 bench/scale.py --sizes 100000 --no-store --runs 3
+"""
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import CACHE, build_envstore, log, timed  # noqa: E402
+
+LIMIT_MIB = 64
+
+
+def scale_workload(files, seed=1):
+    env = CACHE / f"scale-v1-{files}-{seed}"
+    if (env / ".complete").exists():
+        return env
+    log(f"creating a {files}-file workload in {env} (once) ...")
+    shutil.rmtree(env, ignore_errors=True)
+    rng = random.Random(seed)
+    shared = [rng.randbytes(rng.randint(0, 4000)) for _ in range(64)]
+    made = set()
+    sp = env / "lib" / "python3.11" / "site-packages"
+    for i in range(files):
+        d = sp / f"pkg{i % 499}" / f"sub{(i // 499) % 7}" / f"mod{(i // 3493) % 5}"
+        if d not in made:
+            d.mkdir(parents=True, exist_ok=True)
+            made.add(d)
+        data = shared[i % 64] if i % 10 == 0 else rng.randbytes(min(int(rng.lognormvariate(7.0, 1.0)), 1 << 20))
+        fd = os.open(d / f"f{i}.py", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+    (env / ".complete").touch()
+    return env
+
+
+def run(exe, store, *args, runs=1):
+    """Median wall seconds and max peak RSS (MiB) of `envstore --store STORE -q ARGS`."""
+    times, rss = [], []
+    for _ in range(runs):
+        t, kib = timed([str(exe), "--store", str(store), "-q", *map(str, args)])
+        times.append(t)
+        rss.append(kib / 1024)
+    return statistics.median(times), max(rss)
+
+
+def out(exe, store, *args):
+    return subprocess.run([str(exe), "--store", str(store), "-q", *map(str, args)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def b3sum_floor(src, runs):
+    find = f"find {src} -type f ! -name .complete -print0"
+    times = [timed(f"{find} | xargs -0 b3sum > /dev/null", shell=True)[0] for _ in range(runs)]
+    return statistics.median(times)
+
+
+def one_size(exe, files, runs, work):
+    src = scale_workload(files)
+    log(f"== {files} files")
+    rows = {}
+    store = work / f"store-{files}"
+    shutil.rmtree(store, ignore_errors=True)
+    rows["ingest"] = run(exe, store, "ingest", src)
+    sid = out(exe, store, "ingest", src)
+    out(exe, store, "pin", "bench", sid)
+    rows["verify"] = run(exe, store, "verify")
+    rows["diff (snapshot vs directory)"] = run(exe, store, "diff", sid, src)
+    rows["export (tar.zst)"] = run(exe, store, "export", sid, "-o", work / "e.tar.zst")
+    (work / "e.tar.zst").unlink(missing_ok=True)
+    rows["prune (mark + sweep)"] = run(exe, store, "prune", "--older-than", "0s")
+    rows["pack"] = run(exe, store, "pack")
+    shutil.rmtree(store, ignore_errors=True)
+    subprocess.run(["sync"], check=True)
+    rows["materialize, first time"] = run(exe, store, "materialize", src)
+    rows["materialize, warm"] = run(exe, store, "materialize", src, runs=runs)
+    floor = b3sum_floor(src, runs)
+    shutil.rmtree(store, ignore_errors=True)
+    return rows, floor
+
+
+def mutate(tree, k, rng):
+    """Snapshot k of the 20: 5% of the files rewritten, 100 added."""
+    files = sorted(p for p in tree.rglob("*.py"))
+    for p in rng.sample(files, len(files) // 20):
+        p.write_bytes(rng.randbytes(rng.randint(100, 3000)))
+    new = tree / "lib" / "python3.11" / "site-packages" / f"added{k}"
+    new.mkdir(parents=True, exist_ok=True)
+    for i in range(100):
+        (new / f"n{i}.py").write_bytes(rng.randbytes(500))
+
+
+def store_of_20(exe, work, runs):
+    log("== a store of 20 snapshots of 100k files")
+    src = scale_workload(100000)
+    tree = work / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    subprocess.run(["cp", "-r", str(src), str(tree)], check=True)
+    store = work / "store-20"
+    shutil.rmtree(store, ignore_errors=True)
+    rng = random.Random(7)
+    ids = []
+    for k in range(20):
+        if k:
+            mutate(tree, k, rng)
+        ids.append(out(exe, store, "ingest", tree))
+    shutil.rmtree(tree, ignore_errors=True)
+    for k, sid in enumerate(ids[:10]):
+        out(exe, store, "pin", f"s{k}", sid)
+    rows = {}
+    rows["verify (20 snapshots)"] = run(exe, store, "verify")
+    rows["diff (first vs last)"] = run(exe, store, "diff", ids[0], ids[-1])
+    rows["export (tar.zst)"] = run(exe, store, "export", ids[-1], "-o", work / "e.tar.zst")
+    (work / "e.tar.zst").unlink(missing_ok=True)
+    rows["prune --dry-run"] = run(exe, store, "prune", "--dry-run", "--older-than", "0s")
+    rows["prune --dry-run --max-size 1"] = run(exe, store, "prune", "--dry-run", "--max-size", "1")
+    rows["pack (20 snapshots)"] = run(exe, store, "pack")
+    rows["verify (packed)"] = run(exe, store, "verify")
+    rows["materialize a packed snapshot"] = run(exe, store, "materialize", ids[3])
+    rows["prune (removes 10)"] = run(exe, store, "prune", "--older-than", "0s")
+    shutil.rmtree(store, ignore_errors=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--runs", type=int, default=3, help="runs of warm materialize and b3sum")
+    ap.add_argument("--no-store", action="store_true", help="skip the 20-snapshot store")
+    args = ap.parse_args()
+    for tool in ["b3sum", "/usr/bin/time"]:
+        if not shutil.which(tool):
+            sys.exit(f"bench: needs {tool} (apt-get install b3sum time)")
+    exe = build_envstore()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="scale-work-", dir=CACHE))
+    try:
+        results = {n: one_size(exe, n, args.runs, work) for n in sizes}
+        store_rows = None if args.no_store else store_of_20(exe, work, args.runs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    over = []
+    print(f"\n## Peak RSS (MiB) and wall time at {', '.join(f'{n:,}' for n in sizes)} files\n")
+    print("| command | " + " | ".join(f"{n:,} files: time | RSS" for n in sizes) + " |")
+    print("|---|" + "---:|---:|" * len(sizes))
+    for name in results[sizes[0]][0]:
+        cells = []
+        for n in sizes:
+            t, rss = results[n][0][name]
+            cells += [f"{t:.2f} s", f"{rss:.1f}"]
+            if rss > LIMIT_MIB:
+                over.append(f"{name} at {n}: {rss:.1f} MiB")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("| b3sum floor | " + " | ".join(f"{results[n][1]:.2f} s | -" for n in sizes) + " |")
+
+    print("\n| target | " + " | ".join(f"{n:,}" for n in sizes) + " | goal |")
+    print("|---|" + "---:|" * len(sizes) + "---|")
+    print("| warm materialize / b3sum | " + " | ".join(
+        f"{results[n][0]['materialize, warm'][0] / results[n][1]:.2f}" for n in sizes) + " | <= 0.5 |")
+    if len(sizes) > 1:
+        small, big = sizes[0], sizes[-1]
+        print(f"\n| time per file, {big:,} / {small:,} | ratio | goal |\n|---|---:|---|")
+        for name in results[small][0]:
+            per_small = results[small][0][name][0] / small
+            per_big = results[big][0][name][0] / big
+            print(f"| {name} | {per_big / per_small:.2f} | <= 1.2 |")
+    if store_rows:
+        print("\n## A store of 20 snapshots of 100k files\n\n| command | time | peak RSS (MiB) |\n|---|---:|---:|")
+        for name, (t, rss) in store_rows.items():
+            print(f"| {name} | {t:.2f} s | {rss:.1f} |")
+            if rss > LIMIT_MIB:
+                over.append(f"{name} (20 snapshots): {rss:.1f} MiB")
+    print("\npeak RSS over 64 MiB: " + (", ".join(over) if over else "none"))
+
+
+if __name__ == "__main__":
+    main()
