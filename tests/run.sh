@@ -21,7 +21,8 @@ trap cleanup EXIT
 cat <<'EOF'
 envstore tests. On 2 cores, roughly:
   1. build the workspace's tests (first run)          5-10 min
-  2. Rust tests (unit, integration, remotes)           3-5 min
+  2. Rust tests (unit, integration, remotes, and a    4-7 min
+     200k-file memory test)
   3. Python: the API tests and the build-hook tests   10-15 min (builds the envstore wheel,
      then real pip/uv/cmake/meson builds; progress is shown per test)
 EOF

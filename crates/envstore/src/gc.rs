@@ -210,14 +210,15 @@ impl Store {
             Ok(())
         })?;
         let damaged = |id: &SnapshotId, plan: &mut PrunePlan, e: &Error| {
+            if plan.damaged.contains(id) {
+                return; // said once
+            }
             self.warn(format!(
                 "snapshot {} cannot be read ({e}); prune keeps it, and removes no object \
                  until `envstore verify --repair` has mended or removed it",
                 &id.to_hex()[..12]
             ));
-            if !plan.damaged.contains(id) {
-                plan.damaged.push(*id);
-            }
+            plan.damaged.push(*id);
         };
         let mut size = plan.size_before;
         if let Some((objects, trees)) = &mut counts {
