@@ -112,7 +112,11 @@ impl Index {
                     .insert(&pack.as_bytes()[..], len)
                     .map_err(|e| err(e.into()))?;
                 let mut table = txn.open_table(CHUNKS).map_err(|e| err(e.into()))?;
-                for (id, loc) in chunks {
+                // In key order: each leaf of a large table is then written once, not once per
+                // chunk (ids are random, and the page cache is small).
+                let mut sorted: Vec<&(ChunkId, ChunkLoc)> = chunks.iter().collect();
+                sorted.sort_unstable_by_key(|(id, _)| *id.as_bytes());
+                for (id, loc) in sorted {
                     table
                         .insert(&id.as_bytes()[..], &loc.encode()[..])
                         .map_err(|e| err(e.into()))?;
@@ -187,12 +191,16 @@ impl Index {
         let err = self.db_err();
         let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
         let table = read_table!(self, txn, def, keys.iter().map(|_| None).collect());
-        keys.iter()
-            .map(|key| {
-                let value = table.get(&key[..]).map_err(|e| err(e.into()))?;
-                value.map(|v| decode(v.value())).transpose()
-            })
-            .collect()
+        // Looked up in key order (random ids would touch a random page each), answered in the
+        // order asked.
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by_key(|&i| keys[i]);
+        let mut out: Vec<Option<T>> = keys.iter().map(|_| None).collect();
+        for i in order {
+            let value = table.get(&keys[i][..]).map_err(|e| err(e.into()))?;
+            out[i] = value.map(|v| decode(v.value())).transpose()?;
+        }
+        Ok(out)
     }
 
     /// Every row of a table of byte values, decoded.
