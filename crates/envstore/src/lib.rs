@@ -38,6 +38,7 @@ mod rm;
 mod roots;
 mod store;
 mod verify;
+mod verify_cold;
 mod verify_env;
 
 pub use catalog::{SnapshotDetail, SnapshotInfo, StoreStats, validate_pin_name};

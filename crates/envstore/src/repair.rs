@@ -22,7 +22,8 @@ use envstore_walk::Filter;
 
 use crate::files::{remove_file, remove_tree, unix_secs};
 use crate::layout::lay_out;
-use crate::verify::{ColdState, Found, Needs, Problem, VerifyReport};
+use crate::verify::{Found, Needs, Problem, VerifyReport};
+use crate::verify_cold::ColdState;
 use crate::{Error, Result, Store};
 
 impl Store {

@@ -24,34 +24,22 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use envstore_idset::{Cursor, Id, IdSet, SortedFile};
+use envstore_idset::{Cursor, Id, IdSet};
 use envstore_index::Index;
 use envstore_tree::{EntryKind, ObjectId, PackId, SnapshotId, TreeId};
 use rayon::prelude::*;
 
 use envstore_fs::DirState;
 
-use crate::cold::cold_lookup;
-use crate::cold_check::PackCheck;
 use crate::files::Stored;
 use crate::mark::Visited;
 pub use crate::problems::{Problem, VerifyReport};
+use crate::verify_cold::Absent;
 use crate::verify_env::Check;
 use crate::{Error, Result, Store};
 
 /// Objects re-hashed at a time (in parallel), and looked up in the index at a time.
-const BATCH: usize = 4096;
-
-/// What verify found of the cold tier, for the objects that are not loose.
-#[derive(Default)]
-pub(crate) struct ColdState {
-    pub(crate) check: PackCheck,
-    /// Objects not loose that only packed snapshots need and intact packs can rebuild, among
-    /// those repair asks about (the others are only counted).
-    pub(crate) available: HashSet<ObjectId>,
-    /// Objects that intact packs can rebuild, among the missing and corrupt ones.
-    pub(crate) rebuildable: HashSet<ObjectId>,
-}
+pub(crate) const BATCH: usize = 4096;
 
 /// The objects something is wrong with, and the snapshots that use each.
 #[derive(Default)]
@@ -81,15 +69,7 @@ struct Pass {
     rederived: bool,
 }
 
-/// Needed objects the listing of `objects/` did not have, split by who needs them.
-pub(crate) struct Absent {
-    /// Needed by a snapshot that is not packed (or is materialized): must be loose.
-    pub(crate) hot: SortedFile,
-    /// Needed by packed snapshots: may live in packs only.
-    pub(crate) packed: SortedFile,
-}
-
-fn io_err(store: &Store) -> impl Fn(std::io::Error) -> Error + '_ {
+pub(crate) fn io_err(store: &Store) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io("use a sorted run in", &store.scratch_dir())(e)
 }
 
@@ -460,204 +440,6 @@ impl Store {
             rederived = self.repair(&mut report, &found, cold)?;
         }
         Ok(Pass { report, rederived })
-    }
-
-    /// Checks the packs (all of them, or, for one snapshot, those holding what it needs and
-    /// the store lacks loose), and classifies the needed objects that are not loose: needed
-    /// by an unpacked snapshot, they are missing (and rebuildable when intact packs hold them);
-    /// needed only by packed snapshots, they are available when intact packs hold them and
-    /// missing otherwise. Objects in damaged packs are passed back, by pack, for naming their
-    /// users.
-    pub(crate) fn verify_cold(
-        &self,
-        only: bool,
-        absent: &Absent,
-        corrupt: &HashSet<ObjectId>,
-        report: &mut VerifyReport,
-        missing: &mut Vec<ObjectId>,
-        damaged_objects: &mut HashMap<PackId, Vec<ObjectId>>,
-    ) -> Result<ColdState> {
-        let err = io_err(self);
-        let mut state = ColdState::default();
-        let has_cold = !self.pack_files()?.is_empty() || self.root().join("index.redb").exists();
-        if !has_cold {
-            for id in absent.hot.iter().map_err(&err)? {
-                missing.push(ObjectId::from_bytes(id.map_err(&err)?));
-            }
-            let mut hot = Cursor::new(absent.hot.iter().map_err(&err)?);
-            for id in absent.packed.iter().map_err(&err)? {
-                let id = id.map_err(&err)?;
-                if !hot.contains(&id).map_err(&err)? {
-                    missing.push(ObjectId::from_bytes(id));
-                }
-            }
-            return Ok(state);
-        }
-        // Packs an interrupted `pack` left unindexed are indexed now (the index is a cache of
-        // packs/, healed like the catalogue is on `ls`); a broken index is reported below.
-        let _ = self.reconcile_packs();
-        // Opened per batch, never held across check_packs (which opens it too); a broken
-        // index is reported as an index problem, and nothing is found in it.
-        let lookup = |batch: &[ObjectId]| -> Result<Vec<Option<Vec<envstore_index::ChunkLoc>>>> {
-            Ok(self
-                .open_index()
-                .ok()
-                .and_then(|index| cold_lookup(&index, batch).ok())
-                .unwrap_or_else(|| vec![None; batch.len()]))
-        };
-        let only_packs: Option<HashSet<PackId>> = if only {
-            let mut packs = HashSet::new();
-            for file in [&absent.hot, &absent.packed] {
-                let ids: Vec<ObjectId> = file
-                    .iter()
-                    .map_err(&err)?
-                    .map(|id| id.map(ObjectId::from_bytes))
-                    .collect::<std::io::Result<_>>()
-                    .map_err(&err)?;
-                for chunk in ids.chunks(BATCH) {
-                    packs.extend(
-                        lookup(chunk)?
-                            .into_iter()
-                            .flatten()
-                            .flatten()
-                            .map(|l| l.pack),
-                    );
-                }
-            }
-            Some(packs)
-        } else {
-            None
-        };
-        state.check = self.check_packs(only_packs.as_ref())?;
-        report.packs = state.check.checked;
-
-        // Needed by unpacked snapshots: missing in any case; corrupt ones too can come back
-        // from packs.
-        let mut classify =
-            |batch: &mut Vec<ObjectId>, hot: bool, state: &mut ColdState| -> Result<()> {
-                for (object, locs) in batch.iter().zip(lookup(batch)?) {
-                    let intact = match &locs {
-                        Some(locs) => {
-                            let mut intact = true;
-                            for loc in locs.iter().filter(|l| !state.check.intact(l)) {
-                                intact = false;
-                                damaged_objects.entry(loc.pack).or_default().push(*object);
-                            }
-                            intact
-                        }
-                        None => false,
-                    };
-                    if intact {
-                        state.rebuildable.insert(*object);
-                    }
-                    if hot || !intact {
-                        missing.push(*object);
-                    } else {
-                        report.packed_objects += 1;
-                    }
-                }
-                batch.clear();
-                Ok(())
-            };
-        let mut batch = Vec::new();
-        for id in absent.hot.iter().map_err(&err)? {
-            batch.push(ObjectId::from_bytes(id.map_err(&err)?));
-            if batch.len() >= BATCH {
-                classify(&mut batch, true, &mut state)?;
-            }
-        }
-        classify(&mut batch, true, &mut state)?;
-        let mut hot = Cursor::new(absent.hot.iter().map_err(&err)?);
-        for id in absent.packed.iter().map_err(&err)? {
-            let id = id.map_err(&err)?;
-            if hot.contains(&id).map_err(&err)? {
-                continue;
-            }
-            batch.push(ObjectId::from_bytes(id));
-            if batch.len() >= BATCH {
-                classify(&mut batch, false, &mut state)?;
-            }
-        }
-        classify(&mut batch, false, &mut state)?;
-        // Only objects repair restores keep their place in the rebuildable set.
-        let corrupt_list: Vec<ObjectId> = corrupt.iter().copied().collect();
-        for chunk in corrupt_list.chunks(BATCH) {
-            for (object, locs) in chunk.iter().zip(lookup(chunk)?) {
-                if locs.is_some_and(|locs| locs.iter().all(|l| state.check.intact(l))) {
-                    state.rebuildable.insert(*object);
-                }
-            }
-        }
-        let missing_set: HashSet<&ObjectId> = missing.iter().collect();
-        state
-            .rebuildable
-            .retain(|o| missing_set.contains(o) || corrupt.contains(o));
-        Ok(state)
-    }
-
-    /// Packs the index does not know, or knows but are gone.
-    fn report_cold_layout(&self, check: &PackCheck, report: &mut VerifyReport) {
-        for path in &check.unindexed {
-            if check.damaged.iter().any(|d| &d.path == path) {
-                continue;
-            }
-            report
-                .problems
-                .push(Problem::UnindexedPack { path: path.clone() });
-        }
-        for pack in &check.missing {
-            report.problems.push(Problem::MissingPack { pack: *pack });
-        }
-    }
-
-    /// The cold state of the objects repair is about (after the index was rebuilt).
-    pub(crate) fn cold_state_of(&self, needs: &Needs) -> Result<ColdState> {
-        let scratch = self.scratch_dir();
-        let err = io_err(self);
-        let (mut hot, mut packed) = (
-            IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER),
-            IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER),
-        );
-        for (object, users) in &needs.objects {
-            if self.objects().contains(object) {
-                continue;
-            }
-            let is_packed = |u: &SnapshotId| {
-                self.snapshot_meta(u).is_ok_and(|m| m.packed > 0) && !self.is_materialized(u)
-            };
-            let set = if users.iter().all(is_packed) {
-                &mut packed
-            } else {
-                &mut hot
-            };
-            set.insert(*object.as_bytes()).map_err(&err)?;
-        }
-        let absent = Absent {
-            hot: hot.finish_to_file().map_err(&err)?,
-            packed: packed.finish_to_file().map_err(&err)?,
-        };
-        let mut state = self.verify_cold(
-            false,
-            &absent,
-            &HashSet::new(),
-            &mut VerifyReport::default(),
-            &mut Vec::new(),
-            &mut HashMap::new(),
-        )?;
-        // Available: not loose, intact in packs, and only packed snapshots need it.
-        let packed_ids: Vec<ObjectId> = absent
-            .packed
-            .iter()
-            .map_err(&err)?
-            .map(|id| id.map(ObjectId::from_bytes))
-            .collect::<std::io::Result<_>>()
-            .map_err(&err)?;
-        for o in packed_ids {
-            if state.rebuildable.contains(&o) {
-                state.available.insert(o);
-            }
-        }
-        Ok(state)
     }
 }
 
