@@ -423,3 +423,44 @@ fn prune_in_a_loop_never_breaks_leased_workers() {
     );
     env.ok(&["verify"]);
 }
+
+/// Prune's sweep joins sorted id sets with the listing of `objects/`, which must come in id
+/// order. A file planted with an uppercase hex name (which the id parser accepts, but sorts by
+/// name before lowercase ids it is larger than) must not knock the join out of step and get
+/// needed objects deleted; it is not envstore's, so it is left alone.
+#[test]
+fn a_planted_uppercase_name_cannot_make_prune_delete_what_is_needed() {
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..48 {
+        write(
+            &src.join(format!("f{i}")),
+            format!("content {i}").as_bytes(),
+        );
+    }
+    let id = env.ingest(&src);
+    env.ok(&["pin", "keep", &id]);
+    // A shard holding a needed object whose name starts with a-e (below F).
+    let objects = env.store.join("objects");
+    let shard = fs::read_dir(&objects)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|shard| {
+            fs::read_dir(shard).unwrap().flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(['a', 'b', 'c', 'd', 'e'])
+            })
+        })
+        .expect("48 objects: some shard holds a name starting with a-e");
+    let planted = shard.join(format!("F{}", "0".repeat(61)));
+    write(&planted, b"not envstore's");
+    let before = object_count(&env);
+    env.ok(&["prune", "--older-than", "0s"]);
+    assert_eq!(object_count(&env), before, "prune removed objects");
+    env.ok(&["verify"]);
+    assert!(
+        planted.exists(),
+        "a file that is not envstore's is left alone"
+    );
+}

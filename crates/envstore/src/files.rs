@@ -51,6 +51,12 @@ fn classify(shard: &str, name: &str, is_objects: bool) -> Stored {
             name
         }
     );
+    // Only the names envstore writes (lowercase hex) count: the listing's name order is then
+    // id order, which the sorted joins of prune and verify rely on. Anything else someone put
+    // there is left alone.
+    if hex.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Stored::Other;
+    }
     match (is_objects, hex.parse::<ObjectId>(), hex.parse::<TreeId>()) {
         (true, Ok(id), _) => Stored::Object(id),
         (false, _, Ok(id)) => Stored::Tree(id),

@@ -374,13 +374,25 @@ impl Store {
         let (mut files, mut bytes, mut size_after) = (0, 0, 0);
         let runs = self.scratch_dir();
         let read_runs = |e: std::io::Error| Error::io("read a sorted run in", &runs)(e);
+        // The joins need ids in ascending order; one out of order (which the listing never
+        // gives) is kept, never deleted on a wrong answer.
+        let (mut last_object, mut last_tree) = ([0u8; 32], [0u8; 32]);
+        let in_order = |last: &mut [u8; 32], id: &[u8; 32]| {
+            let ok = *id >= *last;
+            *last = (*last).max(*id);
+            ok
+        };
         self.for_each_stored(&mut |file| {
             let keep = match file.kind {
                 Stored::Object(id) => {
-                    !sweep || marked.objects.contains(id.as_bytes()).map_err(read_runs)?
+                    !sweep
+                        || !in_order(&mut last_object, id.as_bytes())
+                        || marked.objects.contains(id.as_bytes()).map_err(read_runs)?
                 }
                 Stored::Tree(id) => {
-                    !sweep || marked.trees.contains(id.as_bytes()).map_err(read_runs)?
+                    !sweep
+                        || !in_order(&mut last_tree, id.as_bytes())
+                        || marked.trees.contains(id.as_bytes()).map_err(read_runs)?
                 }
                 Stored::BadShard(what) => {
                     self.warn(format!(
