@@ -297,6 +297,27 @@ fn lock_lease_and_object_links_create_or_serve_nothing_outside() {
     assert!(fs::symlink_metadata(&shard).unwrap().is_dir());
 }
 
+#[test]
+fn pack_reads_no_object_through_a_link() {
+    let env = Env::new();
+    let content = pseudo_random(3000, 11);
+    write(&env.path("src/lib/data.bin"), &content);
+    env.ingest(&env.path("src"));
+    // The object replaced by a link to a file outside with the same bytes: following it would
+    // pack the right bytes, but from outside the store.
+    let outside = outside(&env);
+    write(&outside.join("same.bin"), &content);
+    let object = object_path(&env, &content);
+    fs::remove_file(&object).unwrap();
+    symlink(outside.join("same.bin"), &object).unwrap();
+    let err = env.fails(&["pack"]);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(err.contains(object.to_str().unwrap()), "{err}");
+    env.ok(&["verify", "--repair"]);
+    assert!(fs::symlink_metadata(&object).unwrap().is_file());
+    env.ok(&["pack"]);
+}
+
 // 4. Pins read without bounds.
 
 #[test]

@@ -13,6 +13,7 @@ use std::fs::{self, File, FileType, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What kind of entry `meta` (from `lstat` or `fstat`) describes, for messages.
 pub fn kind_name(meta: &Metadata) -> &'static str {
@@ -75,16 +76,56 @@ pub fn open_nofollow(path: &Path) -> io::Result<(File, Metadata)> {
 /// on a fifo; anything but a regular file is an error saying what it is.
 pub fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
     let (file, meta) = open_nofollow(path)?;
+    regular(file, meta)
+}
+
+fn regular(file: File, meta: Metadata) -> io::Result<(File, Metadata)> {
     if !meta.is_file() {
         return Err(wrong_kind(kind_name(&meta), "a regular file"));
     }
     Ok((file, meta))
 }
 
+/// Set once the kernel refuses `O_NOATIME` (files of another owner, without `CAP_FOWNER`).
+static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Like [`open_regular`], for envstore's own files: also without updating the access time
+/// (`O_NOATIME`), which would otherwise make every first read of a new object write its inode
+/// back (relatime), a write per object for `verify`, `pack` and `export` of a large store.
+/// Where the kernel refuses the flag (another owner's file), opens without it.
+pub fn open_stored(path: &Path) -> io::Result<(File, Metadata)> {
+    if !NOATIME_REFUSED.load(Ordering::Relaxed) {
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME)
+            .open(path);
+        match opened {
+            Ok(file) => {
+                let meta = file.metadata()?;
+                return regular(file, meta);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                NOATIME_REFUSED.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(explain_open(e, "a regular file")),
+        }
+    }
+    open_regular(path)
+}
+
 /// Reads the regular file at `path` whole, if it holds at most `max` bytes (checked before
 /// reading, and again while reading, since it may grow meanwhile).
 pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let (file, meta) = open_regular(path)?;
+    read_bounded_with(open_regular(path)?, max)
+}
+
+/// [`read_bounded`] for envstore's own files, without updating their access time (see
+/// [`open_stored`]).
+pub fn read_stored(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    read_bounded_with(open_stored(path)?, max)
+}
+
+fn read_bounded_with((file, meta): (File, Metadata), max: u64) -> io::Result<Vec<u8>> {
     let too_large = || {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -280,6 +321,49 @@ mod tests {
         let err = open_regular(&fifo).unwrap_err();
         assert!(err.to_string().contains("fifo"), "{err}");
         let err = open_regular(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("directory"), "{err}");
+    }
+
+    #[test]
+    fn stored_files_are_read_without_following_links_or_touching_access_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("object");
+        fs::write(&path, b"bytes").unwrap();
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let reset = || {
+            let times = fs::FileTimes::new().set_accessed(long_ago);
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_times(times)
+                .unwrap();
+        };
+        let accessed = || fs::metadata(&path).unwrap().accessed().unwrap();
+        // An access time older than the change time is updated by the first read (relatime,
+        // strictatime) ...
+        reset();
+        let mut out = Vec::new();
+        open_regular(&path)
+            .unwrap()
+            .0
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_ne!(
+            accessed(),
+            long_ago,
+            "this file system does not keep access times"
+        );
+        // ... but not by envstore reading its own files.
+        reset();
+        assert_eq!(read_stored(&path, 100).unwrap(), b"bytes");
+        assert_eq!(accessed(), long_ago);
+
+        let link = dir.path().join("link");
+        symlink(&path, &link).unwrap();
+        let err = open_stored(&link).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let err = open_stored(dir.path()).unwrap_err();
         assert!(err.to_string().contains("directory"), "{err}");
     }
 

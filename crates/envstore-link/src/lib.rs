@@ -416,7 +416,7 @@ fn hard_link_checked(from: &Path, dest: &Path, size: u64) -> io::Result<()> {
 /// Opens an object for reading without following a link, and checks its size again on the
 /// descriptor (it may have been replaced since [`check_object`]).
 fn open_object(object: &Path, size: u64) -> io::Result<File> {
-    let (file, meta) = envstore_fs::open_regular(object)?;
+    let (file, meta) = envstore_fs::open_stored(object)?;
     if meta.len() != size {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

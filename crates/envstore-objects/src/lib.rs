@@ -187,7 +187,7 @@ fn stored_err(path: &Path) -> impl FnOnce(io::Error) -> ObjectError + '_ {
 /// Reads a stored file whole (bounded, never through a link) and checks that it hashes to
 /// `name`, the 32 bytes of its id.
 fn read_named(path: &Path, max: u64, name: &[u8; 32]) -> Result<Vec<u8>, ObjectError> {
-    let bytes = envstore_fs::read_bounded(path, max).map_err(stored_err(path))?;
+    let bytes = envstore_fs::read_stored(path, max).map_err(stored_err(path))?;
     let actual = blake3::hash(&bytes);
     if actual.as_bytes() != name {
         return Err(ObjectError::Corrupt {
@@ -256,7 +256,7 @@ impl ObjectStore {
         size: u64,
     ) -> Result<(File, fs::Metadata), ObjectError> {
         self.check_shard(path)?;
-        let (file, meta) = envstore_fs::open_regular(path).map_err(stored_err(path))?;
+        let (file, meta) = envstore_fs::open_stored(path).map_err(stored_err(path))?;
         if meta.len() != size {
             return Err(ObjectError::Damaged {
                 path: path.to_owned(),
@@ -264,6 +264,26 @@ impl ObjectStore {
             });
         }
         Ok((file, meta))
+    }
+
+    /// Opens an object in the variant for `executable`, else the other, like
+    /// [`Self::open_checked`], trying each by opening it (no `stat` first). Returns the file
+    /// and the path it was opened at.
+    pub fn open_either(
+        &self,
+        id: &ObjectId,
+        executable: bool,
+        size: u64,
+    ) -> Result<(File, PathBuf), ObjectError> {
+        let first = self.path(id, executable);
+        let path = match self.open_checked(&first, size) {
+            Err(ObjectError::Missing { .. }) => self.path(id, !executable),
+            opened => return opened.map(|(file, _)| (file, first)),
+        };
+        match self.open_checked(&path, size) {
+            Err(ObjectError::Missing { .. }) => Err(ObjectError::Missing { path: first }),
+            opened => opened.map(|(file, _)| (file, path)),
+        }
     }
 
     /// Reads a small stored object whole (a relocated file) and checks its bytes against its
@@ -493,7 +513,7 @@ impl ObjectStore {
     fn make_variant(&self, id: &ObjectId, executable: bool) -> Result<u64, ObjectError> {
         let from = self.path(id, !executable);
         self.check_shard(&from)?;
-        let (mut src, _) = envstore_fs::open_regular(&from).map_err(stored_err(&from))?;
+        let (mut src, _) = envstore_fs::open_stored(&from).map_err(stored_err(&from))?;
         let dest = self.path(id, executable);
         let (tmp, size) = self
             .copy_to_temp(&mut src, &from, &dest, executable, *id, None)
@@ -576,7 +596,7 @@ impl ObjectStore {
     /// Re-hashes a stored object; `Ok(None)` when it is missing. Anything but a regular file
     /// (a link is not followed) is an error.
     pub fn rehash(&self, path: &Path) -> Result<Option<ObjectId>, ObjectError> {
-        let mut file = match envstore_fs::open_regular(path) {
+        let mut file = match envstore_fs::open_stored(path) {
             Ok((f, _)) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("open", path)(e)),

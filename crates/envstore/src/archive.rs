@@ -115,8 +115,7 @@ impl Store {
                     executable,
                     relocated,
                 } => {
-                    let stored = self.objects().require(object, *executable)?;
-                    let (mut file, _) = self.objects().open_checked(&stored, *size)?;
+                    let (mut file, _) = self.objects().open_either(object, *executable, *size)?;
                     let (size, executable, relocated) = (*size, *executable, *relocated);
                     let item = Item::File {
                         size,

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -29,6 +29,7 @@ use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId};
 use rayon::prelude::*;
 
 use crate::files::unix_secs;
+use crate::mark::FileRef;
 use crate::{Error, Result, Store};
 
 /// A pack is closed once it holds this many bytes (so a repack never rewrites much at once).
@@ -229,13 +230,20 @@ fn check_whole(object: &ObjectId, whole: [u8; 32], path: PathBuf) -> Result<()> 
 
 impl Packer<'_> {
     /// Reads, verifies and cuts one batch of objects (in parallel), and adds what is new.
-    fn add_batch(&mut self, batch: &[(ObjectId, bool)]) -> Result<()> {
+    fn add_batch(&mut self, batch: &[FileRef]) -> Result<()> {
         let store = self.store;
         let loaded: Vec<Loaded> = batch
             .par_iter()
-            .map(|(object, executable)| {
-                let path = store.objects().require(object, *executable)?;
-                let data = fs::read(&path).map_err(Error::io("read", &path))?;
+            .map(|file| {
+                let object = &file.object;
+                let (mut opened, path) =
+                    store
+                        .objects()
+                        .open_either(object, file.executable, file.size)?;
+                let mut data = Vec::with_capacity(file.size as usize);
+                opened
+                    .read_to_end(&mut data)
+                    .map_err(Error::io("read", &path))?;
                 let size = data.len() as u64;
                 let ranges = envstore_pack::cut(&data);
                 // Never pack a damaged object: its bytes must hash to its name.
@@ -268,9 +276,12 @@ impl Packer<'_> {
 
     /// Adds one large object, read and cut as a stream, so that memory stays bounded however
     /// large it is.
-    fn add_large(&mut self, object: ObjectId, executable: bool) -> Result<()> {
-        let path = self.store.objects().require(&object, executable)?;
-        let file = fs::File::open(&path).map_err(Error::io("open", &path))?;
+    fn add_large(&mut self, stored: &FileRef) -> Result<()> {
+        let object = stored.object;
+        let (file, path) =
+            self.store
+                .objects()
+                .open_either(&object, stored.executable, stored.size)?;
         let mut hasher = blake3::Hasher::new();
         let (mut ids, mut size) = (Vec::new(), 0u64);
         let (mut pending, mut pending_bytes) = (Vec::new(), 0u64);
@@ -496,23 +507,19 @@ impl Store {
             let mut batch = Vec::new();
             let mut batch_bytes = 0;
             self.for_each_file_batch(&targets, 4096, &mut |files| {
-                let ids: Vec<ObjectId> = files.iter().map(|(o, _)| *o).collect();
+                let ids: Vec<ObjectId> = files.iter().map(|f| f.object).collect();
                 let cold = cold_lookup(&self.open_index()?, &ids)?;
-                for (&(object, executable), cold) in files.iter().zip(cold) {
+                for (file, cold) in files.iter().zip(cold) {
                     if cold.is_some() {
                         continue;
                     }
-                    let size = self
-                        .objects()
-                        .find(&object, executable)
-                        .and_then(|p| fs::symlink_metadata(p).ok())
-                        .map_or(0, |m| m.len());
-                    if size >= LARGE_OBJECT {
-                        packer.add_large(object, executable)?;
+                    // The size is the tree's: opening checks the object has it.
+                    if file.size >= LARGE_OBJECT {
+                        packer.add_large(file)?;
                         continue;
                     }
-                    batch.push((object, executable));
-                    batch_bytes += size;
+                    batch.push(*file);
+                    batch_bytes += file.size;
                     if batch_bytes >= BATCH_BYTES {
                         packer.add_batch(&batch)?;
                         batch.clear();

@@ -216,7 +216,15 @@ impl RefCounts {
 }
 
 /// Receives batches of `(object, exec bit)` pairs.
-pub(crate) type FileBatchFn<'a> = dyn FnMut(&[(ObjectId, bool)]) -> Result<()> + 'a;
+pub(crate) type FileBatchFn<'a> = dyn FnMut(&[FileRef]) -> Result<()> + 'a;
+
+/// A file of a snapshot as its tree records it: its object, exec bit and size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileRef {
+    pub(crate) object: ObjectId,
+    pub(crate) executable: bool,
+    pub(crate) size: u64,
+}
 
 /// Objects handed out recently, so that a file repeated across a tree (or snapshots) is
 /// handed out once while there is room; beyond that, a repeat is only extra work.
@@ -234,7 +242,7 @@ impl Store {
     ) -> Result<()> {
         let mut visited = Visited::default();
         let mut seen: HashSet<ObjectId> = HashSet::new();
-        let mut pending: Vec<(ObjectId, bool)> = Vec::with_capacity(batch);
+        let mut pending: Vec<FileRef> = Vec::with_capacity(batch);
         for id in ids {
             let mut bad = None;
             self.visit_trees(
@@ -242,7 +250,10 @@ impl Store {
                 Some(&mut visited),
                 &mut |_, entry| {
                     if let EntryKind::File {
-                        object, executable, ..
+                        object,
+                        executable,
+                        size,
+                        ..
                     } = &entry.kind
                     {
                         if seen.contains(object) {
@@ -251,7 +262,11 @@ impl Store {
                         if seen.len() < SEEN_OBJECTS_CAP {
                             seen.insert(*object);
                         }
-                        pending.push((*object, *executable));
+                        pending.push(FileRef {
+                            object: *object,
+                            executable: *executable,
+                            size: *size,
+                        });
                         if pending.len() >= batch {
                             f(&pending)?;
                             pending.clear();
@@ -279,8 +294,8 @@ impl Store {
         let scratch = self.scratch_dir();
         let mut set = IdSet::new(&scratch, SET_BUFFER);
         self.for_each_file_batch(ids, 4096, &mut |batch| {
-            for (object, _) in batch {
-                set.insert(*object.as_bytes())
+            for file in batch {
+                set.insert(*file.object.as_bytes())
                     .map_err(Error::io("write a sorted run in", &scratch))?;
             }
             Ok(())

@@ -52,8 +52,8 @@ impl Store {
         self.for_each_file_batch(&[*id], 16 << 10, &mut |batch| {
             let missing: Vec<(ObjectId, bool)> = batch
                 .iter()
-                .filter(|(o, x)| self.objects().find(o, *x).is_none())
-                .copied()
+                .filter(|f| self.objects().find(&f.object, f.executable).is_none())
+                .map(|f| (f.object, f.executable))
                 .collect();
             let (o, b) = self.rehydrate_objects(&missing)?;
             objects += o;
