@@ -92,6 +92,7 @@ def run(exe, store, *args, runs=1, inputs=()):
         t, kib = timed([str(exe), "--store", str(store), "-q", *map(str, args)])
         times.append(t)
         rss.append(kib / 1024)
+        log(f"  envstore {' '.join(map(str, args))}: {t:.2f} s, {kib / 1024:.1f} MiB")
     return statistics.median(times), max(rss)
 
 
@@ -107,6 +108,7 @@ def baseline(cmd, runs=1, inputs=(), after=None):
         warm(*inputs)
         settle()
         times.append(timed(cmd, shell=True)[0])
+        log(f"  {cmd}: {times[-1]:.2f} s")
         if after:
             after()
     return statistics.median(times)
