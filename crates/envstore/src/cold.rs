@@ -240,8 +240,11 @@ impl Packer<'_> {
                     store
                         .objects()
                         .open_either(object, file.executable, file.size)?;
+                // Bounded: a file growing meanwhile fails the hash check below, at most a
+                // byte larger than the tree says.
                 let mut data = Vec::with_capacity(file.size as usize);
-                opened
+                (&mut opened)
+                    .take(file.size + 1)
                     .read_to_end(&mut data)
                     .map_err(Error::io("read", &path))?;
                 let size = data.len() as u64;
