@@ -63,9 +63,14 @@ fn explain_open(e: io::Error, expected: &str) -> io::Error {
 /// Opens `path` for reading without following a symbolic link (ELOOP, explained) or blocking
 /// on a fifo (`O_NONBLOCK`), and `fstat`s what was opened; the caller checks its kind.
 pub fn open_nofollow(path: &Path) -> io::Result<(File, Metadata)> {
+    open_with(path, 0)
+}
+
+/// [`open_nofollow`] with `extra` open flags.
+fn open_with(path: &Path, extra: libc::c_int) -> io::Result<(File, Metadata)> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | extra)
         .open(path)
         .map_err(|e| explain_open(e, "a regular file"))?;
     let meta = file.metadata()?;
@@ -95,19 +100,11 @@ static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
 /// Where the kernel refuses the flag (another owner's file), opens without it.
 pub fn open_stored(path: &Path) -> io::Result<(File, Metadata)> {
     if !NOATIME_REFUSED.load(Ordering::Relaxed) {
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME)
-            .open(path);
-        match opened {
-            Ok(file) => {
-                let meta = file.metadata()?;
-                return regular(file, meta);
-            }
+        match open_with(path, libc::O_NOATIME) {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 NOATIME_REFUSED.store(true, Ordering::Relaxed);
             }
-            Err(e) => return Err(explain_open(e, "a regular file")),
+            opened => return opened.and_then(|(file, meta)| regular(file, meta)),
         }
     }
     open_regular(path)

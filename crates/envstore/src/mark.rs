@@ -215,7 +215,7 @@ impl RefCounts {
     }
 }
 
-/// Receives batches of `(object, exec bit)` pairs.
+/// Receives batches of a snapshot's files.
 pub(crate) type FileBatchFn<'a> = dyn FnMut(&[FileRef]) -> Result<()> + 'a;
 
 /// A file of a snapshot as its tree records it: its object, exec bit and size.
