@@ -13,37 +13,19 @@
 //! future `prune` (exclusive) never deletes what an ingest is about to reference; the hot path
 //! (materializing a known environment) takes no lock at all and never opens the index.
 
-mod archive;
 mod catalog;
 mod cold;
-mod cold_check;
-mod cold_sweep;
-mod diff;
+mod content;
 mod error;
-mod files;
 mod gc;
-mod ingest;
 mod keys;
-mod layout;
-mod mark;
-mod materialize;
-mod open;
-mod problems;
-mod reach;
-mod record_key;
-mod rehydrate;
 mod remote;
-mod repair;
-mod rm;
-mod roots;
 mod store;
 mod verify;
-mod verify_cold;
-mod verify_env;
 
-pub use catalog::{SnapshotDetail, SnapshotInfo, StoreStats, validate_pin_name};
-pub use cold::PackReport;
-pub use cold_sweep::PackSweep;
+pub use catalog::list::{SnapshotDetail, SnapshotInfo, StoreStats, validate_pin_name};
+pub use cold::pack::PackReport;
+pub use cold::sweep::PackSweep;
 pub use envstore_archive::Format as ArchiveFormat;
 pub use envstore_index::SnapshotMeta;
 pub use envstore_keys::{Change as KeyChange, KeyRecord};
@@ -54,18 +36,18 @@ pub use envstore_tree::diff::{Change, Kind};
 pub use envstore_tree::{KeyId, ObjectId, SnapshotId, TreeId};
 pub use envstore_walk::{DEFAULT_EXCLUDES, Filter, WalkStats};
 pub use error::{Error, Result};
-pub use gc::{PruneOptions, PrunePlan, Reason, Removal};
-pub use keys::{EnsureSpec, Ensured};
-pub use layout::LinkReport;
-pub use open::FORMAT_VERSION;
+pub use gc::prune::{PruneOptions, PrunePlan, Reason, Removal};
+pub use keys::ensure::{EnsureSpec, Ensured};
+pub use content::layout::LinkReport;
+pub use store::open::FORMAT_VERSION;
 pub use remote::{
     PullReport, PushReport, Remote, RemoteFailKind, RemotePruneOptions, RemotePruneReport,
     RemoteStats, read_secret_key,
 };
-pub use rm::RmReport;
-pub use roots::{Liveness, Root, RootStatus};
-pub use store::{
+pub use gc::rm::RmReport;
+pub use gc::roots::{Liveness, Root, RootStatus};
+pub use store::handle::{
     IngestReport, Lease, Materialized, Progress, ProgressFn, Source, Store, StoreOptions,
     default_store_path,
 };
-pub use verify::{Problem, VerifyReport};
+pub use verify::report::{Problem, VerifyReport};

@@ -10,7 +10,7 @@ use envstore_remote::sign::SecretKey;
 use envstore_tree::{KeyId, SnapshotId};
 
 use super::{Remote, RemoteFailKind};
-use crate::files::unix_secs;
+use crate::store::files::unix_secs;
 use crate::{Error, Result, Store};
 
 fn key_key(key: &KeyId) -> String {

@@ -15,9 +15,9 @@ use envstore_remote::format::{self, Record, Ref};
 use envstore_tree::{ChunkId, EntryKind as TreeEntry, ObjectId, PackId, SnapshotId, Tree, TreeId};
 
 use super::{CACHE_DIR, Remote};
-use crate::cold::{cold_lookup, pack_err};
-use crate::files::unix_secs;
-use crate::rehydrate::Plan;
+use crate::cold::pack::{cold_lookup, pack_err};
+use crate::store::files::unix_secs;
+use crate::cold::rehydrate::Plan;
 use crate::{Error, Result, Store};
 
 /// The temporary pack's id in a plan (no real pack hashes to it).

@@ -15,7 +15,7 @@ use envstore_remote::sign::SecretKey;
 use envstore_tree::{ChunkId, EntryKind as TreeEntry, ObjectId, PackId, SnapshotId, TreeId};
 
 use super::{CACHE_DIR, Remote};
-use crate::cold::pack_err;
+use crate::cold::pack::pack_err;
 use crate::{Error, Result, Store};
 
 /// Remote packs are closed at this size: small enough to upload in one request and to prune

@@ -8,7 +8,7 @@ use envstore_pack::{BlockBuilder, Entry, EntryKind, PackReader, pack_path};
 use envstore_tree::{ObjectId, PackId};
 use rayon::prelude::*;
 
-use crate::cold::{flush_blocks, pack_err, written_chunks};
+use crate::cold::pack::{flush_blocks, pack_err, written_chunks};
 use crate::{Result, Store};
 
 /// Damage found in packs by [`Store::check_packs`].

@@ -31,11 +31,11 @@ use rayon::prelude::*;
 
 use envstore_fs::DirState;
 
-use crate::files::Stored;
-use crate::mark::Visited;
-pub use crate::problems::{Problem, VerifyReport};
-use crate::verify_cold::Absent;
-use crate::verify_env::Check;
+use crate::store::files::Stored;
+use crate::store::mark::Visited;
+use crate::verify::report::{Problem, VerifyReport};
+use crate::verify::cold::Absent;
+use crate::verify::env::Check;
 use crate::{Error, Result, Store};
 
 /// Objects re-hashed at a time (in parallel), and looked up in the index at a time.

@@ -26,7 +26,7 @@ use std::time::SystemTime;
 
 use envstore_tree::SnapshotId;
 
-use crate::files::{remove_file, unix_secs};
+use crate::store::files::{remove_file, unix_secs};
 use crate::{Error, Result, Store};
 
 const HEADER: &str = "envstore-root 1";

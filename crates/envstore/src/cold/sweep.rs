@@ -9,7 +9,7 @@ use envstore_idset::{Cursor, IdSet};
 use envstore_pack::{Entry, EntryKind, decode_recipe, pack_path};
 use envstore_tree::{ObjectId, PackId, SnapshotId};
 
-use crate::cold::{cold_lookup, pack_err};
+use crate::cold::pack::{cold_lookup, pack_err};
 use crate::{Error, Result, Store};
 
 /// Objects looked up in the index at a time.
@@ -56,7 +56,7 @@ impl Store {
                 for executable in [false, true] {
                     let path = self.objects().path(object, executable);
                     if let Ok(meta) = fs::symlink_metadata(&path) {
-                        crate::files::remove_file(&path)?;
+                        crate::store::files::remove_file(&path)?;
                         count += 1;
                         bytes += meta.len();
                     }

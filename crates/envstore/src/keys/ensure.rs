@@ -25,7 +25,7 @@ use envstore_lock::{FileLock, LockError, LockKind};
 use envstore_tree::{KeyId, SnapshotId};
 use envstore_walk::Filter;
 
-use crate::files::unix_secs;
+use crate::store::files::unix_secs;
 use crate::{Error, Materialized, Result, Store, validate_pin_name};
 
 /// A key record is a few dozen short lines.
@@ -324,7 +324,7 @@ impl Store {
         let mut removed = 0;
         for record in self.keys()? {
             if !self.has_snapshot(&record.snapshot) {
-                crate::files::remove_file(&self.key_path(&record.key))?;
+                crate::store::files::remove_file(&self.key_path(&record.key))?;
                 let lock = self.root().join("locks").join(record.key.to_hex());
                 if let Ok(Some(held)) = FileLock::try_acquire(&lock, LockKind::Exclusive) {
                     held.remove()?;

@@ -11,7 +11,7 @@ use envstore_lock::{FileLock, LockKind};
 use envstore_tree::{SnapshotId, Tree, TreeId};
 use envstore_walk::Filter;
 
-use crate::layout::{LinkReport, lay_out};
+use crate::content::layout::{LinkReport, lay_out};
 use crate::{Error, IngestReport, Lease, Materialized, Result, Source, Store};
 
 impl Store {

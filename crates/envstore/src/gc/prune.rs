@@ -18,10 +18,10 @@ use std::time::{Duration, SystemTime};
 use envstore_lock::{FileLock, LockKind};
 use envstore_tree::{EntryKind, SnapshotId};
 
-use crate::cold::PackReport;
-use crate::cold_sweep::PackSweep;
-use crate::files::{Stored, remove_file, remove_tree, unix_secs};
-use crate::mark::{Marked, Marks, RefCounts, Visited};
+use crate::cold::pack::PackReport;
+use crate::cold::sweep::PackSweep;
+use crate::store::files::{Stored, remove_file, remove_tree, unix_secs};
+use crate::store::mark::{Marked, Marks, RefCounts, Visited};
 use crate::{Error, Result, Store};
 
 /// What prune may remove.

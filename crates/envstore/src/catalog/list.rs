@@ -16,8 +16,8 @@ use envstore_index::SnapshotMeta;
 use envstore_link::LinkMode;
 use envstore_tree::{ObjectId, SnapshotId};
 
-use crate::files::Stored;
-use crate::reach::TreeCache;
+use crate::store::files::Stored;
+use crate::store::reach::TreeCache;
 use crate::{Error, Result, Store};
 
 /// Longest pin name.
@@ -122,7 +122,7 @@ pub struct StoreStats {
     pub link_support: Vec<(LinkMode, std::result::Result<(), String>)>,
 }
 
-use crate::files::unix_secs;
+use crate::store::files::unix_secs;
 
 impl Store {
     fn pin_path(&self, name: &str) -> PathBuf {

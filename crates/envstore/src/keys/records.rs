@@ -20,7 +20,7 @@ use envstore_keys::{Inputs, KeyRecord};
 use envstore_tree::{EntryKind, SnapshotId, TreeId};
 use envstore_walk::{Filter, WalkStats};
 
-use crate::files::unix_secs;
+use crate::store::files::unix_secs;
 use crate::{Error, IngestReport, Result, Store};
 
 /// One entry of a directory as `lstat` sees it.

@@ -28,8 +28,8 @@ use envstore_pack::{
 use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId};
 use rayon::prelude::*;
 
-use crate::files::unix_secs;
-use crate::mark::FileRef;
+use crate::store::files::unix_secs;
+use crate::store::mark::FileRef;
 use crate::{Error, Result, Store};
 
 /// A pack is closed once it holds this many bytes (so a repack never rewrites much at once).

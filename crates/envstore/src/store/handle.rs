@@ -9,7 +9,7 @@ use envstore_objects::{ObjectStore, TreeStore};
 use envstore_tree::SnapshotId;
 use envstore_walk::{Filter, WalkStats};
 
-use crate::layout::LinkReport;
+use crate::content::layout::LinkReport;
 use crate::{Error, Result};
 
 /// Tunables of a [`Store`].

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use envstore_fs::DirState;
 
-use crate::files::remove_tree;
+use crate::store::files::remove_tree;
 use crate::{Error, Progress, Result, Store};
 
 /// Every directory of a materialization: readable and searchable by all, writable by nobody.

@@ -20,10 +20,11 @@ use envstore_link::LinkPolicy;
 use envstore_tree::{EntryKind, ObjectId, SnapshotId, Tree, TreeId};
 use envstore_walk::Filter;
 
-use crate::files::{remove_file, remove_tree, unix_secs};
-use crate::layout::lay_out;
-use crate::verify::{Found, Needs, Problem, VerifyReport};
-use crate::verify_cold::ColdState;
+use crate::store::files::{remove_file, remove_tree, unix_secs};
+use crate::content::layout::lay_out;
+use crate::verify::pass::{Found, Needs};
+use crate::verify::report::{Problem, VerifyReport};
+use crate::verify::cold::ColdState;
 use crate::{Error, Result, Store};
 
 impl Store {

@@ -9,7 +9,7 @@ use envstore_index::SnapshotMeta;
 use envstore_objects::ObjectError;
 use envstore_tree::{Entry, EntryKind, SnapshotId, Tree, TreeId};
 
-use crate::files::unix_secs;
+use crate::store::files::unix_secs;
 use crate::{Error, Result, Store};
 
 /// The export's destination: its write errors are told apart from errors reading the store, so

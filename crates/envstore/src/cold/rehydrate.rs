@@ -10,7 +10,7 @@ use envstore_pack::{Block, PackReader, pack_path};
 use envstore_tree::{ObjectId, PackId, SnapshotId};
 use rayon::prelude::*;
 
-use crate::cold::{cold_lookup, pack_err};
+use crate::cold::pack::{cold_lookup, pack_err};
 use crate::{Result, Store};
 
 /// The chunk locations that rebuild each object.

@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use envstore_idset::{Cursor, IdSet, SortedFile};
 use envstore_tree::{ObjectId, PackId, SnapshotId};
 
-use crate::cold::cold_lookup;
-use crate::cold_check::PackCheck;
-use crate::verify::{BATCH, Needs, io_err};
+use crate::cold::pack::cold_lookup;
+use crate::cold::check::PackCheck;
+use crate::verify::pass::{BATCH, Needs, io_err};
 use crate::{Problem, Result, Store, VerifyReport};
 
 /// What verify found of the cold tier, for the objects that are not loose.

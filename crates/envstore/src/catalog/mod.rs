@@ -1,0 +1,5 @@
+//! Naming and reading: pins, listing, show, stats, diff, resolving what a user typed.
+//! Read-only reports but for pins. Uses store/, cold/, content/.
+
+pub(crate) mod diff;
+pub(crate) mod list;
