@@ -13,6 +13,7 @@
 //! future `prune` (exclusive) never deletes what an ingest is about to reference; the hot path
 //! (materializing a known environment) takes no lock at all and never opens the index.
 
+mod api;
 mod catalog;
 mod cold;
 mod content;
@@ -23,9 +24,12 @@ mod remote;
 mod store;
 mod verify;
 
-pub use catalog::list::{SnapshotDetail, SnapshotInfo, StoreStats, validate_pin_name};
+pub use catalog::list::{SnapshotDetail, SnapshotInfo, StoreStats};
+pub use catalog::pins::validate_pin_name;
 pub use cold::pack::PackReport;
 pub use cold::sweep::PackSweep;
+pub use content::layout::LinkReport;
+pub use content::{IngestReport, Materialized};
 pub use envstore_archive::Format as ArchiveFormat;
 pub use envstore_index::SnapshotMeta;
 pub use envstore_keys::{Change as KeyChange, KeyRecord};
@@ -37,17 +41,15 @@ pub use envstore_tree::{KeyId, ObjectId, SnapshotId, TreeId};
 pub use envstore_walk::{DEFAULT_EXCLUDES, Filter, WalkStats};
 pub use error::{Error, Result};
 pub use gc::prune::{PruneOptions, PrunePlan, Reason, Removal};
+pub use gc::rm::RmReport;
+pub use gc::roots::{Liveness, Root, RootStatus};
 pub use keys::ensure::{EnsureSpec, Ensured};
-pub use content::layout::LinkReport;
-pub use store::open::FORMAT_VERSION;
 pub use remote::{
     PullReport, PushReport, Remote, RemoteFailKind, RemotePruneOptions, RemotePruneReport,
     RemoteStats, read_secret_key,
 };
-pub use gc::rm::RmReport;
-pub use gc::roots::{Liveness, Root, RootStatus};
 pub use store::handle::{
-    IngestReport, Lease, Materialized, Progress, ProgressFn, Source, Store, StoreOptions,
-    default_store_path,
+    Lease, Progress, ProgressFn, Source, Store, StoreOptions, default_store_path,
 };
+pub use store::open::FORMAT_VERSION;
 pub use verify::report::{Problem, VerifyReport};

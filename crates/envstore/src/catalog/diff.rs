@@ -65,35 +65,40 @@ impl SpilledTrees {
     }
 }
 
-impl Store {
-    /// The differences from `old` to `new`. Directories are hashed, not stored; subtrees with
-    /// equal ids are skipped unread.
-    pub fn diff(&self, old: &Source, new: &Source, filter: &Filter) -> Result<Vec<Change>> {
-        let path = self.scratch_dir();
-        let file = tempfile::tempfile_in(&path)
-            .or_else(|_| tempfile::tempfile())
-            .map_err(Error::io("create a temporary file in", &path))?;
-        let spilled = SpilledTrees {
-            file: Mutex::new((file, 0)),
-            at: Mutex::new(HashMap::new()),
-            path,
-        };
-        let root_of = |source: &Source| -> Result<TreeId> {
-            Ok(match source {
-                Source::Snapshot(id) => id.root(),
-                Source::Dir(dir) => self.walk_dir_into(dir, filter, &spilled)?.root,
-            })
-        };
-        let (a, b) = (root_of(old)?, root_of(new)?);
-        let mut lookup = |id: &TreeId| -> Result<Tree> {
-            match spilled.get(id) {
-                Some(tree) => tree,
-                None => Ok(self.trees().get(id)?),
+/// The differences from `old` to `new`. Directories are hashed, not stored; subtrees with
+/// equal ids are skipped unread.
+pub(crate) fn diff(
+    store: &Store,
+    old: &Source,
+    new: &Source,
+    filter: &Filter,
+) -> Result<Vec<Change>> {
+    let path = store.scratch_dir();
+    let file = tempfile::tempfile_in(&path)
+        .or_else(|_| tempfile::tempfile())
+        .map_err(Error::io("create a temporary file in", &path))?;
+    let spilled = SpilledTrees {
+        file: Mutex::new((file, 0)),
+        at: Mutex::new(HashMap::new()),
+        path,
+    };
+    let root_of = |source: &Source| -> Result<TreeId> {
+        Ok(match source {
+            Source::Snapshot(id) => id.root(),
+            Source::Dir(dir) => {
+                crate::content::ingest::walk_dir_into(store, dir, filter, &spilled)?.root
             }
-        };
-        let (ta, tb) = (lookup(&a)?, lookup(&b)?);
-        let mut changes = Vec::new();
-        diff::diff(&ta, &tb, &mut lookup, &mut changes)?;
-        Ok(changes)
-    }
+        })
+    };
+    let (a, b) = (root_of(old)?, root_of(new)?);
+    let mut lookup = |id: &TreeId| -> Result<Tree> {
+        match spilled.get(id) {
+            Some(tree) => tree,
+            None => Ok(store.trees().get(id)?),
+        }
+    };
+    let (ta, tb) = (lookup(&a)?, lookup(&b)?);
+    let mut changes = Vec::new();
+    diff::diff(&ta, &tb, &mut lookup, &mut changes)?;
+    Ok(changes)
 }

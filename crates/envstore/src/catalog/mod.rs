@@ -3,3 +3,5 @@
 
 pub(crate) mod diff;
 pub(crate) mod list;
+pub(crate) mod pins;
+pub(crate) mod resolve;

@@ -3,5 +3,6 @@
 
 pub(crate) mod check;
 pub(crate) mod pack;
+pub(crate) mod packs;
 pub(crate) mod rehydrate;
 pub(crate) mod sweep;

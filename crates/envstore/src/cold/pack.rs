@@ -12,22 +12,18 @@
 //! so builds keep running; materializing holds the store lock shared while it rehydrates, so the
 //! freeing step cannot take an object away from under it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use envstore_index::{ChunkLoc, ColdTotals, Index};
-use envstore_lock::{FileLock, LockKind};
 use envstore_objects::ObjectError;
-use envstore_pack::{
-    BlockBuilder, EncodedBlock, Entry, EntryKind, PackReader, PackWriter, WrittenPack,
-    decode_recipe, encode_recipe, parse_pack_name,
-};
+use envstore_pack::{BlockBuilder, EntryKind, PackWriter, encode_recipe};
 use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId};
 use rayon::prelude::*;
 
+use crate::cold::packs::{cold_lookup, flush_blocks, pack_err, written_chunks};
 use crate::store::files::unix_secs;
 use crate::store::mark::FileRef;
 use crate::{Error, Result, Store};
@@ -67,135 +63,6 @@ pub struct PackReport {
 
 /// An object read for packing: its size, and its chunks.
 type Loaded = (ObjectId, u64, Vec<(ChunkId, Vec<u8>)>);
-
-/// What a pack holds, read back from it.
-pub(crate) struct ScannedPack {
-    pub(crate) len: u64,
-    pub(crate) chunks: Vec<(ChunkId, ChunkLoc)>,
-    pub(crate) recipes: Vec<(ObjectId, Vec<u8>)>,
-}
-
-/// Reads a pack's table of contents (and its recipe entries) to index it.
-pub(crate) fn scan_pack(reader: &PackReader, id: PackId) -> Result<ScannedPack, Error> {
-    let mut scanned = ScannedPack {
-        len: reader.len(),
-        chunks: Vec::new(),
-        recipes: Vec::new(),
-    };
-    for header in reader.headers().map_err(pack_err)? {
-        scanned
-            .chunks
-            .extend(block_chunks(id, header.offset, header.placed()));
-        let mut raw = None;
-        for (offset, entry) in header.placed() {
-            if entry.kind != EntryKind::Recipe {
-                continue;
-            }
-            if raw.is_none() {
-                raw = Some(reader.read_block(&header).map_err(pack_err)?);
-            }
-            let raw = raw.as_ref().expect("read above");
-            let bytes = &raw[offset as usize..(offset + entry.len) as usize];
-            scanned
-                .recipes
-                .push((ObjectId::from_bytes(entry.id), bytes.to_vec()));
-        }
-    }
-    Ok(scanned)
-}
-
-pub(crate) fn pack_err(e: envstore_pack::PackError) -> Error {
-    match e {
-        envstore_pack::PackError::Io { op, path, source } => Error::Io { op, path, source },
-        envstore_pack::PackError::Corrupt { .. } => Error::DamagedPack {
-            reason: e.to_string(),
-        },
-    }
-}
-
-/// Where each object's chunks are, from the index: `None` for an object the cold tier cannot
-/// rebuild (no recipe and no chunk of its id, or a chunk missing).
-pub(crate) fn cold_lookup(
-    index: &Index,
-    objects: &[ObjectId],
-) -> Result<Vec<Option<Vec<ChunkLoc>>>> {
-    let recipes = index.recipes(objects)?;
-    let mut chunk_lists: Vec<Vec<ChunkId>> = Vec::with_capacity(objects.len());
-    for (object, recipe) in objects.iter().zip(recipes) {
-        chunk_lists.push(match recipe {
-            Some((_, bytes)) => match decode_recipe(&bytes) {
-                Some((_, chunks)) => chunks,
-                None => Vec::new(),
-            },
-            None => vec![ChunkId::from(*object)],
-        });
-    }
-    let all: Vec<ChunkId> = chunk_lists.iter().flatten().copied().collect();
-    let locs = index.chunk_locs(&all)?;
-    let mut at = 0;
-    Ok(chunk_lists
-        .iter()
-        .map(|chunks| {
-            let these = &locs[at..at + chunks.len()];
-            at += chunks.len();
-            if chunks.is_empty() {
-                return None;
-            }
-            these.iter().copied().collect::<Option<Vec<_>>>()
-        })
-        .collect())
-}
-
-/// Appends blocks to the pack being written, compressing them in parallel.
-pub(crate) fn flush_blocks(
-    store: &Store,
-    writer: &mut Option<PackWriter>,
-    blocks: Vec<BlockBuilder>,
-) -> Result<()> {
-    if blocks.is_empty() {
-        return Ok(());
-    }
-    let encoded: Vec<EncodedBlock> = blocks
-        .into_par_iter()
-        .map(BlockBuilder::encode)
-        .collect::<io::Result<_>>()
-        .map_err(Error::io("compress a block for", &store.packs_dir()))?;
-    for block in encoded {
-        let w = match writer {
-            Some(w) => w,
-            None => writer.insert(PackWriter::create(&store.packs_dir()).map_err(pack_err)?),
-        };
-        w.append(block).map_err(pack_err)?;
-    }
-    Ok(())
-}
-
-/// The locations of the chunks among a block's entries.
-fn block_chunks<'e>(
-    pack: PackId,
-    block: u64,
-    entries: impl Iterator<Item = (u32, &'e Entry)>,
-) -> impl Iterator<Item = (ChunkId, ChunkLoc)> {
-    entries
-        .filter(|(_, e)| e.kind == EntryKind::Chunk)
-        .map(move |(offset, e)| {
-            let loc = ChunkLoc {
-                pack,
-                block,
-                offset,
-                len: e.len,
-            };
-            (ChunkId::from_bytes(e.id), loc)
-        })
-}
-
-/// Chunk locations of a pack just written, for the index.
-pub(crate) fn written_chunks(pack: &WrittenPack) -> Vec<(ChunkId, ChunkLoc)> {
-    pack.blocks
-        .iter()
-        .flat_map(|(block, entries)| block_chunks(pack.id, *block, envstore_pack::placed(entries)))
-        .collect()
-}
 
 /// Builds packs from objects; see [`Store::pack`].
 struct Packer<'s> {
@@ -394,174 +261,99 @@ impl Packer<'_> {
     }
 }
 
-impl Store {
-    pub(crate) fn packs_dir(&self) -> PathBuf {
-        self.root().join("packs")
-    }
-
-    fn pack_lock(&self) -> Result<FileLock> {
-        Ok(FileLock::acquire(
-            &self.root().join("pack.lock"),
-            LockKind::Exclusive,
-            self.options().lock_timeout,
-            "the pack lock (another pack, prune or repair is working on packs)",
-        )?)
-    }
-
-    /// The packs in `packs/`, by name.
-    pub(crate) fn pack_files(&self) -> Result<Vec<(PackId, PathBuf)>> {
-        let dir = self.packs_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("read", &dir)(e)),
+/// Moves snapshots into the cold tier: every object they need is cut into chunks, new chunks
+/// are compressed into packs, the snapshots are marked packed, and loose objects that no
+/// materialized or unpacked snapshot needs are freed. With no ids, packs every snapshot that
+/// is not materialized.
+pub(crate) fn pack(store: &Store, only: &[SnapshotId]) -> Result<PackReport> {
+    let _pack_lock = store.pack_lock()?;
+    let report = {
+        let _shared = store.lock_shared()?;
+        fs::create_dir_all(store.packs_dir()).map_err(Error::io("create", &store.packs_dir()))?;
+        let mut report = PackReport {
+            recovered_packs: crate::cold::packs::reconcile_packs(store)?,
+            ..PackReport::default()
         };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(Error::io("read", &dir))?;
-            if let Some(id) = entry.file_name().to_str().and_then(parse_pack_name) {
-                out.push((id, entry.path()));
+        let targets: Vec<SnapshotId> = if only.is_empty() {
+            store
+                .snapshot_ids()?
+                .into_iter()
+                .filter(|id| !store.is_materialized(id))
+                .collect()
+        } else {
+            for id in only {
+                if !store.has_snapshot(id) {
+                    return Err(Error::UnknownSnapshot {
+                        prefix: id.to_hex(),
+                    });
+                }
             }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Brings the index in line with `packs/`: indexes packs it does not know (written by an
-    /// interrupted `pack`) and forgets packs that are gone. A pack that cannot be read is left
-    /// for `verify` to report. Returns how many packs were indexed.
-    pub(crate) fn reconcile_packs(&self) -> Result<u64> {
-        let on_disk = self.pack_files()?;
-        let index = self.open_index()?;
-        let indexed: HashMap<PackId, u64> = index.packs()?.into_iter().collect();
-        let mut added = 0;
-        for (id, path) in &on_disk {
-            if indexed.contains_key(id) {
-                continue;
-            }
-            let Ok(scanned) = PackReader::open(path)
-                .map_err(pack_err)
-                .and_then(|r| scan_pack(&r, *id))
-            else {
-                continue;
-            };
-            index.add_pack(id, scanned.len, &scanned.chunks, &scanned.recipes)?;
-            added += 1;
-        }
-        let present: HashSet<PackId> = on_disk.iter().map(|(id, _)| *id).collect();
-        let gone: Vec<PackId> = indexed
-            .keys()
-            .filter(|id| !present.contains(id))
+            only.to_vec()
+        };
+        report.kept_materialized = targets
+            .iter()
+            .filter(|id| store.is_materialized(id))
             .copied()
             .collect();
-        if !gone.is_empty() {
-            index.remove_packs(&gone)?;
-        }
-        Ok(added)
-    }
 
-    /// Moves snapshots into the cold tier: every object they need is cut into chunks, new chunks
-    /// are compressed into packs, the snapshots are marked packed, and loose objects that no
-    /// materialized or unpacked snapshot needs are freed. With no ids, packs every snapshot that
-    /// is not materialized.
-    pub fn pack(&self, only: &[SnapshotId]) -> Result<PackReport> {
-        let _pack_lock = self.pack_lock()?;
-        let report = {
-            let _shared = self.lock_shared()?;
-            fs::create_dir_all(self.packs_dir()).map_err(Error::io("create", &self.packs_dir()))?;
-            let mut report = PackReport {
-                recovered_packs: self.reconcile_packs()?,
-                ..PackReport::default()
-            };
-            let targets: Vec<SnapshotId> = if only.is_empty() {
-                self.snapshot_ids()?
-                    .into_iter()
-                    .filter(|id| !self.is_materialized(id))
-                    .collect()
-            } else {
-                for id in only {
-                    if !self.has_snapshot(id) {
-                        return Err(Error::UnknownSnapshot {
-                            prefix: id.to_hex(),
-                        });
-                    }
-                }
-                only.to_vec()
-            };
-            report.kept_materialized = targets
-                .iter()
-                .filter(|id| self.is_materialized(id))
-                .copied()
-                .collect();
-
-            // The objects, in tree order, without those the cold tier has; streamed in
-            // batches, so that memory does not grow with the snapshots.
-            let mut packer = Packer {
-                store: self,
-                writer: None,
-                chunks: BlockBuilder::default(),
-                recipes: BlockBuilder::default(),
-                pending_recipes: Vec::new(),
-                known: HashSet::new(),
-                pack_chunks: 0,
-                sealed: Vec::new(),
-                report,
-            };
-            let mut batch = Vec::new();
-            let mut batch_bytes = 0;
-            self.for_each_file_batch(&targets, 4096, &mut |files| {
-                let ids: Vec<ObjectId> = files.iter().map(|f| f.object).collect();
-                let cold = cold_lookup(&self.open_index()?, &ids)?;
-                for (file, cold) in files.iter().zip(cold) {
-                    if cold.is_some() {
-                        continue;
-                    }
-                    // The size is the tree's: opening checks the object has it.
-                    if file.size >= LARGE_OBJECT {
-                        packer.add_large(file)?;
-                        continue;
-                    }
-                    batch.push(*file);
-                    batch_bytes += file.size;
-                    if batch_bytes >= BATCH_BYTES {
-                        packer.add_batch(&batch)?;
-                        batch.clear();
-                        batch_bytes = 0;
-                    }
-                }
-                Ok(())
-            })?;
-            packer.add_batch(&batch)?;
-            packer.finish_pack()?;
-            let mut report = packer.report;
-
-            // Only now, with every chunk durable and indexed, are the snapshots marked packed.
-            let now = unix_secs(SystemTime::now());
-            let mut records = Vec::new();
-            for id in &targets {
-                let mut meta = self.snapshot_meta(id)?;
-                meta.packed = now;
-                self.write_file_atomic(&self.snapshot_file(id), meta.to_text().as_bytes())?;
-                records.push((*id, meta));
-            }
-            let _ = self.update_index(|index| index.put_snapshots(&records));
-            report.snapshots = targets;
-            report
+        // The objects, in tree order, without those the cold tier has; streamed in
+        // batches, so that memory does not grow with the snapshots.
+        let mut packer = Packer {
+            store,
+            writer: None,
+            chunks: BlockBuilder::default(),
+            recipes: BlockBuilder::default(),
+            pending_recipes: Vec::new(),
+            known: HashSet::new(),
+            pack_chunks: 0,
+            sealed: Vec::new(),
+            report,
         };
-        let (freed_objects, freed_bytes) = self.free_packed_objects()?;
-        Ok(PackReport {
-            freed_objects,
-            freed_bytes,
-            ..report
-        })
-    }
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        crate::store::mark::for_each_file_batch(store, &targets, 4096, &mut |files| {
+            let ids: Vec<ObjectId> = files.iter().map(|f| f.object).collect();
+            let cold = cold_lookup(&store.open_index()?, &ids)?;
+            for (file, cold) in files.iter().zip(cold) {
+                if cold.is_some() {
+                    continue;
+                }
+                // The size is the tree's: opening checks the object has it.
+                if file.size >= LARGE_OBJECT {
+                    packer.add_large(file)?;
+                    continue;
+                }
+                batch.push(*file);
+                batch_bytes += file.size;
+                if batch_bytes >= BATCH_BYTES {
+                    packer.add_batch(&batch)?;
+                    batch.clear();
+                    batch_bytes = 0;
+                }
+            }
+            Ok(())
+        })?;
+        packer.add_batch(&batch)?;
+        packer.finish_pack()?;
+        let mut report = packer.report;
 
-    /// Totals of the cold tier for `stats` (after bringing the index in line with `packs/`).
-    pub(crate) fn cold_totals(&self) -> Result<ColdTotals> {
-        if self.pack_files()?.is_empty() {
-            return Ok(ColdTotals::default());
+        // Only now, with every chunk durable and indexed, are the snapshots marked packed.
+        let now = unix_secs(SystemTime::now());
+        let mut records = Vec::new();
+        for id in &targets {
+            let mut meta = store.snapshot_meta(id)?;
+            meta.packed = now;
+            store.write_file_atomic(&store.snapshot_file(id), meta.to_text().as_bytes())?;
+            records.push((*id, meta));
         }
-        self.reconcile_packs()?;
-        Ok(self.open_index()?.cold_totals()?)
-    }
+        let _ = store.update_index(|index| index.put_snapshots(&records));
+        report.snapshots = targets;
+        report
+    };
+    let (freed_objects, freed_bytes) = crate::cold::sweep::free_packed_objects(store)?;
+    Ok(PackReport {
+        freed_objects,
+        freed_bytes,
+        ..report
+    })
 }

@@ -61,174 +61,182 @@ enum Node {
     Leaf(EntryKind),
 }
 
-impl Store {
-    /// Writes snapshot `id` to `out` as a deterministic archive; returns `out`.
-    pub fn export<W: Write>(&self, id: &SnapshotId, out: W, format: Format) -> Result<W> {
-        if !self.has_snapshot(id) {
-            return Err(Error::UnknownSnapshot {
-                prefix: id.to_hex(),
-            });
-        }
-        let _lock = self.lock_shared()?;
-        self.ensure_loose(id)?;
-        let mut writer = Writer::new(Output(out), format).map_err(export_err(self.root()))?;
-        self.export_tree(&mut writer, &id.root(), &[])?;
-        writer
-            .finish()
-            .map(|Output(out)| out)
-            .map_err(export_err(self.root()))
+/// Writes snapshot `id` to `out` as a deterministic archive; returns `out`.
+pub(crate) fn export<W: Write>(
+    store: &Store,
+    id: &SnapshotId,
+    out: W,
+    format: Format,
+) -> Result<W> {
+    if !store.has_snapshot(id) {
+        return Err(Error::UnknownSnapshot {
+            prefix: id.to_hex(),
+        });
     }
+    let _lock = store.lock_shared()?;
+    crate::cold::rehydrate::ensure_loose(store, id)?;
+    let mut writer = Writer::new(Output(out), format).map_err(export_err(store.root()))?;
+    export_tree(store, &mut writer, &id.root(), &[])?;
+    writer
+        .finish()
+        .map(|Output(out)| out)
+        .map_err(export_err(store.root()))
+}
 
-    fn export_tree<W: Write>(
-        &self,
-        writer: &mut Writer<Output<W>>,
-        tree: &TreeId,
-        prefix: &[u8],
-    ) -> Result<()> {
-        let tree = self.trees().get(tree)?;
-        for entry in tree.entries() {
-            let mut path = prefix.to_vec();
-            if !path.is_empty() {
-                path.push(b'/');
+fn export_tree<W: Write>(
+    store: &Store,
+    writer: &mut Writer<Output<W>>,
+    tree: &TreeId,
+    prefix: &[u8],
+) -> Result<()> {
+    let tree = store.trees().get(tree)?;
+    for entry in tree.entries() {
+        let mut path = prefix.to_vec();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&entry.name);
+        let io = export_err(store.root());
+        match &entry.kind {
+            EntryKind::Dir { tree } => {
+                writer.add(&path, Item::Dir).map_err(io)?;
+                export_tree(store, writer, tree, &path)?;
             }
-            path.extend_from_slice(&entry.name);
-            let io = export_err(self.root());
-            match &entry.kind {
-                EntryKind::Dir { tree } => {
-                    writer.add(&path, Item::Dir).map_err(io)?;
-                    self.export_tree(writer, tree, &path)?;
-                }
-                EntryKind::Symlink { target, relocated } => {
-                    writer
-                        .add(
-                            &path,
-                            Item::Symlink {
-                                target,
-                                relocated: *relocated,
-                            },
-                        )
-                        .map_err(io)?;
-                }
-                EntryKind::File {
-                    object,
+            EntryKind::Symlink { target, relocated } => {
+                writer
+                    .add(
+                        &path,
+                        Item::Symlink {
+                            target,
+                            relocated: *relocated,
+                        },
+                    )
+                    .map_err(io)?;
+            }
+            EntryKind::File {
+                object,
+                size,
+                executable,
+                relocated,
+            } => {
+                let (mut file, _) = store.objects().open_either(object, *executable, *size)?;
+                let (size, executable, relocated) = (*size, *executable, *relocated);
+                let item = Item::File {
                     size,
                     executable,
                     relocated,
-                } => {
-                    let (mut file, _) = self.objects().open_either(object, *executable, *size)?;
-                    let (size, executable, relocated) = (*size, *executable, *relocated);
-                    let item = Item::File {
+                    content: &mut file,
+                };
+                writer.add(&path, item).map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stores the snapshot in an archive read from `input` (tar or tar.zst) and returns its id.
+/// Nothing becomes visible unless the whole archive is valid: objects are written as the
+/// archive streams by, the trees and the snapshot record only at the end (objects of a
+/// refused archive are unreferenced, and prune removes them). `limit` bounds the bytes
+/// after decompression. `label` says where it came from (recorded as the source).
+pub(crate) fn import(
+    store: &Store,
+    input: impl Read,
+    limit: u64,
+    label: &str,
+) -> Result<SnapshotId> {
+    store.require_writable("import into it")?;
+    let _lock = store.lock_shared()?;
+    let tmp = store.root().join("tmp");
+    let mut root = BTreeMap::new();
+    let (mut files, mut symlinks, mut bytes) = (0u64, 0u64, 0u64);
+    envstore_archive::read(input, limit, &mut |event| -> Result<()> {
+        let (path, node) = match event {
+            Event::Dir { path } => (path, None),
+            Event::File {
+                path,
+                executable,
+                relocated,
+                content,
+            } => {
+                let (object, size, _) = store
+                    .objects()
+                    .insert_reader(content, &tmp, executable)
+                    .map_err(|e| match e {
+                        ObjectError::Reader(e) => {
+                            Error::Archive(envstore_archive::classify(e, limit))
+                        }
+                        other => other.into(),
+                    })?;
+                files += 1;
+                bytes += size;
+                (
+                    path,
+                    Some(EntryKind::File {
+                        object,
                         size,
                         executable,
                         relocated,
-                        content: &mut file,
-                    };
-                    writer.add(&path, item).map_err(io)?;
-                }
+                    }),
+                )
             }
-        }
-        Ok(())
-    }
-
-    /// Stores the snapshot in an archive read from `input` (tar or tar.zst) and returns its id.
-    /// Nothing becomes visible unless the whole archive is valid: objects are written as the
-    /// archive streams by, the trees and the snapshot record only at the end (objects of a
-    /// refused archive are unreferenced, and prune removes them). `limit` bounds the bytes
-    /// after decompression. `label` says where it came from (recorded as the source).
-    pub fn import(&self, input: impl Read, limit: u64, label: &str) -> Result<SnapshotId> {
-        self.require_writable("import into it")?;
-        let _lock = self.lock_shared()?;
-        let tmp = self.root().join("tmp");
-        let mut root = BTreeMap::new();
-        let (mut files, mut symlinks, mut bytes) = (0u64, 0u64, 0u64);
-        envstore_archive::read(input, limit, &mut |event| -> Result<()> {
-            let (path, node) = match event {
-                Event::Dir { path } => (path, None),
-                Event::File {
-                    path,
-                    executable,
-                    relocated,
-                    content,
-                } => {
-                    let (object, size, _) = self
-                        .objects()
-                        .insert_reader(content, &tmp, executable)
-                        .map_err(|e| match e {
-                            ObjectError::Reader(e) => {
-                                Error::Archive(envstore_archive::classify(e, limit))
-                            }
-                            other => other.into(),
-                        })?;
+            Event::Symlink {
+                path,
+                target,
+                relocated,
+            } => {
+                symlinks += 1;
+                (path, Some(EntryKind::Symlink { target, relocated }))
+            }
+            Event::Hardlink { path, target } => {
+                let kind = match lookup(&root, &target) {
+                    Some(Node::Leaf(kind @ EntryKind::File { .. })) => kind.clone(),
+                    _ => unreachable!("the reader checked the hard link's target"),
+                };
+                if let EntryKind::File { size, .. } = kind {
                     files += 1;
                     bytes += size;
-                    (
-                        path,
-                        Some(EntryKind::File {
-                            object,
-                            size,
-                            executable,
-                            relocated,
-                        }),
-                    )
                 }
-                Event::Symlink {
-                    path,
-                    target,
-                    relocated,
-                } => {
-                    symlinks += 1;
-                    (path, Some(EntryKind::Symlink { target, relocated }))
-                }
-                Event::Hardlink { path, target } => {
-                    let kind = match lookup(&root, &target) {
-                        Some(Node::Leaf(kind @ EntryKind::File { .. })) => kind.clone(),
-                        _ => unreachable!("the reader checked the hard link's target"),
-                    };
-                    if let EntryKind::File { size, .. } = kind {
-                        files += 1;
-                        bytes += size;
-                    }
-                    (path, Some(kind))
-                }
-            };
-            insert(&mut root, &path, node);
-            Ok(())
-        })?;
-        let mut dirs = 0;
-        let root_id = self.store_node_tree(root, &mut dirs)?;
-        let id = SnapshotId::from(root_id);
-        if !self.has_snapshot(&id) {
-            let meta = SnapshotMeta {
-                created: unix_secs(SystemTime::now()),
-                files,
-                dirs,
-                symlinks,
-                bytes,
-                source: label.to_owned(),
-                packed: 0,
-            };
-            self.write_file_atomic(&self.snapshot_file(&id), meta.to_text().as_bytes())?;
-            let _ = self.update_index(|index| index.put_snapshots(&[(id, meta)]));
-        } else {
-            self.touch(&id);
-        }
-        Ok(id)
+                (path, Some(kind))
+            }
+        };
+        insert(&mut root, &path, node);
+        Ok(())
+    })?;
+    let mut dirs = 0;
+    let root_id = store_node_tree(store, root, &mut dirs)?;
+    let id = SnapshotId::from(root_id);
+    if !store.has_snapshot(&id) {
+        let meta = SnapshotMeta {
+            created: unix_secs(SystemTime::now()),
+            files,
+            dirs,
+            symlinks,
+            bytes,
+            source: label.to_owned(),
+            packed: 0,
+        };
+        store.write_file_atomic(&store.snapshot_file(&id), meta.to_text().as_bytes())?;
+        let _ = store.update_index(|index| index.put_snapshots(&[(id, meta)]));
+    } else {
+        crate::store::records::touch(store, &id);
     }
+    Ok(id)
+}
 
-    fn store_node_tree(&self, dir: BTreeMap<Vec<u8>, Node>, dirs: &mut u64) -> Result<TreeId> {
-        *dirs += 1;
-        let mut entries = Vec::with_capacity(dir.len());
-        for (name, node) in dir {
-            let kind = match node {
-                Node::Leaf(kind) => kind,
-                Node::Dir(sub) => EntryKind::Dir {
-                    tree: self.store_node_tree(sub, dirs)?,
-                },
-            };
-            entries.push(Entry { name, kind });
-        }
-        Ok(self.trees().insert(&Tree::new(entries))?)
+fn store_node_tree(store: &Store, dir: BTreeMap<Vec<u8>, Node>, dirs: &mut u64) -> Result<TreeId> {
+    *dirs += 1;
+    let mut entries = Vec::with_capacity(dir.len());
+    for (name, node) in dir {
+        let kind = match node {
+            Node::Leaf(kind) => kind,
+            Node::Dir(sub) => EntryKind::Dir {
+                tree: store_node_tree(store, sub, dirs)?,
+            },
+        };
+        entries.push(Entry { name, kind });
     }
+    Ok(store.trees().insert(&Tree::new(entries))?)
 }
 
 fn lookup<'a>(dir: &'a BTreeMap<Vec<u8>, Node>, path: &[Vec<u8>]) -> Option<&'a Node> {

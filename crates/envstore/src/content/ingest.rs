@@ -49,147 +49,145 @@ impl Sink for StoreSink<'_> {
     }
 }
 
-impl Store {
-    /// Walks `dir` with `sink`. A relocatable walk cannot stream (its RECORD files are
-    /// rewritten at the end), so it is walked whole and then handed to the sink.
-    pub(crate) fn walk_dir_into<S: Sink>(
-        &self,
-        dir: &Path,
-        filter: &Filter,
-        sink: &S,
-    ) -> std::result::Result<WalkSummary, S::Error> {
-        let on_file = |bytes| self.report(Progress::Hashed { bytes });
-        let on_file: Option<&(dyn Fn(u64) + Sync)> = self.progress.as_ref().map(|_| &on_file as _);
-        if !filter.relocates() {
-            return envstore_walk::walk_into(dir, filter, Some(&self.root), on_file, sink);
-        }
-        let walked = envstore_walk::walk(dir, filter, Some(&self.root), on_file)?;
-        replay(walked, sink)
+/// Walks `dir` with `sink`. A relocatable walk cannot stream (its RECORD files are
+/// rewritten at the end), so it is walked whole and then handed to the sink.
+pub(crate) fn walk_dir_into<S: Sink>(
+    store: &Store,
+    dir: &Path,
+    filter: &Filter,
+    sink: &S,
+) -> std::result::Result<WalkSummary, S::Error> {
+    let on_file = |bytes| store.report(Progress::Hashed { bytes });
+    let on_file: Option<&(dyn Fn(u64) + Sync)> = store.progress.as_ref().map(|_| &on_file as _);
+    if !filter.relocates() {
+        return envstore_walk::walk_into(dir, filter, Some(&store.root), on_file, sink);
     }
+    let walked = envstore_walk::walk(dir, filter, Some(&store.root), on_file)?;
+    replay(walked, sink)
+}
 
-    /// Hashes `dir` without storing anything: its root id and counts.
-    pub(crate) fn hash_dir(&self, dir: &Path, filter: &Filter) -> Result<WalkSummary> {
-        self.refuse_internals(dir)?;
-        Ok(self.walk_dir_into(dir, filter, &Discard)?)
+/// Hashes `dir` without storing anything: its root id and counts.
+pub(crate) fn hash_dir(store: &Store, dir: &Path, filter: &Filter) -> Result<WalkSummary> {
+    refuse_internals(store, dir)?;
+    Ok(walk_dir_into(store, dir, filter, &Discard)?)
+}
+
+/// Stores the directory tree at `dir` and returns its snapshot id. Storing a snapshot the
+/// store has already checks what it holds of it (one `lstat` per object and tree) and
+/// replaces what is damaged from `dir`: ingesting the source again heals the store.
+pub(crate) fn ingest(store: &Store, dir: &Path, filter: &Filter) -> Result<IngestReport> {
+    refuse_internals(store, dir)?;
+    store.require_writable("store new content")?;
+    let _lock = store.lock_shared()?;
+    let report = store_dir(store, dir, filter, None)?;
+    if !report.created {
+        crate::store::records::touch(store, &report.id);
     }
+    Ok(report)
+}
 
-    /// Stores the directory tree at `dir` and returns its snapshot id. Storing a snapshot the
-    /// store has already checks what it holds of it (one `lstat` per object and tree) and
-    /// replaces what is damaged from `dir`: ingesting the source again heals the store.
-    pub fn ingest(&self, dir: &Path, filter: &Filter) -> Result<IngestReport> {
-        self.refuse_internals(dir)?;
-        self.require_writable("store new content")?;
-        let _lock = self.lock_shared()?;
-        let report = self.store_dir(dir, filter, None)?;
-        if !report.created {
-            self.touch(&report.id);
-        }
-        Ok(report)
+/// Walks and stores `dir` (which may be inside the store: a build's output under `tmp/`):
+/// objects as their files are hashed, trees as their directories complete, then the
+/// record. `totals` (files, bytes), when known from an earlier walk, drive a progress bar.
+/// The caller holds the store lock shared.
+pub(crate) fn store_dir(
+    store: &Store,
+    dir: &Path,
+    filter: &Filter,
+    totals: Option<(u64, u64)>,
+) -> Result<IngestReport> {
+    if let Some((objects, bytes)) = totals {
+        store.report(Progress::Storing { objects, bytes });
     }
-
-    /// Walks and stores `dir` (which may be inside the store: a build's output under `tmp/`):
-    /// objects as their files are hashed, trees as their directories complete, then the
-    /// record. `totals` (files, bytes), when known from an earlier walk, drive a progress bar.
-    /// The caller holds the store lock shared.
-    pub(crate) fn store_dir(
-        &self,
-        dir: &Path,
-        filter: &Filter,
-        totals: Option<(u64, u64)>,
-    ) -> Result<IngestReport> {
-        if let Some((objects, bytes)) = totals {
-            self.report(Progress::Storing { objects, bytes });
-        }
-        let sink = StoreSink {
-            store: self,
-            new_objects: AtomicU64::new(0),
-            new_bytes: AtomicU64::new(0),
-            progress: totals.is_some(),
-        };
-        let summary = self.walk_dir_into(dir, filter, &sink)?;
-        let id = SnapshotId::from(summary.root);
-        let created = !(self.has_snapshot(&id) && self.snapshot_meta(&id).is_ok());
-        let index_warning = if created {
-            self.write_record(dir, &summary, id)?
+    let sink = StoreSink {
+        store,
+        new_objects: AtomicU64::new(0),
+        new_bytes: AtomicU64::new(0),
+        progress: totals.is_some(),
+    };
+    let summary = walk_dir_into(store, dir, filter, &sink)?;
+    let id = SnapshotId::from(summary.root);
+    let created = !(store.has_snapshot(&id) && store.snapshot_meta(&id).is_ok());
+    let index_warning = if created {
+        write_record(store, dir, &summary, id)?
+    } else {
+        None
+    };
+    Ok(IngestReport {
+        id,
+        stats: summary.stats,
+        created,
+        new_objects: if created {
+            sink.new_objects.into_inner()
         } else {
-            None
-        };
-        Ok(IngestReport {
-            id,
-            stats: summary.stats,
-            created,
-            new_objects: if created {
-                sink.new_objects.into_inner()
-            } else {
-                0
-            },
-            new_bytes: if created {
-                sink.new_bytes.into_inner()
-            } else {
-                0
-            },
-            index_warning,
-            relocated: summary.relocated,
-            binary_with_prefix: summary.binary_with_prefix,
-        })
-    }
+            0
+        },
+        new_bytes: if created {
+            sink.new_bytes.into_inner()
+        } else {
+            0
+        },
+        index_warning,
+        relocated: summary.relocated,
+        binary_with_prefix: summary.binary_with_prefix,
+    })
+}
 
-    /// Refuses to store the store itself or anything in it but a materialization (whose
-    /// content is a snapshot's): that would store envstore's own internals as an environment.
-    fn refuse_internals(&self, dir: &Path) -> Result<()> {
-        let Ok(dir) = dir.canonicalize() else {
-            return Ok(()); // the walk reports a missing or unreadable directory
-        };
-        let Ok(root) = self.root.canonicalize() else {
-            return Ok(());
-        };
-        let Ok(rel) = dir.strip_prefix(&root) else {
-            return Ok(());
-        };
-        let mut parts = rel.components();
-        let envs = parts.next().is_some_and(|c| c.as_os_str() == "envs");
-        let env_id = parts
-            .next()
-            .and_then(|c| c.as_os_str().to_str())
-            .is_some_and(|n| n.parse::<SnapshotId>().is_ok());
-        if envs && env_id {
-            return Ok(());
-        }
-        Err(Error::SourceInStore {
-            path: dir.clone(),
-            store: root,
-        })
+/// Refuses to store the store itself or anything in it but a materialization (whose
+/// content is a snapshot's): that would store envstore's own internals as an environment.
+fn refuse_internals(store: &Store, dir: &Path) -> Result<()> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Ok(()); // the walk reports a missing or unreadable directory
+    };
+    let Ok(root) = store.root.canonicalize() else {
+        return Ok(());
+    };
+    let Ok(rel) = dir.strip_prefix(&root) else {
+        return Ok(());
+    };
+    let mut parts = rel.components();
+    let envs = parts.next().is_some_and(|c| c.as_os_str() == "envs");
+    let env_id = parts
+        .next()
+        .and_then(|c| c.as_os_str().to_str())
+        .is_some_and(|n| n.parse::<SnapshotId>().is_ok());
+    if envs && env_id {
+        return Ok(());
     }
+    Err(Error::SourceInStore {
+        path: dir.clone(),
+        store: root,
+    })
+}
 
-    /// Writes the snapshot record (absent, or present but unreadable: damaged) and indexes it;
-    /// returns the index's failure as a warning.
-    fn write_record(
-        &self,
-        dir: &Path,
-        summary: &WalkSummary,
-        id: SnapshotId,
-    ) -> Result<Option<String>> {
-        let source = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
-        let stats = &summary.stats;
-        let meta = SnapshotMeta {
-            created: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            files: stats.files,
-            dirs: stats.dirs,
-            symlinks: stats.symlinks,
-            bytes: stats.bytes,
-            source: source.to_string_lossy().into_owned(),
-            packed: 0,
-        };
-        let record = self.snapshot_file(&id);
-        if self.snapshot_meta(&id).is_err() {
-            self.write_file_atomic(&record, meta.to_text().as_bytes())?;
-        }
-        // The index is a rebuildable cache of the records: a busy or damaged index must not
-        // fail a build that has stored everything it needs.
-        Ok(self.update_index(|index| index.put_snapshots(&[(id, meta)])))
+/// Writes the snapshot record (absent, or present but unreadable: damaged) and indexes it;
+/// returns the index's failure as a warning.
+fn write_record(
+    store: &Store,
+    dir: &Path,
+    summary: &WalkSummary,
+    id: SnapshotId,
+) -> Result<Option<String>> {
+    let source = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let stats = &summary.stats;
+    let meta = SnapshotMeta {
+        created: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        files: stats.files,
+        dirs: stats.dirs,
+        symlinks: stats.symlinks,
+        bytes: stats.bytes,
+        source: source.to_string_lossy().into_owned(),
+        packed: 0,
+    };
+    let record = store.snapshot_file(&id);
+    if store.snapshot_meta(&id).is_err() {
+        store.write_file_atomic(&record, meta.to_text().as_bytes())?;
     }
+    // The index is a rebuildable cache of the records: a busy or damaged index must not
+    // fail a build that has stored everything it needs.
+    Ok(store.update_index(|index| index.put_snapshots(&[(id, meta)])))
 }
 
 /// Hands a walk kept whole to `sink`: files first, then trees (the order a streaming walk

@@ -23,81 +23,84 @@ pub struct RmReport {
     pub in_use: Vec<(SnapshotId, PathBuf, Vec<String>)>,
 }
 
-impl Store {
-    pub fn rm(&self, ids: &[SnapshotId], force: bool, dry_run: bool) -> Result<RmReport> {
-        let pins = self.pins()?;
-        let names = self.named_key_snapshots()?;
-        let roots = self.roots()?;
-        let mut unpinned = Vec::new();
-        let mut unrooted = Vec::new();
-        for id in ids {
-            let mut why = Vec::new();
-            for (name, pinned) in &pins {
-                if pinned == id {
-                    why.push(format!("pinned as `{name}`"));
-                    unpinned.push(name.clone());
-                }
-            }
-            for (name, newest) in &names {
-                if newest == id {
-                    why.push(format!("the newest build of the key name `{name}`"));
-                }
-            }
-            for status in &roots {
-                if status.states.iter().any(|(s, l)| s == id && l.is_live()) {
-                    why.push(format!(
-                        "used by the build directory {} (a live root)",
-                        status.root.dir.display()
-                    ));
-                    unrooted.push(status.root.dir.clone());
-                }
-            }
-            if !why.is_empty() && !force {
-                return Err(Error::RmRefused {
-                    id: id.to_hex()[..12].to_owned(),
-                    why: why.join("; "),
-                });
+pub(crate) fn rm(
+    store: &Store,
+    ids: &[SnapshotId],
+    force: bool,
+    dry_run: bool,
+) -> Result<RmReport> {
+    let pins = crate::catalog::pins::pins(store)?;
+    let names = crate::gc::keep::named_key_snapshots(store)?;
+    let roots = crate::gc::roots::roots(store)?;
+    let mut unpinned = Vec::new();
+    let mut unrooted = Vec::new();
+    for id in ids {
+        let mut why = Vec::new();
+        for (name, pinned) in &pins {
+            if pinned == id {
+                why.push(format!("pinned as `{name}`"));
+                unpinned.push(name.clone());
             }
         }
-        let options = PruneOptions {
-            only: Some(ids.to_vec()),
-            ..PruneOptions::default()
-        };
-        let plan = if dry_run {
-            self.prune_plan(&options)?
-        } else {
-            self.prune(&options)?
-        };
-        // Pins and roots go only with what was removed (not with a snapshot left in use).
-        let removed: Vec<SnapshotId> = plan.remove.iter().map(|r| r.id).collect();
-        unpinned.retain(|name| pins.iter().any(|(n, id)| n == name && removed.contains(id)));
-        unrooted.retain(|dir| {
-            roots.iter().any(|s| {
-                s.root.dir == *dir && s.root.snapshots.iter().any(|id| removed.contains(id))
-            })
-        });
-        if !dry_run {
-            for name in &unpinned {
-                self.unpin(name)?.ok();
+        for (name, newest) in &names {
+            if newest == id {
+                why.push(format!("the newest build of the key name `{name}`"));
             }
-            self.drop_roots(Some(&removed))?;
         }
-        let in_use = plan
-            .leased
-            .iter()
-            .map(|id| {
-                let lease = self.lease_path(id);
-                let holders = lease_holders(&lease);
-                (*id, lease, holders)
-            })
-            .collect();
-        Ok(RmReport {
-            plan,
-            unpinned,
-            unrooted,
-            in_use,
-        })
+        for status in &roots {
+            if status.states.iter().any(|(s, l)| s == id && l.is_live()) {
+                why.push(format!(
+                    "used by the build directory {} (a live root)",
+                    status.root.dir.display()
+                ));
+                unrooted.push(status.root.dir.clone());
+            }
+        }
+        if !why.is_empty() && !force {
+            return Err(Error::RmRefused {
+                id: id.to_hex()[..12].to_owned(),
+                why: why.join("; "),
+            });
+        }
     }
+    let options = PruneOptions {
+        only: Some(ids.to_vec()),
+        ..PruneOptions::default()
+    };
+    let plan = if dry_run {
+        crate::gc::prune::prune_plan(store, &options)?
+    } else {
+        crate::gc::prune::prune(store, &options)?
+    };
+    // Pins and roots go only with what was removed (not with a snapshot left in use).
+    let removed: Vec<SnapshotId> = plan.remove.iter().map(|r| r.id).collect();
+    unpinned.retain(|name| pins.iter().any(|(n, id)| n == name && removed.contains(id)));
+    unrooted.retain(|dir| {
+        roots
+            .iter()
+            .any(|s| s.root.dir == *dir && s.root.snapshots.iter().any(|id| removed.contains(id)))
+    });
+    if !dry_run {
+        for name in &unpinned {
+            crate::catalog::pins::unpin(store, name)?.ok();
+        }
+        crate::gc::roots::drop_roots(store, Some(&removed))?;
+    }
+    let in_use = plan
+        .leased
+        .iter()
+        .map(|id| {
+            let lease = store.lease_path(id);
+            let holders = lease_holders(&lease);
+            (*id, lease, holders)
+        })
+        .collect();
+    Ok(RmReport {
+        plan,
+        unpinned,
+        unrooted,
+        in_use,
+    })
 }
 
 /// The processes that have `path` open (a lease is held through an open descriptor, which a

@@ -196,191 +196,180 @@ fn build_dir_ids(dir: &Path) -> (usize, Vec<SnapshotId>) {
     (files, found)
 }
 
-impl Store {
-    fn roots_dir(&self) -> PathBuf {
-        self.root().join("roots")
-    }
+fn read_root(path: &Path) -> Option<Root> {
+    let bytes = envstore_fs::read_bounded(path, 1 << 20).ok()?;
+    Root::from_text(std::str::from_utf8(&bytes).ok()?)
+}
 
-    fn root_file(&self, dir: &Path) -> PathBuf {
-        self.roots_dir()
-            .join(blake3::hash(dir.as_os_str().as_bytes()).to_hex().as_str())
+fn write_root(store: &Store, root: &Root) -> Result<()> {
+    let path = store.root_file(&root.dir);
+    if root.snapshots.is_empty() {
+        return remove_file(&path);
     }
+    store.write_file_atomic(&path, root.to_text().as_bytes())
+}
 
-    fn read_root(&self, path: &Path) -> Option<Root> {
-        let bytes = envstore_fs::read_bounded(path, 1 << 20).ok()?;
-        Root::from_text(std::str::from_utf8(&bytes).ok()?)
+/// Records that build directory `dir` uses the snapshots `ids` (added to what it used).
+pub(crate) fn root_add(store: &Store, dir: &Path, ids: &[SnapshotId]) -> Result<Root> {
+    store.require_writable("record a root")?;
+    let dir = dir
+        .canonicalize()
+        .map_err(Error::io("find the directory", dir))?;
+    if !dir.is_dir() {
+        return Err(Error::io("use as a build directory", &dir)(
+            std::io::Error::other("not a directory"),
+        ));
     }
-
-    fn write_root(&self, root: &Root) -> Result<()> {
-        let path = self.root_file(&root.dir);
-        if root.snapshots.is_empty() {
-            return remove_file(&path);
+    let mut root = read_root(&store.root_file(&dir)).unwrap_or(Root {
+        dir: dir.clone(),
+        snapshots: Vec::new(),
+        created: unix_secs(SystemTime::now()),
+    });
+    for id in ids {
+        if !root.snapshots.contains(id) {
+            root.snapshots.push(*id);
         }
-        self.write_file_atomic(&path, root.to_text().as_bytes())
     }
+    write_root(store, &root)?;
+    Ok(root)
+}
 
-    /// Records that build directory `dir` uses the snapshots `ids` (added to what it used).
-    pub fn root_add(&self, dir: &Path, ids: &[SnapshotId]) -> Result<Root> {
-        self.require_writable("record a root")?;
-        let dir = dir
-            .canonicalize()
-            .map_err(Error::io("find the directory", dir))?;
-        if !dir.is_dir() {
-            return Err(Error::io("use as a build directory", &dir)(
-                std::io::Error::other("not a directory"),
+/// Every root, with whether each of its environments is still held and why.
+pub(crate) fn roots(store: &Store) -> Result<Vec<RootStatus>> {
+    let dir = store.roots_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read", &dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        if entry.file_name().as_bytes().starts_with(b".tmp") {
+            continue;
+        }
+        let Some(root) = read_root(&entry.path()) else {
+            store.warn(format!(
+                "the root file {} cannot be read; `envstore prune` removes it",
+                entry.path().display()
             ));
+            continue;
+        };
+        let states = liveness(store, &root);
+        out.push(RootStatus { root, states });
+    }
+    out.sort_by(|a, b| a.root.dir.cmp(&b.root.dir));
+    Ok(out)
+}
+
+fn liveness(store: &Store, root: &Root) -> Vec<(SnapshotId, Liveness)> {
+    let gone = match fs::symlink_metadata(&root.dir) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some("the directory is no longer a directory"),
+        Err(_) => Some("the directory is gone"),
+    };
+    let (files, named) = match gone {
+        None => build_dir_ids(&root.dir),
+        Some(_) => (0, Vec::new()),
+    };
+    root.snapshots
+        .iter()
+        .map(|id| {
+            let state = if let Some(why) = gone {
+                Liveness::Dead(why.into())
+            } else if !store.has_snapshot(id) {
+                Liveness::Dead("the snapshot is gone".into())
+            } else if files == 0 {
+                Liveness::Live("the directory exists (no build files to check)".into())
+            } else if named.contains(id) {
+                Liveness::Live("its build files use it".into())
+            } else {
+                Liveness::Dead("its build files no longer use it".into())
+            };
+            (*id, state)
+        })
+        .collect()
+}
+
+/// Drops `ids` from every root (or, with `None`, whatever is dead); removes unreadable
+/// root files and roots left empty. Returns the (dir, snapshot) pairs dropped.
+pub(crate) fn drop_roots(
+    store: &Store,
+    ids: Option<&[SnapshotId]>,
+) -> Result<Vec<(PathBuf, SnapshotId)>> {
+    let mut dropped = Vec::new();
+    let dir = store.roots_dir();
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(dropped);
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().as_bytes().starts_with(b".tmp") {
+            continue;
         }
-        let mut root = self.read_root(&self.root_file(&dir)).unwrap_or(Root {
-            dir: dir.clone(),
-            snapshots: Vec::new(),
-            created: unix_secs(SystemTime::now()),
+        let Some(mut root) = read_root(&entry.path()) else {
+            remove_file(&entry.path())?;
+            continue;
+        };
+        let states = liveness(store, &root);
+        let before = root.snapshots.len();
+        root.snapshots.retain(|id| {
+            let drop = match ids {
+                Some(ids) => ids.contains(id),
+                None => states.iter().any(|(s, l)| s == id && !l.is_live()),
+            };
+            if drop {
+                dropped.push((root.dir.clone(), *id));
+            }
+            !drop
         });
-        for id in ids {
-            if !root.snapshots.contains(id) {
-                root.snapshots.push(*id);
-            }
+        if root.snapshots.len() != before {
+            write_root(store, &root)?;
         }
-        self.write_root(&root)?;
-        Ok(root)
     }
+    Ok(dropped)
+}
 
-    /// Every root, with whether each of its environments is still held and why.
-    pub fn roots(&self) -> Result<Vec<RootStatus>> {
-        let dir = self.roots_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("read", &dir)(e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries.flatten() {
-            if entry.file_name().as_bytes().starts_with(b".tmp") {
-                continue;
-            }
-            let Some(root) = self.read_root(&entry.path()) else {
-                self.warn(format!(
-                    "the root file {} cannot be read; `envstore prune` removes it",
-                    entry.path().display()
-                ));
-                continue;
-            };
-            let states = self.liveness(&root);
-            out.push(RootStatus { root, states });
+/// Build directories under `dirs` (at most [`SCAN_DEPTH`] levels down, never through a
+/// link, skipping hidden directories) whose build files name environments of this store
+/// (with `stored_only`, environments the store still has).
+pub(crate) fn roots_scan(
+    store: &Store,
+    dirs: &[PathBuf],
+    stored_only: bool,
+) -> Result<Vec<(PathBuf, Vec<SnapshotId>)>> {
+    let mut found = Vec::new();
+    let mut stack: Vec<(PathBuf, usize)> = Vec::new();
+    for dir in dirs {
+        let dir = dir.canonicalize().map_err(Error::io("scan", dir))?;
+        stack.push((dir, 0));
+    }
+    let envs = store.envs_dir().canonicalize().ok();
+    while let Some((dir, depth)) = stack.pop() {
+        if envs.as_deref() == Some(dir.as_path()) {
+            continue;
         }
-        out.sort_by(|a, b| a.root.dir.cmp(&b.root.dir));
-        Ok(out)
-    }
-
-    fn liveness(&self, root: &Root) -> Vec<(SnapshotId, Liveness)> {
-        let gone = match fs::symlink_metadata(&root.dir) {
-            Ok(meta) if meta.is_dir() => None,
-            Ok(_) => Some("the directory is no longer a directory"),
-            Err(_) => Some("the directory is gone"),
-        };
-        let (files, named) = match gone {
-            None => build_dir_ids(&root.dir),
-            Some(_) => (0, Vec::new()),
-        };
-        root.snapshots
-            .iter()
-            .map(|id| {
-                let state = if let Some(why) = gone {
-                    Liveness::Dead(why.into())
-                } else if !self.has_snapshot(id) {
-                    Liveness::Dead("the snapshot is gone".into())
-                } else if files == 0 {
-                    Liveness::Live("the directory exists (no build files to check)".into())
-                } else if named.contains(id) {
-                    Liveness::Live("its build files use it".into())
-                } else {
-                    Liveness::Dead("its build files no longer use it".into())
-                };
-                (*id, state)
-            })
-            .collect()
-    }
-
-    /// Drops `ids` from every root (or, with `None`, whatever is dead); removes unreadable
-    /// root files and roots left empty. Returns the (dir, snapshot) pairs dropped.
-    pub(crate) fn drop_roots(
-        &self,
-        ids: Option<&[SnapshotId]>,
-    ) -> Result<Vec<(PathBuf, SnapshotId)>> {
-        let mut dropped = Vec::new();
-        let dir = self.roots_dir();
+        let (files, ids) = build_dir_ids(&dir);
+        let ids: Vec<SnapshotId> = ids
+            .into_iter()
+            .filter(|id| !stored_only || store.has_snapshot(id))
+            .collect();
+        if files > 0 && !ids.is_empty() {
+            found.push((dir.clone(), ids));
+        }
+        if depth == SCAN_DEPTH {
+            continue;
+        }
         let Ok(entries) = fs::read_dir(&dir) else {
-            return Ok(dropped);
+            continue;
         };
         for entry in entries.flatten() {
-            if entry.file_name().as_bytes().starts_with(b".tmp") {
-                continue;
-            }
-            let Some(mut root) = self.read_root(&entry.path()) else {
-                remove_file(&entry.path())?;
-                continue;
-            };
-            let states = self.liveness(&root);
-            let before = root.snapshots.len();
-            root.snapshots.retain(|id| {
-                let drop = match ids {
-                    Some(ids) => ids.contains(id),
-                    None => states.iter().any(|(s, l)| s == id && !l.is_live()),
-                };
-                if drop {
-                    dropped.push((root.dir.clone(), *id));
-                }
-                !drop
-            });
-            if root.snapshots.len() != before {
-                self.write_root(&root)?;
+            let hidden = entry.file_name().as_bytes().starts_with(b".");
+            if !hidden && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push((entry.path(), depth + 1));
             }
         }
-        Ok(dropped)
     }
-
-    /// Build directories under `dirs` (at most [`SCAN_DEPTH`] levels down, never through a
-    /// link, skipping hidden directories) whose build files name environments of this store
-    /// (with `stored_only`, environments the store still has).
-    pub fn roots_scan(
-        &self,
-        dirs: &[PathBuf],
-        stored_only: bool,
-    ) -> Result<Vec<(PathBuf, Vec<SnapshotId>)>> {
-        let mut found = Vec::new();
-        let mut stack: Vec<(PathBuf, usize)> = Vec::new();
-        for dir in dirs {
-            let dir = dir.canonicalize().map_err(Error::io("scan", dir))?;
-            stack.push((dir, 0));
-        }
-        let envs = self.envs_dir().canonicalize().ok();
-        while let Some((dir, depth)) = stack.pop() {
-            if envs.as_deref() == Some(dir.as_path()) {
-                continue;
-            }
-            let (files, ids) = build_dir_ids(&dir);
-            let ids: Vec<SnapshotId> = ids
-                .into_iter()
-                .filter(|id| !stored_only || self.has_snapshot(id))
-                .collect();
-            if files > 0 && !ids.is_empty() {
-                found.push((dir.clone(), ids));
-            }
-            if depth == SCAN_DEPTH {
-                continue;
-            }
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let hidden = entry.file_name().as_bytes().starts_with(b".");
-                if !hidden && entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push((entry.path(), depth + 1));
-                }
-            }
-        }
-        found.sort();
-        Ok(found)
-    }
+    found.sort();
+    Ok(found)
 }
 
 #[cfg(test)]

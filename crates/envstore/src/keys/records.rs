@@ -85,135 +85,133 @@ fn list(root: &Path, filter: &Filter) -> Result<Listing> {
     Ok(listing)
 }
 
-impl Store {
-    /// Stores `dir` like [`Store::ingest`], but first tries the RECORD key (see the module
-    /// docs): returns the report and whether the fast path served it (no file was hashed).
-    /// `extra` joins the key (the hook passes the interpreter's identity).
-    pub fn ingest_by_records(
-        &self,
-        dir: &Path,
-        filter: &Filter,
-        extra: &[String],
-    ) -> Result<(IngestReport, bool)> {
-        if filter.relocates() {
-            // Relocated files differ from their source in size: no metadata check possible.
-            return Ok((self.ingest(dir, filter)?, false));
-        }
-        let listing = list(dir, filter)?;
-        if listing.records.is_empty() {
-            return Ok((self.ingest(dir, filter)?, false));
-        }
-        let mut inputs = Inputs {
-            texts: vec!["envstore-records-1".to_owned()],
-            ..Inputs::default()
-        };
-        inputs.texts.extend(filter.patterns().iter().cloned());
-        inputs.texts.extend(extra.iter().cloned());
-        for rel in &listing.records {
-            // A RECORD that cannot be read as listed (replaced meanwhile, too large): doubt.
-            let Ok(bytes) = envstore_fs::read_bounded(&dir.join(rel), 64 << 20) else {
-                return Ok((self.ingest(dir, filter)?, false));
-            };
-            let digest = *blake3::hash(&bytes).as_bytes();
-            inputs
-                .files
-                .push((rel.to_string_lossy().into_owned(), digest));
-        }
-        let key = inputs.key();
-        let path = self.root().join("keys").join(key.to_hex());
-        let hit = envstore_fs::read_bounded(&path, 1 << 20)
-            .ok()
-            .and_then(|b| KeyRecord::from_text(&String::from_utf8_lossy(&b)).ok())
-            .filter(|r| r.key == key && self.has_snapshot(&r.snapshot));
-        if let Some(record) = hit
-            && self.matches(&record.snapshot, &listing)?
-        {
-            self.touch(&record.snapshot);
-            return Ok((self.reused_report(&record.snapshot)?, true));
-        }
-        let report = self.ingest(dir, filter)?;
-        let record = KeyRecord {
-            key,
-            snapshot: report.id,
-            created: unix_secs(SystemTime::now()),
-            name: None,
-            inputs: inputs.recorded(),
-        };
-        if self.is_writable() {
-            self.write_file_atomic(&path, record.to_text().as_bytes())?;
-        }
-        Ok((report, false))
+/// Stores `dir` like [`crate::Store::ingest`], but first tries the RECORD key (see the module
+/// docs): returns the report and whether the fast path served it (no file was hashed).
+/// `extra` joins the key (the hook passes the interpreter's identity).
+pub(crate) fn ingest_by_records(
+    store: &Store,
+    dir: &Path,
+    filter: &Filter,
+    extra: &[String],
+) -> Result<(IngestReport, bool)> {
+    if filter.relocates() {
+        // Relocated files differ from their source in size: no metadata check possible.
+        return Ok((crate::content::ingest::ingest(store, dir, filter)?, false));
     }
+    let listing = list(dir, filter)?;
+    if listing.records.is_empty() {
+        return Ok((crate::content::ingest::ingest(store, dir, filter)?, false));
+    }
+    let mut inputs = Inputs {
+        texts: vec!["envstore-records-1".to_owned()],
+        ..Inputs::default()
+    };
+    inputs.texts.extend(filter.patterns().iter().cloned());
+    inputs.texts.extend(extra.iter().cloned());
+    for rel in &listing.records {
+        // A RECORD that cannot be read as listed (replaced meanwhile, too large): doubt.
+        let Ok(bytes) = envstore_fs::read_bounded(&dir.join(rel), 64 << 20) else {
+            return Ok((crate::content::ingest::ingest(store, dir, filter)?, false));
+        };
+        let digest = *blake3::hash(&bytes).as_bytes();
+        inputs
+            .files
+            .push((rel.to_string_lossy().into_owned(), digest));
+    }
+    let key = inputs.key();
+    let path = store.root().join("keys").join(key.to_hex());
+    let hit = envstore_fs::read_bounded(&path, 1 << 20)
+        .ok()
+        .and_then(|b| KeyRecord::from_text(&String::from_utf8_lossy(&b)).ok())
+        .filter(|r| r.key == key && store.has_snapshot(&r.snapshot));
+    if let Some(record) = hit
+        && matches(store, &record.snapshot, &listing)?
+    {
+        crate::store::records::touch(store, &record.snapshot);
+        return Ok((reused_report(store, &record.snapshot)?, true));
+    }
+    let report = crate::content::ingest::ingest(store, dir, filter)?;
+    let record = KeyRecord {
+        key,
+        snapshot: report.id,
+        created: unix_secs(SystemTime::now()),
+        name: None,
+        inputs: inputs.recorded(),
+    };
+    if store.is_writable() {
+        store.write_file_atomic(&path, record.to_text().as_bytes())?;
+    }
+    Ok((report, false))
+}
 
-    /// Whether the directory listed in `listing` has exactly the snapshot's entries, with the
-    /// same kinds, exec bits, sizes and link targets (no content is read).
-    fn matches(&self, id: &SnapshotId, listing: &Listing) -> Result<bool> {
-        let mut matched = 0usize;
-        let mut stack: Vec<(TreeId, Vec<u8>)> = vec![(id.root(), Vec::new())];
-        while let Some((tree, prefix)) = stack.pop() {
-            let tree = self.trees().get(&tree)?;
-            for entry in tree.entries() {
-                let mut path = prefix.clone();
-                if !path.is_empty() {
-                    path.push(b'/');
-                }
-                path.extend_from_slice(&entry.name);
-                let Some(seen) = listing.entries.get(&path) else {
-                    return Ok(false);
-                };
-                let same = match (&entry.kind, seen) {
-                    (
-                        EntryKind::File {
-                            size,
-                            executable,
-                            relocated: false,
-                            ..
-                        },
-                        Seen::File {
-                            size: s,
-                            executable: x,
-                        },
-                    ) => size == s && executable == x,
-                    (EntryKind::Dir { tree }, Seen::Dir) => {
-                        stack.push((*tree, path.clone()));
-                        true
-                    }
-                    (
-                        EntryKind::Symlink {
-                            target,
-                            relocated: false,
-                        },
-                        Seen::Symlink(t),
-                    ) => target == t,
-                    _ => false,
-                };
-                if !same {
-                    return Ok(false);
-                }
-                matched += 1;
+/// Whether the directory listed in `listing` has exactly the snapshot's entries, with the
+/// same kinds, exec bits, sizes and link targets (no content is read).
+fn matches(store: &Store, id: &SnapshotId, listing: &Listing) -> Result<bool> {
+    let mut matched = 0usize;
+    let mut stack: Vec<(TreeId, Vec<u8>)> = vec![(id.root(), Vec::new())];
+    while let Some((tree, prefix)) = stack.pop() {
+        let tree = store.trees().get(&tree)?;
+        for entry in tree.entries() {
+            let mut path = prefix.clone();
+            if !path.is_empty() {
+                path.push(b'/');
             }
+            path.extend_from_slice(&entry.name);
+            let Some(seen) = listing.entries.get(&path) else {
+                return Ok(false);
+            };
+            let same = match (&entry.kind, seen) {
+                (
+                    EntryKind::File {
+                        size,
+                        executable,
+                        relocated: false,
+                        ..
+                    },
+                    Seen::File {
+                        size: s,
+                        executable: x,
+                    },
+                ) => size == s && executable == x,
+                (EntryKind::Dir { tree }, Seen::Dir) => {
+                    stack.push((*tree, path.clone()));
+                    true
+                }
+                (
+                    EntryKind::Symlink {
+                        target,
+                        relocated: false,
+                    },
+                    Seen::Symlink(t),
+                ) => target == t,
+                _ => false,
+            };
+            if !same {
+                return Ok(false);
+            }
+            matched += 1;
         }
-        Ok(matched == listing.entries.len())
     }
+    Ok(matched == listing.entries.len())
+}
 
-    /// The report of an ingest that found the snapshot already stored.
-    fn reused_report(&self, id: &SnapshotId) -> Result<IngestReport> {
-        let meta = self.snapshot_meta(id)?;
-        Ok(IngestReport {
-            id: *id,
-            stats: WalkStats {
-                files: meta.files,
-                dirs: meta.dirs,
-                symlinks: meta.symlinks,
-                bytes: meta.bytes,
-                excluded: 0,
-            },
-            created: false,
-            new_objects: 0,
-            new_bytes: 0,
-            index_warning: None,
-            relocated: Vec::new(),
-            binary_with_prefix: Vec::new(),
-        })
-    }
+/// The report of an ingest that found the snapshot already stored.
+fn reused_report(store: &Store, id: &SnapshotId) -> Result<IngestReport> {
+    let meta = store.snapshot_meta(id)?;
+    Ok(IngestReport {
+        id: *id,
+        stats: WalkStats {
+            files: meta.files,
+            dirs: meta.dirs,
+            symlinks: meta.symlinks,
+            bytes: meta.bytes,
+            excluded: 0,
+        },
+        created: false,
+        new_objects: 0,
+        new_bytes: 0,
+        index_warning: None,
+        relocated: Vec::new(),
+        binary_with_prefix: Vec::new(),
+    })
 }

@@ -9,7 +9,8 @@ use envstore_remote::format::Ref;
 use envstore_remote::sign::SecretKey;
 use envstore_tree::{KeyId, SnapshotId};
 
-use super::{Remote, RemoteFailKind};
+use crate::remote::RemoteFailKind;
+use crate::remote::open::Remote;
 use crate::store::files::unix_secs;
 use crate::{Error, Result, Store};
 
@@ -17,71 +18,75 @@ fn key_key(key: &KeyId) -> String {
     format!("keys/{}", key.to_hex())
 }
 
-impl Store {
-    /// Publishes on `remote` the keys this store built snapshot `id` from; returns how many.
-    pub(crate) fn push_keys(
-        &self,
-        remote: &Remote,
-        id: &SnapshotId,
-        seq: u64,
-        sign: Option<&SecretKey>,
-    ) -> Result<u64> {
-        let mut count = 0;
-        for record in self.keys()?.into_iter().filter(|r| r.snapshot == *id) {
-            let mut r = Ref::new(&record.key.to_hex(), *id, seq);
-            if let Some(key) = sign {
-                r.sign(key);
-            }
-            remote.storage().put(&key_key(&record.key), r.encode())?;
-            count += 1;
+/// Publishes on `remote` the keys this store built snapshot `id` from; returns how many.
+pub(crate) fn push_keys(
+    store: &Store,
+    remote: &Remote,
+    id: &SnapshotId,
+    seq: u64,
+    sign: Option<&SecretKey>,
+) -> Result<u64> {
+    let mut count = 0;
+    for record in crate::store::records::key_records(store)?
+        .into_iter()
+        .filter(|r| r.snapshot == *id)
+    {
+        let mut r = Ref::new(&record.key.to_hex(), *id, seq);
+        if let Some(key) = sign {
+            r.sign(key);
         }
-        Ok(count)
+        remote.storage().put(&key_key(&record.key), r.encode())?;
+        count += 1;
     }
+    Ok(count)
+}
 
-    /// On an `ensure` miss: the snapshot a configured remote has for `key`, pulled and recorded
-    /// locally, or `None`. A remote that does not answer is a warning.
-    pub(crate) fn ensure_from_remotes(
-        &self,
-        key: &KeyId,
-        inputs: &Inputs,
-        name: Option<&str>,
-    ) -> Result<Option<SnapshotId>> {
-        if !self.is_writable() || self.remote_config()?.remotes.is_empty() {
-            return Ok(None);
-        }
-        for remote in self.remotes(None)? {
-            let found = self
-                .remote_name(&remote, &key_key(key), &key.to_hex())
-                .and_then(|r| match r {
-                    Some(r) => self.pull(&remote, &r.snapshot).map(|_| Some(r.snapshot)),
-                    None => Ok(None),
-                });
-            match found {
-                Ok(Some(snapshot)) => {
-                    let record = KeyRecord {
-                        key: *key,
-                        snapshot,
-                        created: unix_secs(SystemTime::now()),
-                        name: name.map(str::to_owned),
-                        inputs: inputs.recorded(),
-                    };
-                    self.write_file_atomic(
-                        &self.root().join("keys").join(key.to_hex()),
-                        record.to_text().as_bytes(),
-                    )?;
-                    return Ok(Some(snapshot));
-                }
-                Ok(None) | Err(Error::RemoteMissing { .. }) => {}
-                Err(Error::Remote(e)) if e.kind == RemoteFailKind::Unreachable => {
-                    self.warn(format!(
-                        "remote {} did not answer ({}); going on without it",
-                        remote.label(),
-                        e.message
-                    ))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
+/// On an `ensure` miss: the snapshot a configured remote has for `key`, pulled and recorded
+/// locally, or `None`. A remote that does not answer is a warning.
+pub(crate) fn ensure_from_remotes(
+    store: &Store,
+    key: &KeyId,
+    inputs: &Inputs,
+    name: Option<&str>,
+) -> Result<Option<SnapshotId>> {
+    if !store.is_writable()
+        || crate::remote::config::remote_config(store)?
+            .remotes
+            .is_empty()
+    {
+        return Ok(None);
     }
+    for remote in crate::remote::config::remotes(store, None)? {
+        let found = crate::remote::pull::remote_name(store, &remote, &key_key(key), &key.to_hex())
+            .and_then(|r| match r {
+                Some(r) => {
+                    crate::remote::pull::pull(store, &remote, &r.snapshot).map(|_| Some(r.snapshot))
+                }
+                None => Ok(None),
+            });
+        match found {
+            Ok(Some(snapshot)) => {
+                let record = KeyRecord {
+                    key: *key,
+                    snapshot,
+                    created: unix_secs(SystemTime::now()),
+                    name: name.map(str::to_owned),
+                    inputs: inputs.recorded(),
+                };
+                store.write_file_atomic(
+                    &store.root().join("keys").join(key.to_hex()),
+                    record.to_text().as_bytes(),
+                )?;
+                return Ok(Some(snapshot));
+            }
+            Ok(None) | Err(Error::RemoteMissing { .. }) => {}
+            Err(Error::Remote(e)) if e.kind == RemoteFailKind::Unreachable => store.warn(format!(
+                "remote {} did not answer ({}); going on without it",
+                remote.label(),
+                e.message
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use envstore_remote::format::{self, Marked, Record, Ref};
 use envstore_tree::{PackId, SnapshotId};
 
-use super::Remote;
-use crate::{Result, Store};
+use crate::Result;
+use crate::remote::open::Remote;
 
 #[derive(Debug, Clone)]
 pub struct RemotePruneOptions {
@@ -64,146 +64,142 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-impl Store {
-    /// The refs of `remote` (each checked to parse; signatures are not checked here).
-    pub fn remote_refs(&self, remote: &Remote) -> Result<Vec<(String, Ref)>> {
-        let listed = remote.storage().list("refs")?;
-        let keys: Vec<String> = listed.iter().map(|f| format::ref_key(&f.name)).collect();
-        let got = remote.storage().get_many(&keys, format::MAX_REF)?;
-        let mut refs = Vec::new();
-        for (f, bytes) in listed.into_iter().zip(got) {
-            let Some(bytes) = bytes else { continue };
-            let r = Ref::decode(&bytes, &f.name).map_err(|e| remote.refused(e.to_string()))?;
-            refs.push((f.name, r));
-        }
-        refs.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(refs)
+/// The refs of `remote` (each checked to parse; signatures are not checked here).
+pub(crate) fn remote_refs(remote: &Remote) -> Result<Vec<(String, Ref)>> {
+    let listed = remote.storage().list("refs")?;
+    let keys: Vec<String> = listed.iter().map(|f| format::ref_key(&f.name)).collect();
+    let got = remote.storage().get_many(&keys, format::MAX_REF)?;
+    let mut refs = Vec::new();
+    for (f, bytes) in listed.into_iter().zip(got) {
+        let Some(bytes) = bytes else { continue };
+        let r = Ref::decode(&bytes, &f.name).map_err(|e| remote.refused(e.to_string()))?;
+        refs.push((f.name, r));
     }
+    refs.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(refs)
+}
 
-    /// The snapshots on `remote` with when they were (last) pushed, unix seconds.
-    pub fn remote_snapshots(&self, remote: &Remote) -> Result<Vec<(SnapshotId, i64)>> {
-        let mut out: Vec<(SnapshotId, i64)> = remote
-            .storage()
-            .list("snapshots")?
-            .into_iter()
-            .filter_map(|f| Some((f.name.parse().ok()?, f.modified)))
-            .collect();
-        out.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
-        Ok(out)
-    }
+/// The snapshots on `remote` with when they were (last) pushed, unix seconds.
+pub(crate) fn remote_snapshots(remote: &Remote) -> Result<Vec<(SnapshotId, i64)>> {
+    let mut out: Vec<(SnapshotId, i64)> = remote
+        .storage()
+        .list("snapshots")?
+        .into_iter()
+        .filter_map(|f| Some((f.name.parse().ok()?, f.modified)))
+        .collect();
+    out.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+    Ok(out)
+}
 
-    pub fn remote_stats(&self, remote: &Remote) -> Result<RemoteStats> {
-        let listing = remote.list_packs()?;
-        Ok(RemoteStats {
-            snapshots: self.remote_snapshots(remote)?.len() as u64,
-            refs: self.remote_refs(remote)?,
-            packs: listing.complete.len() as u64,
-            pack_bytes: listing.complete.values().map(|(s, _)| s).sum(),
-            partial_files: listing.partial.len() as u64,
-            marked: remote.marked()?.packs.len() as u64,
-        })
-    }
+pub(crate) fn remote_stats(remote: &Remote) -> Result<RemoteStats> {
+    let listing = remote.list_packs()?;
+    Ok(RemoteStats {
+        snapshots: remote_snapshots(remote)?.len() as u64,
+        refs: remote_refs(remote)?,
+        packs: listing.complete.len() as u64,
+        pack_bytes: listing.complete.values().map(|(s, _)| s).sum(),
+        partial_files: listing.partial.len() as u64,
+        marked: remote.marked()?.packs.len() as u64,
+    })
+}
 
-    pub fn remote_prune(
-        &self,
-        remote: &Remote,
-        options: &RemotePruneOptions,
-    ) -> Result<RemotePruneReport> {
-        remote.check_marker(false)?;
-        let now = now();
-        let older = now - options.older_than.as_secs().min(i64::MAX as u64) as i64;
-        let grace = options.grace.as_secs().min(i64::MAX as u64) as i64;
-        let mut report = RemotePruneReport::default();
-        let refs = self.remote_refs(remote)?;
-        report.refs = refs.len() as u64;
-        let named: HashSet<SnapshotId> = refs.iter().map(|(_, r)| r.snapshot).collect();
-        let mut kept = Vec::new();
-        for (id, modified) in self.remote_snapshots(remote)? {
-            if named.contains(&id) || modified >= older {
-                kept.push(id);
-            } else {
-                report.removed_snapshots.push(id);
-            }
+pub(crate) fn remote_prune(
+    remote: &Remote,
+    options: &RemotePruneOptions,
+) -> Result<RemotePruneReport> {
+    remote.check_marker(false)?;
+    let now = now();
+    let older = now - options.older_than.as_secs().min(i64::MAX as u64) as i64;
+    let grace = options.grace.as_secs().min(i64::MAX as u64) as i64;
+    let mut report = RemotePruneReport::default();
+    let refs = remote_refs(remote)?;
+    report.refs = refs.len() as u64;
+    let named: HashSet<SnapshotId> = refs.iter().map(|(_, r)| r.snapshot).collect();
+    let mut kept = Vec::new();
+    for (id, modified) in remote_snapshots(remote)? {
+        if named.contains(&id) || modified >= older {
+            kept.push(id);
+        } else {
+            report.removed_snapshots.push(id);
         }
-        // What the kept snapshots need.
-        let keys: Vec<String> = kept.iter().map(format::record_key).collect();
-        let records = remote.storage().get_many(&keys, format::MAX_RECORD)?;
-        let mut needed: HashSet<PackId> = HashSet::new();
-        for (id, bytes) in kept.iter().zip(records) {
-            let Some(bytes) = bytes else { continue };
-            let record = Record::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
-            needed.extend(record.packs);
-            report.kept_snapshots += 1;
-        }
-        if !options.dry_run {
-            for id in &report.removed_snapshots {
-                remote.storage().delete(&format::record_key(id))?;
-            }
-        }
-        // Key mappings naming a snapshot that is gone (older than the grace period: a push
-        // publishes its record before its keys, and this listing may predate both).
-        let kept_set: HashSet<SnapshotId> = kept.iter().copied().collect();
-        let keys = remote.storage().list("keys")?;
-        let names: Vec<String> = keys.iter().map(|f| format!("keys/{}", f.name)).collect();
-        let mappings = remote.storage().get_many(&names, format::MAX_REF)?;
-        for ((file, key), bytes) in keys.iter().zip(&names).zip(mappings) {
-            let target = bytes
-                .and_then(|b| Ref::decode(&b, &file.name).ok())
-                .map(|r| r.snapshot);
-            let dead = target.is_none_or(|id| !kept_set.contains(&id));
-            if dead && now - file.modified >= grace {
-                if !options.dry_run {
-                    remote.storage().delete(key)?;
-                }
-                report.removed_keys += 1;
-            }
-        }
-        // Packs: delete what was marked long enough ago, mark what nothing needs.
-        let listing = remote.list_packs()?;
-        let marked = remote.marked()?;
-        let mut still = Marked::default();
-        let mut was_marked = HashSet::new();
-        for (pack, at) in marked.packs {
-            was_marked.insert(pack);
-            let Some(&(size, modified)) = listing.complete.get(&pack) else {
-                continue;
-            };
-            if needed.contains(&pack) {
-                report.unmarked += 1;
-            } else if now - at >= grace && modified <= at {
-                if !options.dry_run {
-                    remote.storage().delete(&format::index_key(&pack))?;
-                    remote.storage().delete(&format::pack_key(&pack))?;
-                }
-                report.removed_packs.push(pack);
-                report.removed_bytes += size;
-            } else {
-                still.packs.push((pack, at));
-            }
-        }
-        for (pack, &(size, modified)) in &listing.complete {
-            if needed.contains(pack) {
-                report.kept_packs += 1;
-                report.kept_bytes += size;
-            } else if !was_marked.contains(pack) && now - modified >= grace {
-                still.packs.push((*pack, now));
-                report.marked.push(*pack);
-            }
-        }
-        for (key, size, modified) in listing.partial {
-            if now - modified >= grace {
-                if !options.dry_run {
-                    remote.storage().delete(&key)?;
-                }
-                report.removed_bytes += size;
-                report.removed_partial.push(key);
-            }
-        }
-        if !options.dry_run && (!report.marked.is_empty() || still.packs.len() != was_marked.len())
-        {
-            still.packs.sort();
-            remote.storage().put(format::MARKED_KEY, still.encode())?;
-        }
-        Ok(report)
     }
+    // What the kept snapshots need.
+    let keys: Vec<String> = kept.iter().map(format::record_key).collect();
+    let records = remote.storage().get_many(&keys, format::MAX_RECORD)?;
+    let mut needed: HashSet<PackId> = HashSet::new();
+    for (id, bytes) in kept.iter().zip(records) {
+        let Some(bytes) = bytes else { continue };
+        let record = Record::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
+        needed.extend(record.packs);
+        report.kept_snapshots += 1;
+    }
+    if !options.dry_run {
+        for id in &report.removed_snapshots {
+            remote.storage().delete(&format::record_key(id))?;
+        }
+    }
+    // Key mappings naming a snapshot that is gone (older than the grace period: a push
+    // publishes its record before its keys, and this listing may predate both).
+    let kept_set: HashSet<SnapshotId> = kept.iter().copied().collect();
+    let keys = remote.storage().list("keys")?;
+    let names: Vec<String> = keys.iter().map(|f| format!("keys/{}", f.name)).collect();
+    let mappings = remote.storage().get_many(&names, format::MAX_REF)?;
+    for ((file, key), bytes) in keys.iter().zip(&names).zip(mappings) {
+        let target = bytes
+            .and_then(|b| Ref::decode(&b, &file.name).ok())
+            .map(|r| r.snapshot);
+        let dead = target.is_none_or(|id| !kept_set.contains(&id));
+        if dead && now - file.modified >= grace {
+            if !options.dry_run {
+                remote.storage().delete(key)?;
+            }
+            report.removed_keys += 1;
+        }
+    }
+    // Packs: delete what was marked long enough ago, mark what nothing needs.
+    let listing = remote.list_packs()?;
+    let marked = remote.marked()?;
+    let mut still = Marked::default();
+    let mut was_marked = HashSet::new();
+    for (pack, at) in marked.packs {
+        was_marked.insert(pack);
+        let Some(&(size, modified)) = listing.complete.get(&pack) else {
+            continue;
+        };
+        if needed.contains(&pack) {
+            report.unmarked += 1;
+        } else if now - at >= grace && modified <= at {
+            if !options.dry_run {
+                remote.storage().delete(&format::index_key(&pack))?;
+                remote.storage().delete(&format::pack_key(&pack))?;
+            }
+            report.removed_packs.push(pack);
+            report.removed_bytes += size;
+        } else {
+            still.packs.push((pack, at));
+        }
+    }
+    for (pack, &(size, modified)) in &listing.complete {
+        if needed.contains(pack) {
+            report.kept_packs += 1;
+            report.kept_bytes += size;
+        } else if !was_marked.contains(pack) && now - modified >= grace {
+            still.packs.push((*pack, now));
+            report.marked.push(*pack);
+        }
+    }
+    for (key, size, modified) in listing.partial {
+        if now - modified >= grace {
+            if !options.dry_run {
+                remote.storage().delete(&key)?;
+            }
+            report.removed_bytes += size;
+            report.removed_partial.push(key);
+        }
+    }
+    if !options.dry_run && (!report.marked.is_empty() || still.packs.len() != was_marked.len()) {
+        still.packs.sort();
+        remote.storage().put(format::MARKED_KEY, still.encode())?;
+    }
+    Ok(report)
 }

@@ -14,8 +14,8 @@ use envstore_remote::format::{self, IndexBlock, PackIndex, Record, Ref};
 use envstore_remote::sign::SecretKey;
 use envstore_tree::{ChunkId, EntryKind as TreeEntry, ObjectId, PackId, SnapshotId, TreeId};
 
-use super::{CACHE_DIR, Remote};
-use crate::cold::pack::pack_err;
+use crate::cold::packs::pack_err;
+use crate::remote::open::{CACHE_DIR, Remote};
 use crate::{Error, Result, Store};
 
 /// Remote packs are closed at this size: small enough to upload in one request and to prune
@@ -49,162 +49,160 @@ pub struct PushReport {
 /// tree order.
 type Parts = (Vec<(TreeId, Vec<u8>)>, Vec<(ObjectId, bool, u64)>);
 
-impl Store {
-    fn snapshot_parts(&self, id: &SnapshotId) -> Result<Parts> {
-        let mut trees = Vec::new();
-        let mut objects = Vec::new();
-        let mut seen_trees = HashSet::new();
-        let mut seen_objects = HashSet::new();
-        let mut stack = vec![id.root()];
-        while let Some(tid) = stack.pop() {
-            if !seen_trees.insert(tid) {
-                continue;
-            }
-            let tree = self.trees().get(&tid)?;
-            for entry in tree.entries() {
-                match &entry.kind {
-                    TreeEntry::File {
-                        object,
-                        size,
-                        executable,
-                        ..
-                    } => {
-                        if seen_objects.insert(*object) {
-                            objects.push((*object, *executable, *size));
-                        }
+fn snapshot_parts(store: &Store, id: &SnapshotId) -> Result<Parts> {
+    let mut trees = Vec::new();
+    let mut objects = Vec::new();
+    let mut seen_trees = HashSet::new();
+    let mut seen_objects = HashSet::new();
+    let mut stack = vec![id.root()];
+    while let Some(tid) = stack.pop() {
+        if !seen_trees.insert(tid) {
+            continue;
+        }
+        let tree = store.trees().get(&tid)?;
+        for entry in tree.entries() {
+            match &entry.kind {
+                TreeEntry::File {
+                    object,
+                    size,
+                    executable,
+                    ..
+                } => {
+                    if seen_objects.insert(*object) {
+                        objects.push((*object, *executable, *size));
                     }
-                    TreeEntry::Dir { tree } => stack.push(*tree),
-                    TreeEntry::Symlink { .. } => {}
                 }
+                TreeEntry::Dir { tree } => stack.push(*tree),
+                TreeEntry::Symlink { .. } => {}
             }
-            trees.push((tid, tree.encode()));
         }
-        Ok((trees, objects))
+        trees.push((tid, tree.encode()));
     }
+    Ok((trees, objects))
+}
 
-    /// Uploads snapshot `id` to `remote` and publishes it; with `name`, also the ref `name`
-    /// (signed with `key` when given).
-    pub fn push(
-        &self,
-        remote: &Remote,
-        id: &SnapshotId,
-        name: Option<&str>,
-        key: Option<&SecretKey>,
-    ) -> Result<PushReport> {
-        if let Some(name) = name
-            && !valid_name(name)
-        {
-            return Err(Error::BadRemoteName { name: name.into() });
-        }
-        let _lock = self.lock_shared()?;
-        let meta = self.snapshot_meta(id)?;
-        if meta.packed > 0 {
-            self.require_writable("rehydrate the packed snapshot it pushes")?;
-            self.ensure_loose(id)?;
-        }
-        let (trees, objects) = self.snapshot_parts(id)?;
-        remote.check_marker(true)?;
-        let tmp = tempfile::Builder::new()
-            .prefix("push-")
-            .tempdir_in(self.root().join("tmp"))
-            .map_err(Error::io(
-                "create a temporary directory in",
-                &self.root().join("tmp"),
-            ))?;
-        let mut out = Outgoing {
-            store: self,
-            remote,
-            dir: tmp.path().to_owned(),
-            writer: None,
-            block: BlockBuilder::default(),
-            recipes: HashMap::new(),
-            new_chunks: HashSet::new(),
-            report: PushReport {
-                id: *id,
-                packs: Vec::new(),
-                pack_bytes: 0,
-                new_chunks: 0,
-                new_chunk_bytes: 0,
-                reused_objects: 0,
-                keys: 0,
-                ref_name: None,
-                signed_by: None,
-            },
-        };
-        let mut published = false;
-        for _ in 0..ATTEMPTS {
-            let uploaded: HashSet<PackId> = out.report.packs.iter().copied().collect();
-            let listing = remote.list_packs()?;
-            let marked: HashSet<PackId> = remote.marked()?.packs.iter().map(|p| p.0).collect();
-            // Never rely on a pack remote prune has marked (unless this push wrote it).
-            let usable: Vec<PackId> = listing
-                .complete
-                .keys()
-                .filter(|p| !marked.contains(p) || uploaded.contains(p))
-                .copied()
-                .collect();
-            let held = Held::from(self.pack_indexes(remote, &usable)?);
-            out.new_chunks.clear();
-            out.report.reused_objects = 0;
-            let mut needed = BTreeSet::new();
-            for (object, executable, size) in &objects {
-                if let Some(packs) = held.object(object) {
-                    needed.extend(packs);
-                    out.report.reused_objects += 1;
-                    continue;
-                }
-                out.add_object(*object, *executable, *size, &held, &mut needed)?;
-            }
-            needed.extend(out.finish_pack()?);
-            // Publish only when everything the record lists is there and unmarked.
-            let listing = remote.list_packs()?;
-            let marked: HashSet<PackId> = remote.marked()?.packs.iter().map(|p| p.0).collect();
-            let uploaded: HashSet<PackId> = out.report.packs.iter().copied().collect();
-            let intact = needed.iter().all(|p| {
-                listing.complete.contains_key(p) && (!marked.contains(p) || uploaded.contains(p))
-            });
-            if !intact {
+/// Uploads snapshot `id` to `remote` and publishes it; with `name`, also the ref `name`
+/// (signed with `key` when given).
+pub(crate) fn push(
+    store: &Store,
+    remote: &Remote,
+    id: &SnapshotId,
+    name: Option<&str>,
+    key: Option<&SecretKey>,
+) -> Result<PushReport> {
+    if let Some(name) = name
+        && !valid_name(name)
+    {
+        return Err(Error::BadRemoteName { name: name.into() });
+    }
+    let _lock = store.lock_shared()?;
+    let meta = store.snapshot_meta(id)?;
+    if meta.packed > 0 {
+        store.require_writable("rehydrate the packed snapshot it pushes")?;
+        crate::cold::rehydrate::ensure_loose(store, id)?;
+    }
+    let (trees, objects) = snapshot_parts(store, id)?;
+    remote.check_marker(true)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("push-")
+        .tempdir_in(store.root().join("tmp"))
+        .map_err(Error::io(
+            "create a temporary directory in",
+            &store.root().join("tmp"),
+        ))?;
+    let mut out = Outgoing {
+        store,
+        remote,
+        dir: tmp.path().to_owned(),
+        writer: None,
+        block: BlockBuilder::default(),
+        recipes: HashMap::new(),
+        new_chunks: HashSet::new(),
+        report: PushReport {
+            id: *id,
+            packs: Vec::new(),
+            pack_bytes: 0,
+            new_chunks: 0,
+            new_chunk_bytes: 0,
+            reused_objects: 0,
+            keys: 0,
+            ref_name: None,
+            signed_by: None,
+        },
+    };
+    let mut published = false;
+    for _ in 0..ATTEMPTS {
+        let uploaded: HashSet<PackId> = out.report.packs.iter().copied().collect();
+        let listing = remote.list_packs()?;
+        let marked: HashSet<PackId> = remote.marked()?.packs.iter().map(|p| p.0).collect();
+        // Never rely on a pack remote prune has marked (unless this push wrote it).
+        let usable: Vec<PackId> = listing
+            .complete
+            .keys()
+            .filter(|p| !marked.contains(p) || uploaded.contains(p))
+            .copied()
+            .collect();
+        let held = Held::from(crate::remote::open::pack_indexes(store, remote, &usable)?);
+        out.new_chunks.clear();
+        out.report.reused_objects = 0;
+        let mut needed = BTreeSet::new();
+        for (object, executable, size) in &objects {
+            if let Some(packs) = held.object(object) {
+                needed.extend(packs);
+                out.report.reused_objects += 1;
                 continue;
             }
-            let record = Record {
-                files: meta.files,
-                dirs: meta.dirs,
-                symlinks: meta.symlinks,
-                bytes: meta.bytes,
-                packs: needed.into_iter().collect(),
-                trees: trees.clone(),
-            };
-            let bytes = record
-                .encode()
-                .map_err(Error::io("compress the trees of", Path::new(&id.to_hex())))?;
-            remote.storage().put(&format::record_key(id), bytes)?;
-            published = true;
-            break;
+            out.add_object(*object, *executable, *size, &held, &mut needed)?;
         }
-        if !published {
-            return Err(Error::RemoteMissing {
-                remote: remote.label(),
-                what: format!(
-                    "stable packs for {id}: {ATTEMPTS} tries found packs it relies on removed or \
-                     marked by a concurrent `remote prune`; retry the push"
-                ),
-            });
+        needed.extend(out.finish_pack()?);
+        // Publish only when everything the record lists is there and unmarked.
+        let listing = remote.list_packs()?;
+        let marked: HashSet<PackId> = remote.marked()?.packs.iter().map(|p| p.0).collect();
+        let uploaded: HashSet<PackId> = out.report.packs.iter().copied().collect();
+        let intact = needed.iter().all(|p| {
+            listing.complete.contains_key(p) && (!marked.contains(p) || uploaded.contains(p))
+        });
+        if !intact {
+            continue;
         }
-        let seq = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        out.report.keys = self.push_keys(remote, id, seq, key)?;
-        if let Some(name) = name {
-            let mut r = Ref::new(name, *id, seq);
-            if let Some(key) = key {
-                r.sign(key);
-                out.report.signed_by = Some(key.name().to_owned());
-            }
-            remote.storage().put(&format::ref_key(name), r.encode())?;
-            out.report.ref_name = Some(name.to_owned());
-        }
-        Ok(out.report)
+        let record = Record {
+            files: meta.files,
+            dirs: meta.dirs,
+            symlinks: meta.symlinks,
+            bytes: meta.bytes,
+            packs: needed.into_iter().collect(),
+            trees: trees.clone(),
+        };
+        let bytes = record
+            .encode()
+            .map_err(Error::io("compress the trees of", Path::new(&id.to_hex())))?;
+        remote.storage().put(&format::record_key(id), bytes)?;
+        published = true;
+        break;
     }
+    if !published {
+        return Err(Error::RemoteMissing {
+            remote: remote.label(),
+            what: format!(
+                "stable packs for {id}: {ATTEMPTS} tries found packs it relies on removed or \
+                 marked by a concurrent `remote prune`; retry the push"
+            ),
+        });
+    }
+    let seq = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    out.report.keys = crate::remote::keys::push_keys(store, remote, id, seq, key)?;
+    if let Some(name) = name {
+        let mut r = Ref::new(name, *id, seq);
+        if let Some(key) = key {
+            r.sign(key);
+            out.report.signed_by = Some(key.name().to_owned());
+        }
+        remote.storage().put(&format::ref_key(name), r.encode())?;
+        out.report.ref_name = Some(name.to_owned());
+    }
+    Ok(out.report)
 }
 
 /// What the remote holds, from its pack indexes: each chunk's pack, each recipe.

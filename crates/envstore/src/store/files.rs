@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use envstore_fs::DirState;
-use envstore_tree::{ObjectId, SnapshotId, TreeId};
+use envstore_lock::{FileLock, LockKind};
+use envstore_tree::{KeyId, ObjectId, SnapshotId, TreeId};
 
 use crate::{Error, Result, Store};
 
@@ -64,122 +65,120 @@ fn classify(shard: &str, name: &str, is_objects: bool) -> Stored {
     }
 }
 
-impl Store {
-    /// Leftovers of interrupted work: temporary files in shard directories, half-built or
-    /// half-removed materializations, temporary records and pins, anything in `tmp/`, and
-    /// materializations whose snapshot record is gone. Safe to delete under the exclusive store
-    /// lock, which every writer of these holds shared.
-    /// `temps` are the temporary files [`Store::for_each_stored`] found in shard directories.
-    pub(crate) fn leftovers(&self, temps: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
-        let mut out = temps;
-        let read = |dir: &Path| -> Result<Vec<fs::DirEntry>> {
-            match fs::read_dir(dir) {
-                Ok(entries) => Ok(entries.flatten().collect()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-                Err(e) => Err(Error::io("read", dir)(e)),
-            }
-        };
-        let is_temp = |e: &fs::DirEntry| e.file_name().to_string_lossy().starts_with(".tmp-");
-        for entry in read(&self.root().join("envs"))? {
-            let orphan = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<SnapshotId>().ok())
-                .is_some_and(|id| !self.has_snapshot(&id));
-            if is_temp(&entry) || orphan {
-                out.push(entry.path());
-            }
+/// Leftovers of interrupted work: temporary files in shard directories, half-built or
+/// half-removed materializations, temporary records and pins, anything in `tmp/`, and
+/// materializations whose snapshot record is gone. Safe to delete under the exclusive store
+/// lock, which every writer of these holds shared.
+/// `temps` are the temporary files [`crate::Store::for_each_stored`] found in shard directories.
+pub(crate) fn leftovers(store: &Store, temps: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    let mut out = temps;
+    let read = |dir: &Path| -> Result<Vec<fs::DirEntry>> {
+        match fs::read_dir(dir) {
+            Ok(entries) => Ok(entries.flatten().collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io("read", dir)(e)),
         }
-        // A lease "file" that is not a regular file (a directory, a link put there) can never
-        // be locked, so it protects nothing and would fail every prune: a leftover.
-        out.extend(read(&self.root().join("leases"))?.iter().filter_map(|e| {
-            let odd = e.file_type().is_ok_and(|t| !t.is_file());
-            (odd && !is_temp(e)).then(|| e.path())
-        }));
-        for dir in ["snapshots", "pins", "leases", "packs"] {
-            out.extend(
-                read(&self.root().join(dir))?
-                    .iter()
-                    .filter(|e| is_temp(e))
-                    .map(fs::DirEntry::path),
-            );
+    };
+    let is_temp = |e: &fs::DirEntry| e.file_name().to_string_lossy().starts_with(".tmp-");
+    for entry in read(&store.root().join("envs"))? {
+        let orphan = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<SnapshotId>().ok())
+            .is_some_and(|id| !store.has_snapshot(&id));
+        if is_temp(&entry) || orphan {
+            out.push(entry.path());
         }
-        // Everything in tmp/, but the output of a build still running.
+    }
+    // A lease "file" that is not a regular file (a directory, a link put there) can never
+    // be locked, so it protects nothing and would fail every prune: a leftover.
+    out.extend(read(&store.root().join("leases"))?.iter().filter_map(|e| {
+        let odd = e.file_type().is_ok_and(|t| !t.is_file());
+        (odd && !is_temp(e)).then(|| e.path())
+    }));
+    for dir in ["snapshots", "pins", "leases", "packs"] {
         out.extend(
-            read(&self.root().join("tmp"))?
+            read(&store.root().join(dir))?
                 .iter()
-                .filter(|e| !self.is_running_build(&e.file_name().to_string_lossy()))
+                .filter(|e| is_temp(e))
                 .map(fs::DirEntry::path),
         );
-        out.sort();
-        Ok(out)
     }
+    // Everything in tmp/, but the output of a build still running.
+    out.extend(
+        read(&store.root().join("tmp"))?
+            .iter()
+            .filter(|e| !is_running_build(store, &e.file_name().to_string_lossy()))
+            .map(fs::DirEntry::path),
+    );
+    out.sort();
+    Ok(out)
+}
 
-    /// Every file in `objects/` and `trees/`, temp files included, classified by its name: the
-    /// one listing that prune, verify and stats share. Streamed one shard directory at a time,
-    /// objects before trees, shards and the files in each in name order, so ids come in
-    /// ascending order (an object's two variants one after the other) and can be joined with
-    /// sorted sets of ids. A shard directory replaced by a link (or anything but a directory)
-    /// is not entered: it is passed as [`Stored::BadShard`], so nothing is ever deleted
-    /// through it.
-    pub(crate) fn for_each_stored(
-        &self,
-        f: &mut dyn FnMut(StoredFile) -> Result<()>,
-    ) -> Result<()> {
-        for (dir, is_objects) in [("objects", true), ("trees", false)] {
-            let dir = self.root().join(dir);
-            let mut shards: Vec<fs::DirEntry> = fs::read_dir(&dir)
-                .map_err(Error::io("read", &dir))?
-                .flatten()
-                .collect();
-            shards.sort_by_cached_key(fs::DirEntry::file_name);
-            for shard in shards {
-                let shard_name = shard.file_name().to_string_lossy().into_owned();
-                let shard = shard.path();
-                match envstore_fs::dir_state(&shard).map_err(Error::io("read", &shard))? {
-                    DirState::Dir => {}
-                    DirState::Missing => continue,
-                    DirState::Other(what) => {
-                        f(StoredFile {
-                            path: shard,
-                            kind: Stored::BadShard(what),
-                            len: 0,
-                        })?;
-                        continue;
-                    }
-                }
-                let mut entries: Vec<fs::DirEntry> = fs::read_dir(&shard)
-                    .map_err(Error::io("read", &shard))?
-                    .flatten()
-                    .collect();
-                entries.sort_by_cached_key(fs::DirEntry::file_name);
-                for entry in entries {
-                    let kind = classify(
-                        &shard_name,
-                        &entry.file_name().to_string_lossy(),
-                        is_objects,
-                    );
-                    // DirEntry::metadata is an lstat: a link is not followed.
-                    let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+/// Every file in `objects/` and `trees/`, temp files included, classified by its name: the
+/// one listing that prune, verify and stats share. Streamed one shard directory at a time,
+/// objects before trees, shards and the files in each in name order, so ids come in
+/// ascending order (an object's two variants one after the other) and can be joined with
+/// sorted sets of ids. A shard directory replaced by a link (or anything but a directory)
+/// is not entered: it is passed as [`Stored::BadShard`], so nothing is ever deleted
+/// through it.
+pub(crate) fn for_each_stored(
+    store: &Store,
+    f: &mut dyn FnMut(StoredFile) -> Result<()>,
+) -> Result<()> {
+    for (dir, is_objects) in [("objects", true), ("trees", false)] {
+        let dir = store.root().join(dir);
+        let mut shards: Vec<fs::DirEntry> = fs::read_dir(&dir)
+            .map_err(Error::io("read", &dir))?
+            .flatten()
+            .collect();
+        shards.sort_by_cached_key(fs::DirEntry::file_name);
+        for shard in shards {
+            let shard_name = shard.file_name().to_string_lossy().into_owned();
+            let shard = shard.path();
+            match envstore_fs::dir_state(&shard).map_err(Error::io("read", &shard))? {
+                DirState::Dir => {}
+                DirState::Missing => continue,
+                DirState::Other(what) => {
                     f(StoredFile {
-                        path: entry.path(),
-                        kind,
-                        len,
+                        path: shard,
+                        kind: Stored::BadShard(what),
+                        len: 0,
                     })?;
+                    continue;
                 }
             }
+            let mut entries: Vec<fs::DirEntry> = fs::read_dir(&shard)
+                .map_err(Error::io("read", &shard))?
+                .flatten()
+                .collect();
+            entries.sort_by_cached_key(fs::DirEntry::file_name);
+            for entry in entries {
+                let kind = classify(
+                    &shard_name,
+                    &entry.file_name().to_string_lossy(),
+                    is_objects,
+                );
+                // DirEntry::metadata is an lstat: a link is not followed.
+                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                f(StoredFile {
+                    path: entry.path(),
+                    kind,
+                    len,
+                })?;
+            }
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    /// Removes leftovers (see [`Store::leftovers`]); the caller holds the store lock exclusively.
-    /// A leftover that is a link is removed itself, never what it points at.
-    pub(crate) fn remove_leftovers(&self, leftovers: &[PathBuf]) -> Result<()> {
-        for path in leftovers {
-            envstore_fs::remove_all(path).map_err(Error::io("remove", path))?;
-        }
-        Ok(())
+/// Removes leftovers (see [`crate::Store::leftovers`]); the caller holds the store lock exclusively.
+/// A leftover that is a link is removed itself, never what it points at.
+pub(crate) fn remove_leftovers(leftovers: &[PathBuf]) -> Result<()> {
+    for path in leftovers {
+        envstore_fs::remove_all(path).map_err(Error::io("remove", path))?;
     }
+    Ok(())
 }
 
 pub(crate) fn remove_file(path: &Path) -> Result<()> {
@@ -205,4 +204,18 @@ pub(crate) fn remove_tree(path: &Path, parent: &Path) -> Result<()> {
     }
     let trash_path = trash.keep();
     envstore_fs::remove_all(&trash_path).map_err(Error::io("remove", &trash_path))
+}
+
+/// Whether `tmp/<name>` is the output directory of a build that is still running (its
+/// key's lock is held): prune must leave it alone.
+pub(crate) fn is_running_build(store: &Store, name: &str) -> bool {
+    let Some(key) = name
+        .strip_prefix("build-")
+        .and_then(|rest| rest.get(..64))
+        .and_then(|hex| hex.parse::<KeyId>().ok())
+    else {
+        return false;
+    };
+    let lock = store.root().join("locks").join(key.to_hex());
+    !FileLock::probe(&lock, LockKind::Exclusive).unwrap_or(true)
 }

@@ -1,15 +1,15 @@
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use envstore_fs::DirState;
 use envstore_index::{Index, SnapshotMeta};
-use envstore_lock::FileLock;
+use envstore_lock::{FileLock, LockError, LockKind};
 use envstore_objects::{ObjectStore, TreeStore};
 use envstore_tree::SnapshotId;
-use envstore_walk::{Filter, WalkStats};
 
-use crate::content::layout::LinkReport;
 use crate::{Error, Result};
 
 /// Tunables of a [`Store`].
@@ -53,39 +53,6 @@ pub enum Source {
 
 /// A snapshot record is a few short lines; the source path in it is at most a few KiB.
 const MAX_RECORD: u64 = 64 << 10;
-
-/// The outcome of storing a directory.
-#[derive(Debug, Clone)]
-pub struct IngestReport {
-    pub id: SnapshotId,
-    pub stats: WalkStats,
-    /// False when the store already had this snapshot (nothing was written).
-    pub created: bool,
-    pub new_objects: u64,
-    pub new_bytes: u64,
-    /// Set when the snapshot is stored but the index could not be updated (it is rebuildable).
-    pub index_warning: Option<String>,
-    /// With relocation: the files and symlinks stored with the placeholder.
-    pub relocated: Vec<PathBuf>,
-    /// With relocation: binary files that contain the directory's path, stored as they are.
-    pub binary_with_prefix: Vec<PathBuf>,
-}
-
-/// The outcome of materializing.
-#[derive(Debug, Clone)]
-pub struct Materialized {
-    pub id: SnapshotId,
-    /// `<store>/envs/<id>`: absolute, and a function of the content only.
-    pub path: PathBuf,
-    /// False when the materialization existed already (or another process made it first).
-    pub created: bool,
-    /// How the files were laid out, when this call laid them out.
-    pub link: Option<LinkReport>,
-    /// What was stored, when the source was a directory the store did not have yet.
-    pub ingest: Option<IngestReport>,
-    /// Set when the materialization exists but the index could not record it.
-    pub index_warning: Option<String>,
-}
 
 /// A lease on a snapshot: while it lives, prune leaves the snapshot and its materialization
 /// alone. See docs/leases.md for the protocol other tools can follow without this library.
@@ -184,25 +151,12 @@ impl Store {
         &self.options
     }
 
-    /// Where snapshot `id` is (or would be) materialized.
-    pub fn env_path(&self, id: &SnapshotId) -> PathBuf {
-        self.root.join("envs").join(id.to_hex())
-    }
-
-    pub(crate) fn envs_dir(&self) -> PathBuf {
-        self.root.join("envs")
-    }
-
     pub(crate) fn objects(&self) -> &ObjectStore {
         &self.objects
     }
 
     pub(crate) fn trees(&self) -> &TreeStore {
         &self.trees
-    }
-
-    pub(crate) fn snapshot_file(&self, id: &SnapshotId) -> PathBuf {
-        self.root.join("snapshots").join(id.to_hex())
     }
 
     /// Whether the store holds snapshot `id` (all its trees and objects were stored before its
@@ -258,92 +212,6 @@ impl Store {
         Ok(ids)
     }
 
-    /// Interprets a command-line SOURCE: a directory (anything containing `/`, `.`, `..`, or an
-    /// existing directory), else a pin name, else a snapshot id or unique id prefix of at least
-    /// 8 hex digits.
-    pub fn resolve(&self, spec: &str) -> Result<Source> {
-        let path = Path::new(spec);
-        if spec.contains('/') || spec == "." || spec == ".." || path.is_dir() {
-            // A materialization (`$(envstore materialize ...)`) is its snapshot. Only a path
-            // whose last component is an id pays for resolving links: `materialize DIR` is the
-            // hot path.
-            if let Some(id) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<SnapshotId>().ok())
-                && let (Ok(dir), Ok(envs)) = (path.canonicalize(), self.envs_dir().canonicalize())
-                && dir.parent() == Some(envs.as_path())
-                && self.has_snapshot(&id)
-            {
-                return Ok(Source::Snapshot(id));
-            }
-            return Ok(Source::Dir(path.to_owned()));
-        }
-        if let Some(id) = self.pin_target(spec)? {
-            return Ok(Source::Snapshot(id));
-        }
-        if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_hexdigit()) && spec.len() <= 64 {
-            if spec.len() < 8 {
-                return Err(Error::PrefixTooShort {
-                    spec: spec.to_owned(),
-                });
-            }
-            return self.resolve_prefix(spec).map(Source::Snapshot);
-        }
-        if path.exists() {
-            return Err(envstore_walk::WalkError::NotADirectory {
-                path: path.to_owned(),
-            }
-            .into());
-        }
-        Err(Error::UnknownSource {
-            spec: spec.to_owned(),
-            near: self.near_pins(spec)?,
-        })
-    }
-
-    /// Resolves SOURCE to a snapshot that is in the store, storing a directory first.
-    pub fn resolve_stored(&self, spec: &str, filter: &Filter) -> Result<SnapshotId> {
-        match self.resolve(spec)? {
-            Source::Snapshot(id) => Ok(id),
-            Source::Dir(dir) => Ok(self.ingest(&dir, filter)?.id),
-        }
-    }
-
-    /// The snapshot id of SOURCE without storing anything (a directory is only hashed).
-    pub fn identify(&self, source: &Source, filter: &Filter) -> Result<SnapshotId> {
-        match source {
-            Source::Snapshot(id) => Ok(*id),
-            Source::Dir(dir) => Ok(self.hash_dir(dir, filter)?.root.into()),
-        }
-    }
-
-    /// The one snapshot whose id starts with `prefix` (case-insensitive).
-    pub fn resolve_prefix(&self, prefix: &str) -> Result<SnapshotId> {
-        let prefix = prefix.to_ascii_lowercase();
-        if prefix.len() == 64 {
-            let id: SnapshotId = prefix.parse().expect("64 hex digits");
-            return if self.has_snapshot(&id) {
-                Ok(id)
-            } else {
-                Err(Error::UnknownSnapshot { prefix })
-            };
-        }
-        let matches: Vec<SnapshotId> = self
-            .snapshot_ids()?
-            .into_iter()
-            .filter(|id| id.to_hex().starts_with(&prefix))
-            .collect();
-        match matches.as_slice() {
-            [] => Err(Error::UnknownSnapshot { prefix }),
-            [one] => Ok(*one),
-            many => Err(Error::AmbiguousPrefix {
-                prefix,
-                candidates: many.iter().map(|id| format!("  {id}")).collect(),
-            }),
-        }
-    }
-
     /// Opens the index (waiting at most the lock time-out); keep it open briefly.
     pub(crate) fn open_index(&self) -> Result<Index> {
         self.require_writable("open its index")?;
@@ -372,5 +240,98 @@ impl Store {
             .and_then(|index| f(&index))
             .err()
             .map(|e| e.to_string())
+    }
+
+    /// Writes `path` by rename from a temp file beside it: readers see the old or the new
+    /// content, never half. Whatever was at `path` is replaced, never written through: a link
+    /// there is replaced by the rename, a directory is removed first.
+    pub(crate) fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let dir = path.parent().expect("store files have a parent");
+        // Readable by all (a temporary file is private): another user may read this store.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .permissions(std::fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)
+            .map_err(Error::io("create a temporary file in", dir))?;
+        tmp.write_all(bytes)
+            .map_err(Error::io("write", tmp.path()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(Error::io("sync", tmp.path()))?;
+        if envstore_fs::dir_state(path).is_ok_and(|s| s == DirState::Dir) {
+            envstore_fs::remove_all(path).map_err(Error::io("remove", path))?;
+        }
+        tmp.persist(path)
+            .map_err(|e| Error::io("write", path)(e.error))?;
+        Ok(())
+    }
+
+    /// Whether this process can write the store.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Fails with one clear message when the store cannot be written here; `what` names the
+    /// command's work ("store new content").
+    pub(crate) fn require_writable(&self, what: &'static str) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(Error::ReadOnlyStore {
+                path: self.root.clone(),
+                what,
+            })
+        }
+    }
+
+    /// Takes the store lock shared: held while new content is stored or laid out, so that prune
+    /// (which takes it exclusively) never sweeps objects an ingest is about to reference. On a
+    /// store this process cannot write, where no lock file exists, there is no lock to take
+    /// (`None`): nobody can be pruning what this process only reads.
+    pub(crate) fn lock_shared(&self) -> Result<Option<FileLock>> {
+        match FileLock::acquire(
+            &self.root.join("store.lock"),
+            LockKind::Shared,
+            self.options.lock_timeout,
+            "the store lock",
+        ) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(LockError::ReadOnly { .. }) if !self.writable => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes the store lock exclusively, for work that deletes what a writer could be about to
+    /// use (prune, repair, freeing packed objects); `what` describes the lock in the time-out
+    /// message.
+    pub(crate) fn lock_exclusive(&self, what: &'static str) -> Result<FileLock> {
+        self.require_writable("change it")?;
+        Ok(FileLock::acquire(
+            &self.root.join("store.lock"),
+            LockKind::Exclusive,
+            self.options.lock_timeout,
+            what,
+        )?)
+    }
+
+    /// Takes a lease on snapshot `id`: a shared lock on `leases/<id>` that prune respects.
+    /// Waits (bounded) only while a prune is deciding about this very snapshot.
+    pub fn lease(&self, id: &SnapshotId) -> Result<Lease> {
+        let lock = FileLock::acquire(
+            &self.lease_path(id),
+            LockKind::Shared,
+            self.options.lock_timeout,
+            "a lease",
+        )?;
+        Ok(Lease { id: *id, lock })
+    }
+
+    pub(crate) fn pack_lock(&self) -> Result<FileLock> {
+        Ok(FileLock::acquire(
+            &self.root().join("pack.lock"),
+            LockKind::Exclusive,
+            self.options().lock_timeout,
+            "the pack lock (another pack, prune or repair is working on packs)",
+        )?)
     }
 }

@@ -32,55 +32,43 @@ impl Visited {
     }
 }
 
-impl Store {
-    /// Visits every tree reachable from `root` (each tree's entries in order), depth first,
-    /// reading each tree when it is reached. Subtrees in `visited` are skipped (pass `None` to
-    /// visit every occurrence, as reference counting must). A tree that cannot be read is
-    /// passed to `bad` and what is below it is skipped.
-    pub(crate) fn visit_trees(
-        &self,
-        root: TreeId,
-        mut visited: Option<&mut Visited>,
-        on_entry: &mut dyn FnMut(TreeId, &Entry) -> Result<()>,
-        bad: &mut dyn FnMut(TreeId, Error),
-    ) -> Result<()> {
-        let mut stack = vec![root];
-        while let Some(id) = stack.pop() {
-            if visited.as_deref().is_some_and(|v| v.0.contains(&id)) {
+/// Visits every tree reachable from `root` (each tree's entries in order), depth first,
+/// reading each tree when it is reached. Subtrees in `visited` are skipped (pass `None` to
+/// visit every occurrence, as reference counting must). A tree that cannot be read is
+/// passed to `bad` and what is below it is skipped.
+pub(crate) fn visit_trees(
+    store: &Store,
+    root: TreeId,
+    mut visited: Option<&mut Visited>,
+    on_entry: &mut dyn FnMut(TreeId, &Entry) -> Result<()>,
+    bad: &mut dyn FnMut(TreeId, Error),
+) -> Result<()> {
+    let mut stack = vec![root];
+    while let Some(id) = stack.pop() {
+        if visited.as_deref().is_some_and(|v| v.0.contains(&id)) {
+            continue;
+        }
+        let tree = match store.trees().get(&id) {
+            Ok(tree) => tree,
+            Err(e) => {
+                bad(id, e.into());
                 continue;
             }
-            let tree = match self.trees().get(&id) {
-                Ok(tree) => tree,
-                Err(e) => {
-                    bad(id, e.into());
-                    continue;
-                }
-            };
-            if let Some(visited) = visited.as_deref_mut() {
-                visited.remember(id);
-            }
-            for entry in tree.entries() {
-                on_entry(id, entry)?;
-            }
-            // Reversed, so that subdirectories are visited in name order.
-            for entry in tree.entries().iter().rev() {
-                if let EntryKind::Dir { tree } = &entry.kind {
-                    stack.push(*tree);
-                }
+        };
+        if let Some(visited) = visited.as_deref_mut() {
+            visited.remember(id);
+        }
+        for entry in tree.entries() {
+            on_entry(id, entry)?;
+        }
+        // Reversed, so that subdirectories are visited in name order.
+        for entry in tree.entries().iter().rev() {
+            if let EntryKind::Dir { tree } = &entry.kind {
+                stack.push(*tree);
             }
         }
-        Ok(())
     }
-
-    /// Where sorted runs go: the store's `tmp/` (anonymous files, nothing named is left), or
-    /// the system's temporary directory for a store this process cannot write.
-    pub(crate) fn scratch_dir(&self) -> PathBuf {
-        if self.is_writable() {
-            self.root().join("tmp")
-        } else {
-            std::env::temp_dir()
-        }
-    }
+    Ok(())
 }
 
 /// The objects and trees a set of snapshots needs, gathered snapshot by snapshot.
@@ -120,7 +108,8 @@ impl Marks {
         } = self;
         let spill = |e: std::io::Error| Error::io("write a sorted run in", scratch.as_path())(e);
         trees.insert(*root.as_bytes()).map_err(spill)?;
-        store.visit_trees(
+        visit_trees(
+            store,
             root,
             Some(visited),
             &mut |_, entry| {
@@ -230,77 +219,76 @@ pub(crate) struct FileRef {
 /// handed out once while there is room; beyond that, a repeat is only extra work.
 const SEEN_OBJECTS_CAP: usize = 32 << 10;
 
-impl Store {
-    /// Hands the files of snapshots `ids` to `f` in tree order (each directory's files
-    /// together, directories in name order), in batches of up to `batch` `(object, exec bit)`
-    /// pairs, each object mostly once. Fails on the first tree that cannot be read.
-    pub(crate) fn for_each_file_batch(
-        &self,
-        ids: &[SnapshotId],
-        batch: usize,
-        f: &mut FileBatchFn<'_>,
-    ) -> Result<()> {
-        let mut visited = Visited::default();
-        let mut seen: HashSet<ObjectId> = HashSet::new();
-        let mut pending: Vec<FileRef> = Vec::with_capacity(batch);
-        for id in ids {
-            let mut bad = None;
-            self.visit_trees(
-                id.root(),
-                Some(&mut visited),
-                &mut |_, entry| {
-                    if let EntryKind::File {
-                        object,
-                        executable,
-                        size,
-                        ..
-                    } = &entry.kind
-                    {
-                        if seen.contains(object) {
-                            return Ok(());
-                        }
-                        if seen.len() < SEEN_OBJECTS_CAP {
-                            seen.insert(*object);
-                        }
-                        pending.push(FileRef {
-                            object: *object,
-                            executable: *executable,
-                            size: *size,
-                        });
-                        if pending.len() >= batch {
-                            f(&pending)?;
-                            pending.clear();
-                        }
+/// Hands the files of snapshots `ids` to `f` in tree order (each directory's files
+/// together, directories in name order), in batches of up to `batch` `(object, exec bit)`
+/// pairs, each object mostly once. Fails on the first tree that cannot be read.
+pub(crate) fn for_each_file_batch(
+    store: &Store,
+    ids: &[SnapshotId],
+    batch: usize,
+    f: &mut FileBatchFn<'_>,
+) -> Result<()> {
+    let mut visited = Visited::default();
+    let mut seen: HashSet<ObjectId> = HashSet::new();
+    let mut pending: Vec<FileRef> = Vec::with_capacity(batch);
+    for id in ids {
+        let mut bad = None;
+        visit_trees(
+            store,
+            id.root(),
+            Some(&mut visited),
+            &mut |_, entry| {
+                if let EntryKind::File {
+                    object,
+                    executable,
+                    size,
+                    ..
+                } = &entry.kind
+                {
+                    if seen.contains(object) {
+                        return Ok(());
                     }
-                    Ok(())
-                },
-                &mut |_, e| {
-                    bad.get_or_insert(e);
-                },
-            )?;
-            if let Some(e) = bad {
-                return Err(e);
-            }
+                    if seen.len() < SEEN_OBJECTS_CAP {
+                        seen.insert(*object);
+                    }
+                    pending.push(FileRef {
+                        object: *object,
+                        executable: *executable,
+                        size: *size,
+                    });
+                    if pending.len() >= batch {
+                        f(&pending)?;
+                        pending.clear();
+                    }
+                }
+                Ok(())
+            },
+            &mut |_, e| {
+                bad.get_or_insert(e);
+            },
+        )?;
+        if let Some(e) = bad {
+            return Err(e);
         }
-        if !pending.is_empty() {
-            f(&pending)?;
+    }
+    if !pending.is_empty() {
+        f(&pending)?;
+    }
+    Ok(())
+}
+
+/// The distinct objects snapshots `ids` need, as a sorted set on disk. Fails on the first
+/// tree that cannot be read.
+pub(crate) fn object_set(store: &Store, ids: &[SnapshotId]) -> Result<Sorted> {
+    let scratch = store.scratch_dir();
+    let mut set = IdSet::new(&scratch, SET_BUFFER);
+    for_each_file_batch(store, ids, 4096, &mut |batch| {
+        for file in batch {
+            set.insert(*file.object.as_bytes())
+                .map_err(Error::io("write a sorted run in", &scratch))?;
         }
         Ok(())
-    }
-
-    /// The distinct objects snapshots `ids` need, as a sorted set on disk. Fails on the first
-    /// tree that cannot be read.
-    pub(crate) fn object_set(&self, ids: &[SnapshotId]) -> Result<Sorted> {
-        let scratch = self.scratch_dir();
-        let mut set = IdSet::new(&scratch, SET_BUFFER);
-        self.for_each_file_batch(ids, 4096, &mut |batch| {
-            for file in batch {
-                set.insert(*file.object.as_bytes())
-                    .map_err(Error::io("write a sorted run in", &scratch))?;
-            }
-            Ok(())
-        })?;
-        set.finish()
-            .map_err(Error::io("read a sorted run in", &scratch))
-    }
+    })?;
+    set.finish()
+        .map_err(Error::io("read a sorted run in", &scratch))
 }

@@ -5,4 +5,6 @@ pub(crate) mod files;
 pub(crate) mod handle;
 pub(crate) mod mark;
 pub(crate) mod open;
+pub(crate) mod paths;
 pub(crate) mod reach;
+pub(crate) mod records;

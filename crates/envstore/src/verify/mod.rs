@@ -3,6 +3,7 @@
 
 pub(crate) mod cold;
 pub(crate) mod env;
+pub(crate) mod found;
 pub(crate) mod pass;
 pub(crate) mod repair;
 pub(crate) mod report;

@@ -1,0 +1,148 @@
+//! Which remotes a store uses (`<store>/remotes`), the keys it trusts, and opening them by
+//! name or URL.
+
+use envstore_remote::RemoteUrl;
+use envstore_remote::config::{Config, RemoteEntry, valid_name};
+use envstore_remote::sign::{PublicKey, SecretKey};
+
+use crate::remote::open::Remote;
+use crate::{Error, Result, Store};
+
+/// The store's remotes and trusted keys (empty when it has none).
+pub(crate) fn remote_config(store: &Store) -> Result<Config> {
+    let path = store.config_path();
+    match envstore_fs::read_bounded(&path, 1 << 20) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| Error::RemoteConfig {
+                path: path.clone(),
+                reason: "it is not UTF-8".into(),
+            })?;
+            Config::parse(&text).map_err(|e| Error::RemoteConfig {
+                path,
+                reason: e.to_string(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+        Err(e) => Err(Error::io("read", &path)(e)),
+    }
+}
+
+fn save_remote_config(store: &Store, config: &Config) -> Result<()> {
+    store.require_writable("change its remotes")?;
+    store.write_file_atomic(&store.config_path(), config.to_text().as_bytes())
+}
+
+/// Adds remote `name` at `url`, after checking it answers, that it is an envstore remote
+/// or empty, and whether it honours create-if-absent.
+pub(crate) fn remote_add(store: &Store, name: &str, url: &str) -> Result<RemoteEntry> {
+    if !valid_name(name) {
+        return Err(Error::BadRemoteName { name: name.into() });
+    }
+    let url: RemoteUrl = url.parse()?;
+    let mut config = remote_config(store)?;
+    if config.remote(name).is_some() {
+        return Err(Error::RemoteExists { name: name.into() });
+    }
+    let remote = Remote::open(&url, Some(name))?;
+    remote.check_marker(false)?;
+    let create_if_absent = envstore_remote::probe_create_if_absent(remote.storage())?;
+    let entry = RemoteEntry {
+        name: name.to_owned(),
+        url,
+        create_if_absent,
+    };
+    config.remotes.push(entry.clone());
+    save_remote_config(store, &config)?;
+    Ok(entry)
+}
+
+/// Removes remote `name` from the configuration (the remote itself is not touched).
+pub(crate) fn remote_rm(store: &Store, name: &str) -> Result<()> {
+    let mut config = remote_config(store)?;
+    let before = config.remotes.len();
+    config.remotes.retain(|r| r.name != name);
+    if config.remotes.len() == before {
+        return Err(unknown_remote(name, &config));
+    }
+    save_remote_config(store, &config)
+}
+
+fn unknown_remote(name: &str, config: &Config) -> Error {
+    Error::UnknownRemote {
+        name: name.to_owned(),
+        known: config.remotes.iter().map(|r| r.name.clone()).collect(),
+    }
+}
+
+/// Trusts (or, with `trust == false`, stops trusting) a public key for signed refs.
+pub(crate) fn trust_key(store: &Store, key: &str, trust: bool) -> Result<()> {
+    let mut config = remote_config(store)?;
+    if trust {
+        let key: PublicKey =
+            key.parse()
+                .map_err(|e: envstore_remote::sign::KeyError| Error::BadKey {
+                    what: "the public key".into(),
+                    reason: e.to_string(),
+                })?;
+        config.trusted_keys.retain(|k| k.name != key.name);
+        config.trusted_keys.push(key);
+    } else {
+        let before = config.trusted_keys.len();
+        config
+            .trusted_keys
+            .retain(|k| k.name != key && k.to_string() != key);
+        if before == config.trusted_keys.len() {
+            return Err(Error::BadKey {
+                what: format!("key {key:?}"),
+                reason: "it is not trusted; `envstore remote ls` lists the trusted keys".into(),
+            });
+        }
+    }
+    save_remote_config(store, &config)
+}
+
+/// The remotes `spec` names: a configured name or a URL; `None` means every configured
+/// remote, in order.
+pub(crate) fn remotes(store: &Store, spec: Option<&str>) -> Result<Vec<Remote>> {
+    let config = remote_config(store)?;
+    match spec {
+        None => config
+            .remotes
+            .iter()
+            .map(|r| Remote::open(&r.url, Some(&r.name)))
+            .collect(),
+        Some(spec) if spec.contains("://") => Ok(vec![Remote::open(&spec.parse()?, None)?]),
+        Some(name) => match config.remote(name) {
+            Some(r) => Ok(vec![Remote::open(&r.url, Some(&r.name))?]),
+            None => Err(unknown_remote(name, &config)),
+        },
+    }
+}
+
+/// The one remote `spec` names, or the only configured one when `spec` is `None`.
+pub(crate) fn remote(store: &Store, spec: Option<&str>) -> Result<Remote> {
+    let mut remotes = remotes(store, spec)?;
+    match remotes.len() {
+        1 => Ok(remotes.remove(0)),
+        0 => Err(Error::NoRemotes),
+        _ => Err(Error::WhichRemote {
+            names: remotes.iter().map(Remote::label).collect(),
+        }),
+    }
+}
+
+/// Reads a secret key file for `push --sign`.
+pub fn read_secret_key(path: &std::path::Path) -> Result<SecretKey> {
+    let bytes = envstore_fs::read_bounded(path, 64 << 10).map_err(|e| Error::BadKey {
+        what: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::BadKey {
+        what: path.display().to_string(),
+        reason: "not UTF-8".into(),
+    })?;
+    SecretKey::parse(&text).map_err(|e| Error::BadKey {
+        what: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}

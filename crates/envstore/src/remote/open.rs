@@ -1,0 +1,182 @@
+//! An open remote: its storage, marker, listing of packs, and the cache of its pack indexes.
+
+use std::collections::HashMap;
+
+use envstore_remote::format::{self, Marked, PackIndex};
+use envstore_remote::{Counters, RemoteError, RemoteUrl, Storage};
+use envstore_tree::PackId;
+
+use crate::{Error, Result, Store};
+
+/// Remote pack indexes seen before, by pack id (an index is a function of its pack).
+pub(crate) const CACHE_DIR: &str = "remote-cache";
+
+/// An open remote.
+#[derive(Debug)]
+pub struct Remote {
+    /// The configured name, or `None` for a URL given on the command line.
+    pub name: Option<String>,
+    pub url: RemoteUrl,
+    storage: Box<dyn Storage>,
+}
+
+impl Remote {
+    /// Opens `url` (nothing is contacted until it is used).
+    pub fn open(url: &RemoteUrl, name: Option<&str>) -> Result<Remote> {
+        Ok(Remote {
+            name: name.map(str::to_owned),
+            url: url.clone(),
+            storage: envstore_remote::open(url)?,
+        })
+    }
+
+    /// The name, or the URL (without password) when it has none.
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.url.to_string())
+    }
+
+    /// Requests made and bytes moved so far.
+    pub fn counters(&self) -> Counters {
+        self.storage.counters()
+    }
+
+    pub(crate) fn storage(&self) -> &dyn Storage {
+        &*self.storage
+    }
+
+    /// Refuses a remote that holds something else than envstore's layout, version 1.
+    pub(super) fn check_marker(&self, create: bool) -> Result<()> {
+        match self.storage.get(format::MARKER_KEY, 4096)? {
+            Some(m) if m == format::MARKER => Ok(()),
+            Some(m) => Err(Error::RemoteRefused {
+                remote: self.label(),
+                reason: format!(
+                    "its {} file says {:?}, not {:?}: another envstore version, or not an \
+                     envstore remote",
+                    format::MARKER_KEY,
+                    String::from_utf8_lossy(&m).trim(),
+                    String::from_utf8_lossy(format::MARKER).trim()
+                ),
+            }),
+            None if create => {
+                self.storage
+                    .put(format::MARKER_KEY, format::MARKER.to_vec())?;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The packs remote prune has marked for deletion.
+    pub(super) fn marked(&self) -> Result<Marked> {
+        match self.storage.get(format::MARKED_KEY, format::MAX_MARKED)? {
+            None => Ok(Marked::default()),
+            Some(bytes) => Marked::decode(&bytes).map_err(|e| self.refused(e.to_string())),
+        }
+    }
+
+    pub(super) fn refused(&self, reason: String) -> Error {
+        Error::RemoteRefused {
+            remote: self.label(),
+            reason,
+        }
+    }
+}
+
+/// What `packs/` of a remote holds: complete packs (a pack and its index) and the rest.
+#[derive(Debug, Default)]
+pub(crate) struct PackListing {
+    /// Packs with both files, with the pack's size and modification time.
+    pub(crate) complete: HashMap<PackId, (u64, i64)>,
+    /// Files of incomplete packs (a pack without its index or the reverse): key, size, time.
+    pub(crate) partial: Vec<(String, u64, i64)>,
+}
+
+impl Remote {
+    pub(crate) fn list_packs(&self) -> Result<PackListing> {
+        // Each pack's .pack and .idx files: (size, time).
+        type Files = (Option<(u64, i64)>, Option<(u64, i64)>);
+        let mut packs: HashMap<PackId, Files> = HashMap::new();
+        let mut listing = PackListing::default();
+        for f in self.storage.list("packs")? {
+            let parsed = f
+                .name
+                .strip_suffix(".pack")
+                .map(|h| (h, true))
+                .or_else(|| f.name.strip_suffix(".idx").map(|h| (h, false)));
+            match parsed.and_then(|(h, is_pack)| Some((h.parse::<PackId>().ok()?, is_pack))) {
+                Some((id, true)) => packs.entry(id).or_default().0 = Some((f.size, f.modified)),
+                Some((id, false)) => packs.entry(id).or_default().1 = Some((f.size, f.modified)),
+                None => listing
+                    .partial
+                    .push((format!("packs/{}", f.name), f.size, f.modified)),
+            }
+        }
+        for (id, files) in packs {
+            match files {
+                (Some(pack), Some(_)) => {
+                    listing.complete.insert(id, pack);
+                }
+                (Some((size, time)), None) => {
+                    listing.partial.push((format::pack_key(&id), size, time))
+                }
+                (None, Some((size, time))) => {
+                    listing.partial.push((format::index_key(&id), size, time))
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(listing)
+    }
+}
+
+/// The indexes of `packs` on `remote`: from the cache, else fetched, checked and cached.
+pub(crate) fn pack_indexes(
+    store: &Store,
+    remote: &Remote,
+    packs: &[PackId],
+) -> Result<HashMap<PackId, PackIndex>> {
+    let dir = store.root().join(CACHE_DIR);
+    let mut out = HashMap::new();
+    let mut fetch = Vec::new();
+    for id in packs {
+        let path = dir.join(format!("{id}.idx"));
+        match envstore_fs::read_bounded(&path, format::MAX_INDEX)
+            .ok()
+            .and_then(|b| PackIndex::decode(&b, id).ok())
+        {
+            Some(idx) => {
+                out.insert(*id, idx);
+            }
+            None => fetch.push(*id),
+        }
+    }
+    let keys: Vec<String> = fetch.iter().map(format::index_key).collect();
+    let fetched = remote.storage.get_many(&keys, format::MAX_INDEX)?;
+    for (id, bytes) in fetch.into_iter().zip(fetched) {
+        let Some(bytes) = bytes else {
+            return Err(Error::RemoteMissing {
+                remote: remote.label(),
+                what: format!("the index of pack {id} (removed meanwhile? retry)"),
+            });
+        };
+        let idx = PackIndex::decode(&bytes, &id).map_err(|e| remote.refused(e.to_string()))?;
+        if store.is_writable() {
+            let _ = store.write_file_atomic(&dir.join(format!("{id}.idx")), &bytes);
+        }
+        out.insert(id, idx);
+    }
+    Ok(out)
+}
+
+impl From<RemoteError> for Error {
+    fn from(e: RemoteError) -> Error {
+        Error::Remote(e)
+    }
+}
+
+impl From<envstore_remote::UrlError> for Error {
+    fn from(e: envstore_remote::UrlError) -> Error {
+        Error::BadRemoteUrl(e)
+    }
+}
