@@ -163,6 +163,14 @@ impl Printer {
         }
     }
 
+    /// What to do about the warning or error just printed.
+    pub fn hint(&self, hint: &envstore::Hint) {
+        let words = crate::hints::word(hint);
+        if self.level >= Level::Normal && !words.is_empty() {
+            eprintln!("envstore: hint: {words}");
+        }
+    }
+
     /// The final error. Library errors already carry their cause in the message, so the chain
     /// is printed only where anyhow added context.
     pub fn error(&self, err: &anyhow::Error) {
@@ -170,6 +178,15 @@ impl Printer {
         eprintln!("envstore: error: {err}");
         if let Some(hint) = full_disk_hint(err) {
             eprintln!("envstore: hint: {hint}");
+        }
+        let library = err
+            .chain()
+            .find_map(|e| e.downcast_ref::<envstore::Error>());
+        if let Some(hint) = library.and_then(envstore::Error::hint) {
+            let words = crate::hints::word(&hint);
+            if !words.is_empty() {
+                eprintln!("envstore: hint: {words}");
+            }
         }
     }
 }

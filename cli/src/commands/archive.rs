@@ -79,7 +79,7 @@ pub fn export(
     }
     printer.info(format_args!(
         "exported {} to {}",
-        &id.to_hex()[..12],
+        id.short(),
         output.display()
     ));
     if printer.json() {
@@ -141,7 +141,7 @@ pub fn import(
         store.pin(name, &id)?;
         printer.info(format_args!(
             "imported {} and pinned it as {name}",
-            &id.to_hex()[..12]
+            id.short()
         ));
     }
     if printer.json() {

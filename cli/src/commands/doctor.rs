@@ -130,7 +130,7 @@ pub fn doctor(store: &Store, dir: Option<&Path>, printer: &Printer) -> anyhow::R
             findings.push(format!(
                 "{} uses {} ({state}{})",
                 build.display(),
-                &id.to_hex()[..12],
+                id.short(),
                 match root {
                     Some(true) => ", kept by a live root",
                     Some(false) => ", its root is dead",
@@ -145,7 +145,7 @@ pub fn doctor(store: &Store, dir: Option<&Path>, printer: &Printer) -> anyhow::R
                         "{} used {} before and no longer does: the build environment changed (new \
                          requirements resolved), so the last configure saw new paths",
                         build.display(),
-                        &id.to_hex()[..12]
+                        id.short()
                     ));
                 }
             }

@@ -74,14 +74,14 @@ fn run_ensure(
     if ensured.built {
         printer.info(format_args!(
             "built {} for key {}",
-            &id.to_hex()[..12],
-            &key[..16]
+            id.short(),
+            ensured.key.short_key()
         ));
     } else {
         printer.detail(format_args!(
             "key {}: {} already built",
-            &key[..16],
-            &id.to_hex()[..12]
+            ensured.key.short_key(),
+            id.short()
         ));
     }
     let path = ensured.materialized.path.to_string_lossy().into_owned();
@@ -243,9 +243,9 @@ pub fn keys(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
     ];
     for r in &records {
         rows.push(vec![
-            r.key.to_hex()[..16].to_owned(),
+            r.key.short_key(),
             r.name.clone().unwrap_or_else(|| "-".to_owned()),
-            r.snapshot.to_hex()[..12].to_owned(),
+            r.snapshot.short(),
             utc_time(r.created),
             r.inputs.command.escape_debug().to_string(),
         ]);
@@ -282,8 +282,8 @@ pub fn explain(store: &Store, name: &str, printer: &Printer) -> anyhow::Result<E
             "{} ({}) key {} -> {}: {why}",
             utc_time(record.created),
             ago(record.created),
-            &record.key.to_hex()[..16],
-            &record.snapshot.to_hex()[..12],
+            record.key.short_key(),
+            record.snapshot.short(),
         ));
     }
     Ok(ExitCode::SUCCESS)

@@ -28,7 +28,7 @@ pub fn pack(store: &Store, sources: &[String], printer: &Printer) -> anyhow::Res
     for id in &report.kept_materialized {
         printer.info(format_args!(
             "{} is materialized: packed, but its files stay loose while {} exists",
-            &id.to_hex()[..12],
+            id.short(),
             store.env_path(id).display()
         ));
     }
@@ -115,18 +115,18 @@ pub fn prune(
             };
             printer.data(&format!(
                 "{verb} {} ({}, {why}{})",
-                &r.id.to_hex()[..12],
+                r.id.short(),
                 human_bytes(r.bytes),
                 if r.materialized { ", materialized" } else { "" }
             ));
         }
         for id in &plan.leased {
-            printer.info(format_args!("kept {}: in use (leased)", &id.to_hex()[..12]));
+            printer.info(format_args!("kept {}: in use (leased)", id.short()));
         }
         for (id, dir) in &plan.rooted {
             printer.detail(format_args!(
                 "kept {}: the build directory {} uses it (a live root)",
-                &id.to_hex()[..12],
+                id.short(),
                 dir.display()
             ));
         }
@@ -135,7 +135,7 @@ pub fn prune(
             printer.info(format_args!(
                 "{dropped} the root {} for {}: {why}",
                 dir.display(),
-                &id.to_hex()[..12]
+                id.short()
             ));
         }
         printer.info(format_args!(
@@ -173,7 +173,7 @@ pub fn prune(
             plan.rooted.len(),
             plan.rooted
                 .iter()
-                .map(|(id, _)| id.to_hex()[..12].to_owned())
+                .map(|(id, _)| id.short())
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect::<Vec<_>>()
@@ -268,11 +268,7 @@ pub fn rm(
             Source::Dir(dir) => {
                 let id = store.identify(&Source::Dir(dir.clone()), &Filter::default())?;
                 if !store.has_snapshot(&id) {
-                    anyhow::bail!(
-                        "{} is not in the store (as {})",
-                        dir.display(),
-                        &id.to_hex()[..12]
-                    );
+                    anyhow::bail!("{} is not in the store (as {})", dir.display(), id.short());
                 }
                 ids.push(id);
             }
@@ -297,7 +293,7 @@ pub fn rm(
         for r in &plan.remove {
             printer.data(&format!(
                 "{verb} {} ({})",
-                &r.id.to_hex()[..12],
+                r.id.short(),
                 human_bytes(r.bytes)
             ));
         }
@@ -321,7 +317,7 @@ pub fn rm(
     for (id, lease, holders) in &report.in_use {
         message.push_str(&format!(
             "\n  {}: a process holds its lease {}{}",
-            &id.to_hex()[..12],
+            id.short(),
             lease.display(),
             if holders.is_empty() {
                 String::new()

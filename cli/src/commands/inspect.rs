@@ -49,7 +49,7 @@ pub fn ls(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
     ];
     for info in &list {
         rows.push(vec![
-            info.id.to_hex()[..12].to_owned(),
+            info.id.short(),
             if info.pins.is_empty() {
                 "-".to_owned()
             } else {

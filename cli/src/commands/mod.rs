@@ -33,7 +33,10 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
     let result = run_command(&store, cli.command, printer);
     // Damage found and worked around (a damaged pin, a rebuilt index) is said, not hidden.
     for warning in store.take_warnings() {
-        printer.warn(warning);
+        printer.warn(&warning);
+        if let Some(hint) = &warning.hint {
+            printer.hint(hint);
+        }
     }
     result
 }

@@ -1,5 +1,6 @@
 use std::process::ExitCode;
 
+use envstore::PinState;
 use envstore::{Filter, Store, validate_pin_name};
 use serde_json::json;
 
@@ -18,11 +19,11 @@ pub fn pin(
     match previous {
         Some(old) if old != id => printer.info(format_args!(
             "moved pin {name} from {} to {}",
-            &old.to_hex()[..12],
-            &id.to_hex()[..12]
+            old.short(),
+            id.short()
         )),
         Some(_) => printer.detail(format_args!("pin {name} already points at {id}")),
-        None => printer.info(format_args!("pinned {} as {name}", &id.to_hex()[..12])),
+        None => printer.info(format_args!("pinned {} as {name}", id.short())),
     }
     if printer.json() {
         printer.json_value(
@@ -37,14 +38,15 @@ pub fn pin(
 pub fn unpin(store: &Store, name: &str, printer: &Printer) -> anyhow::Result<ExitCode> {
     let target = store.unpin(name)?;
     match &target {
-        Ok(id) => printer.info(format_args!(
-            "removed pin {name} (was {})",
-            &id.to_hex()[..12]
-        )),
-        Err(reason) => printer.info(format_args!("removed the damaged pin {name} ({reason})")),
+        PinState::Target(id) => {
+            printer.info(format_args!("removed pin {name} (was {})", id.short()))
+        }
+        PinState::Damaged(reason) => {
+            printer.info(format_args!("removed the damaged pin {name} ({reason})"))
+        }
     }
     if printer.json() {
-        let id = target.as_ref().ok().map(|id| id.to_hex());
+        let id = target.target().map(|id| id.to_hex());
         printer.json_value(&json!({"name": name, "id": id}));
     }
     Ok(ExitCode::SUCCESS)

@@ -354,5 +354,5 @@ fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn short(id: &envstore::SnapshotId) -> String {
-    id.to_hex()[..12].to_owned()
+    id.short()
 }

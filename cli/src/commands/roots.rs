@@ -53,7 +53,7 @@ pub fn roots(
             ));
         } else {
             for (dir, ids) in &found {
-                let short: Vec<String> = ids.iter().map(|i| i.to_hex()[..12].to_owned()).collect();
+                let short: Vec<String> = ids.iter().map(|i| i.short()).collect();
                 printer.data(&format!("{}\t{}", dir.display(), short.join(",")));
             }
             printer.info(format_args!(
@@ -94,7 +94,7 @@ pub fn roots(
             printer.data(&format!(
                 "{}\t{}\t{}\t{}",
                 r.root.dir.display(),
-                &id.to_hex()[..12],
+                id.short(),
                 if state.is_live() { "live" } else { "dead" },
                 state.reason()
             ));

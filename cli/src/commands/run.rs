@@ -23,7 +23,7 @@ pub fn run(
         printer.detail(format_args!(
             "{} is a root of {}",
             dir.display(),
-            &done.id.to_hex()[..12]
+            done.id.short()
         ));
     }
     if done.created {

@@ -63,7 +63,7 @@ type RecipeRow = (PackId, Vec<u8>);
 fn bad(what: &str) -> IndexError {
     IndexError::BadRecord {
         id: what.to_owned(),
-        reason: "malformed chunk index entry; run `envstore verify --repair`".to_owned(),
+        reason: "malformed chunk index entry".to_owned(),
     }
 }
 

@@ -27,19 +27,14 @@ const CACHE_BYTES: usize = 4 << 20;
 pub enum IndexError {
     #[error(transparent)]
     Lock(#[from] LockError),
-    #[error(
-        "the index {path} cannot be used ({source}); run `envstore verify --repair` to rebuild it"
-    )]
+    #[error("the index {path} cannot be used ({source}); it is a cache, rebuilt by repair")]
     Database {
         path: PathBuf,
         source: Box<redb::Error>,
     },
     #[error("bad snapshot record for {id}: {reason}")]
     BadRecord { id: String, reason: String },
-    #[error(
-        "the index {path} is damaged ({reason}); it is a cache: run `envstore verify --repair` \
-         to rebuild it"
-    )]
+    #[error("the index {path} is damaged ({reason}); it is a cache, rebuilt by repair")]
     Damaged { path: PathBuf, reason: String },
 }
 

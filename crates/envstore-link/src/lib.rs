@@ -93,7 +93,7 @@ pub enum LinkError {
         to: PathBuf,
         source: io::Error,
     },
-    #[error("{path} is damaged ({reason}); run `envstore verify --repair`")]
+    #[error("{path} is damaged ({reason})")]
     Damaged { path: PathBuf, reason: String },
     #[error("failed to prepare {path}: {source}")]
     Source {

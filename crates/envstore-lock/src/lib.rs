@@ -29,7 +29,7 @@ pub enum LockError {
     Lock { path: PathBuf, source: io::Error },
     #[error(
         "timed out after {waited:?} waiting for {what} ({path}); another envstore process holds \
-         it. Retry, or wait longer with ENVSTORE_LOCK_TIMEOUT=<seconds>"
+         it"
     )]
     TimedOut {
         what: &'static str,
@@ -179,8 +179,7 @@ fn open_nofollow(path: &Path, create: bool) -> io::Result<File> {
             if e.raw_os_error() == Some(libc::ELOOP) {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "it is a symbolic link; envstore does not follow links in its store \
-                     (remove it, or run `envstore verify --repair`)",
+                    "it is a symbolic link; envstore does not follow links in its store",
                 )
             } else {
                 e
@@ -190,7 +189,7 @@ fn open_nofollow(path: &Path, create: bool) -> io::Result<File> {
     if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "it is not a regular file (remove it, or run `envstore verify --repair`)",
+            "it is not a regular file",
         ));
     }
     Ok(file)

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use envstore_fs::DirState;
 
+use envstore_fs::Stamp;
 use envstore_tree::{DecodeError, ObjectId, Tree, TreeId, fixed_mtime};
-use envstore_walk::Stamp;
 use tempfile::NamedTempFile;
 
 /// What went wrong with an object or tree. Every variant names the path involved.
@@ -32,8 +32,6 @@ pub enum ObjectError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error(transparent)]
-    Source(#[from] envstore_walk::WalkError),
     #[error(
         "{path} changed while it was being stored (expected {expected}, read {actual}); run again once nothing writes to it"
     )]
@@ -45,18 +43,18 @@ pub enum ObjectError {
     /// The reader given to [`ObjectStore::insert_reader`] failed (the caller knows what it was).
     #[error("failed to read the content to store: {0}")]
     Reader(io::Error),
-    #[error("{path} is missing from the store; run `envstore verify --repair`")]
+    #[error("{path} is missing from the store")]
     Missing { path: PathBuf },
-    #[error("{path} is damaged: its content hashes to {actual}; run `envstore verify --repair`")]
+    #[error("{path} is damaged: its content hashes to {actual}")]
     Corrupt { path: PathBuf, actual: String },
-    #[error("{path} is not a valid tree: {source}; run `envstore verify --repair`")]
+    #[error("{path} is not a valid tree: {source}")]
     BadTree { path: PathBuf, source: DecodeError },
     #[error(
         "{path} is {what}, not a directory envstore made; envstore never follows links or \
-         writes through them in its store. Run `envstore verify --repair` to replace it"
+         writes through them in its store"
     )]
     NotAStoreDir { path: PathBuf, what: &'static str },
-    #[error("{path} is damaged ({reason}); run `envstore verify --repair`")]
+    #[error("{path} is damaged ({reason})")]
     Damaged { path: PathBuf, reason: String },
 }
 
@@ -369,7 +367,7 @@ impl ObjectStore {
                 return Ok(written);
             }
         }
-        let (mut src, _) = envstore_walk::open_source_file(source)?;
+        let (mut src, _) = envstore_fs::open_regular(source).map_err(io_err("open", source))?;
         let (tmp, size) =
             self.copy_to_temp(&mut src, source, &dest, executable, expected, settled)?;
         Ok(if publish(tmp, &dest)? { size } else { 0 })
@@ -610,8 +608,11 @@ impl ObjectStore {
 fn hash_file(file: &mut File) -> io::Result<(ObjectId, u64)> {
     file.seek(io::SeekFrom::Start(0))?;
     let mut hasher = blake3::Hasher::new();
-    let size =
-        COPY_BUF.with_borrow_mut(|buf| envstore_walk::hash_reader(file, buf, &mut hasher))?;
+    let size = COPY_BUF.with_borrow_mut(|buf| {
+        envstore_fs::read_chunks(file, buf, |bytes| {
+            hasher.update(bytes);
+        })
+    })?;
     Ok((ObjectId::from(hasher.finalize()), size))
 }
 

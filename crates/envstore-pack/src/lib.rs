@@ -78,7 +78,7 @@ pub enum PackError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("{path} is damaged at byte {offset}: {reason}; run `envstore verify --repair`")]
+    #[error("{path} is damaged at byte {offset}: {reason}")]
     Corrupt {
         path: PathBuf,
         offset: u64,

@@ -27,6 +27,17 @@ macro_rules! define_id {
             pub fn to_hex(&self) -> String {
                 hex_encode(&self.0)
             }
+
+            /// The first 12 hex digits, for messages and tables (`ls` prints ids this way);
+            /// [`Self::short_key`] gives 16 for keys, which users compare across machines.
+            pub fn short(&self) -> String {
+                hex_encode(&self.0[..6])
+            }
+
+            /// The first 16 hex digits.
+            pub fn short_key(&self) -> String {
+                hex_encode(&self.0[..8])
+            }
         }
 
         impl From<blake3::Hash> for $name {
@@ -43,7 +54,7 @@ macro_rules! define_id {
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!(stringify!($name), "({})"), &self.to_hex()[..16])
+                write!(f, concat!(stringify!($name), "({})"), self.short_key())
             }
         }
 

@@ -88,38 +88,7 @@ pub struct SourceFile {
     pub stamp: Option<Stamp>,
 }
 
-/// What changes whenever a file's content does: device, inode, size, mtime and ctime.
-///
-/// Every write (and every chmod, rename or link) sets ctime to the current time, which no
-/// user can set back. So a file whose ctime was already older than the walk's start when it
-/// was hashed (by more than [`SETTLE`], which covers the kernel's coarse clock), and whose stamp
-/// is the same later, has not been written in between, as git's "racily clean" rule reasons.
-/// Files younger than that are re-read instead of trusted. Not covered: a process writing
-/// through a shared writable mapping it dirtied before the walk (no ctime update until
-/// writeback); environments are not written that way, and `verify` re-hashes everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-/// How much older than the walk a file's ctime must be for its stamp to be trusted.
-pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
-
-impl Stamp {
-    pub fn of(meta: &std::fs::Metadata) -> Stamp {
-        Stamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-}
+pub use envstore_fs::{SETTLE, Stamp};
 
 /// Counts of what the walk saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -543,16 +512,7 @@ pub fn hash_reader(
     buf: &mut [u8],
     hasher: &mut blake3::Hasher,
 ) -> io::Result<u64> {
-    let mut total = 0;
-    loop {
-        match reader.read(buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                total += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    envstore_fs::read_chunks(reader, buf, |bytes| {
+        hasher.update(bytes);
+    })
 }

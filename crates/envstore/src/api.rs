@@ -6,19 +6,17 @@ use std::path::{Path, PathBuf};
 
 use envstore_archive::Format;
 use envstore_keys::Inputs;
-use envstore_remote::config::Config;
-use envstore_remote::format::Ref;
+#[cfg(feature = "remote")]
+use envstore_remote::{config::Config, format::Ref};
 
 use crate::*;
 
 impl Store {
-    // store/open.rs
     /// Opens the store at `root`, creating it if the directory is missing or empty.
     pub fn open(root: &Path, options: StoreOptions) -> Result<Store> {
         crate::store::open::open(root, options)
     }
 
-    // cold/pack.rs
     /// Moves snapshots into the cold tier: every object they need is cut into chunks, new chunks
     /// are compressed into packs, the snapshots are marked packed, and loose objects that no
     /// materialized or unpacked snapshot needs are freed. With no ids, packs every snapshot that
@@ -27,7 +25,6 @@ impl Store {
         crate::cold::pack::pack(self, only)
     }
 
-    // content/archive.rs
     /// Writes snapshot `id` to `out` as a deterministic archive; returns `out`.
     pub fn export<W: Write>(&self, id: &SnapshotId, out: W, format: Format) -> Result<W> {
         crate::content::archive::export(self, id, out, format)
@@ -41,7 +38,6 @@ impl Store {
         crate::content::archive::import(self, input, limit, label)
     }
 
-    // content/ingest.rs
     /// Stores the directory tree at `dir` and returns its snapshot id. Storing a snapshot the
     /// store has already checks what it holds of it (one `lstat` per object and tree) and
     /// replaces what is damaged from `dir`: ingesting the source again heals the store.
@@ -49,7 +45,6 @@ impl Store {
         crate::content::ingest::ingest(self, dir, filter)
     }
 
-    // content/materialize.rs
     /// Makes `source` available at its stable path and returns it. A directory is hashed (and
     /// stored if new); a materialization that exists is returned without touching anything but
     /// its last-use time.
@@ -72,14 +67,12 @@ impl Store {
         crate::content::materialize::materialize_leased(self, source, filter, policy)
     }
 
-    // catalog/diff.rs
     /// The differences from `old` to `new`. Directories are hashed, not stored; subtrees with
     /// equal ids are skipped unread.
     pub fn diff(&self, old: &Source, new: &Source, filter: &Filter) -> Result<Vec<Change>> {
         crate::catalog::diff::diff(self, old, new, filter)
     }
 
-    // catalog/list.rs
     /// The snapshot a pin names, if the pin exists; a damaged pin is an error saying how to
     /// replace or remove it.
     pub fn pin_target(&self, name: &str) -> Result<Option<SnapshotId>> {
@@ -101,9 +94,9 @@ impl Store {
     pub fn pin(&self, name: &str, id: &SnapshotId) -> Result<Option<SnapshotId>> {
         crate::catalog::pins::pin(self, name, id)
     }
-    /// Removes pin `name`; returns what it pointed at (`Err` with the reason for a damaged
-    /// pin, which is removed all the same: never through a link).
-    pub fn unpin(&self, name: &str) -> Result<Result<SnapshotId, String>> {
+    /// Removes pin `name`; returns what it held (a damaged pin is removed all the same: never
+    /// through a link).
+    pub fn unpin(&self, name: &str) -> Result<PinState> {
         crate::catalog::pins::unpin(self, name)
     }
     /// Every readable pin, by name. A damaged pin is left out with a warning (see
@@ -135,7 +128,6 @@ impl Store {
         crate::catalog::list::stats(self)
     }
 
-    // catalog/resolve.rs
     /// Interprets a command-line SOURCE: a directory (anything containing `/`, `.`, `..`, or an
     /// existing directory), else a pin name, else a snapshot id or unique id prefix of at least
     /// 8 hex digits.
@@ -155,7 +147,6 @@ impl Store {
         crate::catalog::resolve::resolve_prefix(self, prefix)
     }
 
-    // gc/prune.rs
     /// The plan prune would carry out, changing nothing (`--dry-run`).
     pub fn prune_plan(&self, options: &PruneOptions) -> Result<PrunePlan> {
         crate::gc::prune::prune_plan(self, options)
@@ -166,12 +157,10 @@ impl Store {
         crate::gc::prune::prune(self, options)
     }
 
-    // gc/rm.rs
     pub fn rm(&self, ids: &[SnapshotId], force: bool, dry_run: bool) -> Result<RmReport> {
         crate::gc::rm::rm(self, ids, force, dry_run)
     }
 
-    // gc/roots.rs
     /// Records that build directory `dir` uses the snapshots `ids` (added to what it used).
     pub fn root_add(&self, dir: &Path, ids: &[SnapshotId]) -> Result<Root> {
         crate::gc::roots::root_add(self, dir, ids)
@@ -191,13 +180,15 @@ impl Store {
         crate::gc::roots::roots_scan(self, dirs, stored_only)
     }
 
-    // verify/pass.rs
     /// Checks the whole store, or one snapshot, and with `repair` mends what it can.
     pub fn verify(&self, only: Option<&SnapshotId>, repair: bool) -> Result<VerifyReport> {
         crate::verify::pass::verify(self, only, repair)
     }
+}
 
-    // remote/mod.rs
+/// Remotes (the `remote` feature).
+#[cfg(feature = "remote")]
+impl Store {
     /// The store's remotes and trusted keys (empty when it has none).
     pub fn remote_config(&self) -> Result<Config> {
         crate::remote::config::remote_config(self)
@@ -237,7 +228,6 @@ impl Store {
         crate::remote::fetch::resolve_or_fetch(self, spec)
     }
 
-    // remote/prune.rs
     /// The refs of `remote` (each checked to parse; signatures are not checked here).
     pub fn remote_refs(&self, remote: &Remote) -> Result<Vec<(String, Ref)>> {
         crate::remote::prune::remote_refs(remote)
@@ -257,7 +247,6 @@ impl Store {
         crate::remote::prune::remote_prune(remote, options)
     }
 
-    // remote/pull.rs
     /// The ref `name` on `remote`, checked against the trusted keys when the store has any,
     /// and against the newest signed ref of that name this store has seen (no replays).
     pub fn remote_ref(&self, remote: &Remote, name: &str) -> Result<Ref> {
@@ -268,7 +257,6 @@ impl Store {
         crate::remote::pull::pull(self, remote, id)
     }
 
-    // remote/push.rs
     /// Uploads snapshot `id` to `remote` and publishes it; with `name`, also the ref `name`
     /// (signed with `key` when given).
     pub fn push(
@@ -280,8 +268,10 @@ impl Store {
     ) -> Result<PushReport> {
         crate::remote::push::push(self, remote, id, name, key)
     }
+}
 
-    // keys/ensure.rs
+/// Keyed environments.
+impl Store {
     /// The inputs of `spec`, read now: key files hashed, variables looked up.
     pub fn key_inputs(&self, spec: &EnsureSpec) -> Result<Inputs> {
         crate::keys::ensure::key_inputs(spec)
@@ -306,7 +296,6 @@ impl Store {
         crate::keys::ensure::explain(self, name)
     }
 
-    // keys/records.rs
     /// Stores `dir` like [`crate::Store::ingest`], but first tries the RECORD key (see the module
     /// docs): returns the report and whether the fast path served it (no file was hashed).
     /// `extra` joins the key (the hook passes the interpreter's identity).

@@ -7,6 +7,8 @@ use envstore_lock::LockError;
 use envstore_objects::ObjectError;
 use envstore_walk::WalkError;
 
+use crate::Hint;
+
 /// Everything the facade can fail with. Messages name the path or input and say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -22,10 +24,7 @@ pub enum Error {
     Lock(#[from] LockError),
     #[error("{reason}")]
     DamagedPack { reason: String },
-    #[error(
-        "the object {path} does not match its name (damaged in the store); run `envstore verify \
-         --repair`, then retry"
-    )]
+    #[error("the object {path} does not match its name (damaged in the store)")]
     DamagedObject { path: PathBuf },
     #[error("refusing the archive: {0}")]
     Archive(envstore_archive::ArchiveError),
@@ -37,14 +36,13 @@ pub enum Error {
     },
     #[error(
         "{path} is {what}, not the directory envstore made; envstore never follows links in its \
-         store. Run `envstore verify --repair` to replace it (the link itself is removed, never \
-         what it points at)"
+         store"
     )]
     DamagedLayout { path: PathBuf, what: &'static str },
     #[error(
         "the store at {path} is read-only here (a read-only mount, or another user's store), so \
          envstore cannot {what}; commands that only read (ls, show, diff, path, stats, verify, \
-         export, materialize of what is materialized) work. Use a writable --store for this"
+         export, materialize of what is materialized) work"
     )]
     ReadOnlyStore { path: PathBuf, what: &'static str },
     #[error(
@@ -52,15 +50,13 @@ pub enum Error {
          Give the environment's own directory"
     )]
     SourceInStore { path: PathBuf, store: PathBuf },
-    #[error(
-        "pin `{name}` is damaged ({reason}); `envstore pin {name} SOURCE` replaces it, `envstore unpin {name}` removes it"
-    )]
+    #[error("pin `{name}` is damaged ({reason})")]
     DamagedPin { name: String, reason: String },
     #[error("cannot read the key file {path}: {source}")]
     KeyFile { path: PathBuf, source: io::Error },
     #[error(
         "timed out after {waited:?} waiting for the build of key {key} ({path}), which {holder} \
-         is building; retry, or wait longer with ENVSTORE_LOCK_TIMEOUT=<seconds>"
+         is building"
     )]
     BuildLockTimedOut {
         key: String,
@@ -75,16 +71,17 @@ pub enum Error {
         /// The command's exit code, which `ensure` exits with.
         code: Option<i32>,
     },
-    #[error("{}{}", .0, remote_hint(.0))]
+    #[cfg(feature = "remote")]
+    #[error("{0}")]
     Remote(envstore_remote::RemoteError),
     #[error(
         "refusing what {remote} sent: {reason}. Nothing from it was kept; the remote is damaged \
-         or was tampered with (`envstore remote prune` does not fix content: push again from a \
-         good store)"
+         or was tampered with"
     )]
     RemoteRefused { remote: String, reason: String },
     #[error("{remote} has no {what}")]
     RemoteMissing { remote: String, what: String },
+    #[cfg(feature = "remote")]
     #[error("{0}")]
     BadRemoteUrl(envstore_remote::UrlError),
     #[error("the remotes file {path} is damaged ({reason}); fix or remove it")]
@@ -93,48 +90,39 @@ pub enum Error {
         "invalid remote name `{name}`: use 1-64 of A-Z a-z 0-9 . _ -, not starting with . or -"
     )]
     BadRemoteName { name: String },
-    #[error("a remote named `{name}` exists; `envstore remote rm {name}` first to change it")]
+    #[error("a remote named `{name}` exists")]
     RemoteExists { name: String },
-    #[error("no remote named `{name}`{}", if known.is_empty() { "; add one with `envstore remote add NAME URL`".to_owned() } else { format!("; the remotes are: {}", known.join(", ")) })]
+    #[error("no remote named `{name}`{}", if known.is_empty() { String::new() } else { format!("; the remotes are: {}", known.join(", ")) })]
     UnknownRemote { name: String, known: Vec<String> },
-    #[error(
-        "no remote is configured; add one with `envstore remote add NAME URL` or give --remote URL"
-    )]
+    #[error("no remote is configured")]
     NoRemotes,
-    #[error("several remotes are configured ({}); say which with --to/--from NAME", names.join(", "))]
+    #[error("several remotes are configured ({})", names.join(", "))]
     WhichRemote { names: Vec<String> },
     #[error("{what}: {reason}")]
     BadKey { what: String, reason: String },
     #[error(
         "refusing ref `{name}` from {remote}: {reason}; this store trusts only signed refs from \
-         its trusted keys (`envstore remote ls`). Pull by id, or trust the signer's public key \
-         with `envstore remote trust NAME:HEX`"
+         its trusted keys"
     )]
     UntrustedRef {
         remote: String,
         name: String,
         reason: String,
     },
-    #[error(
-        "not removing {id}: it is {why}. `envstore rm --force` removes it anyway (and the pin or \
-         root that keeps it)"
-    )]
+    #[error("not removing {id}: it is {why}")]
     RmRefused { id: String, why: String },
-    #[error("no key record is named `{name}`; `envstore keys` lists them")]
+    #[error("no key record is named `{name}`")]
     UnknownKeyName { name: String },
     /// Writing the output (an export's file or stdout) failed.
     #[error("failed to write the output: {source}")]
     Output { source: io::Error },
-    #[error("{path} is not a directory, so it cannot hold a store; choose another --store")]
+    #[error("{path} is not a directory, so it cannot hold a store")]
     StoreNotADirectory { path: PathBuf },
-    #[error(
-        "{path} is not empty and is not an envstore store (it has no FORMAT file); \
-         give --store a new or empty directory"
-    )]
+    #[error("{path} is not empty and is not an envstore store (it has no FORMAT file)")]
     NotAStore { path: PathBuf },
     #[error(
         "the store at {path} has format `{found}`, which this envstore (format {supported}) \
-         cannot use; use a matching envstore or another --store"
+         cannot use"
     )]
     UnsupportedFormat {
         path: PathBuf,
@@ -156,28 +144,13 @@ pub enum Error {
     BadPinFile { path: PathBuf },
     #[error("`{spec}` is too short for an id prefix; give at least 8 hex digits")]
     PrefixTooShort { spec: String },
-    #[error(
-        "no snapshot in the store has an id starting with `{prefix}`; `envstore ls` lists them"
-    )]
+    #[error("no snapshot in the store has an id starting with `{prefix}`")]
     UnknownSnapshot { prefix: String },
     #[error("the id prefix `{prefix}` is ambiguous; it matches:\n{}", candidates.join("\n"))]
     AmbiguousPrefix {
         prefix: String,
         candidates: Vec<String>,
     },
-}
-
-fn remote_hint(e: &envstore_remote::RemoteError) -> &'static str {
-    match e.kind {
-        envstore_remote::FailKind::Unreachable => {
-            "; the remote did not answer: check the URL, the network, and AWS_ENDPOINT_URL for S3"
-        }
-        envstore_remote::FailKind::Denied => {
-            "; the remote refused the credentials: check AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY (or ~/.aws/credentials), or the user in an http URL"
-        }
-        _ => "",
-    }
 }
 
 fn did_you_mean(near: &[String]) -> String {
@@ -208,3 +181,50 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// What the user can do about it, for the front end to word (the library never says which
+    /// command or flag to type).
+    pub fn hint(&self) -> Option<Hint> {
+        use envstore_objects::ObjectError as O;
+        Some(match self {
+            Error::DamagedObject { .. }
+            | Error::DamagedLayout { .. }
+            | Error::DamagedPack { .. }
+            | Error::Index(IndexError::Database { .. } | IndexError::Damaged { .. })
+            | Error::Index(IndexError::BadRecord { .. })
+            | Error::Link(LinkError::Damaged { .. })
+            | Error::Object(
+                O::Missing { .. }
+                | O::Corrupt { .. }
+                | O::BadTree { .. }
+                | O::NotAStoreDir { .. }
+                | O::Damaged { .. },
+            ) => Hint::Repair,
+            Error::Lock(LockError::TimedOut { .. })
+            | Error::Index(IndexError::Lock(LockError::TimedOut { .. }))
+            | Error::BuildLockTimedOut { .. } => Hint::WaitLonger,
+            Error::ReadOnlyStore { .. }
+            | Error::StoreNotADirectory { .. }
+            | Error::NotAStore { .. }
+            | Error::UnsupportedFormat { .. } => Hint::OtherStore,
+            Error::DamagedPin { name, .. } => Hint::ReplacePin { name: name.clone() },
+            Error::RemoteRefused { .. } => Hint::PushAgain,
+            #[cfg(feature = "remote")]
+            Error::Remote(e) => match e.kind {
+                envstore_remote::FailKind::Unreachable => Hint::RemoteUnreachable,
+                envstore_remote::FailKind::Denied => Hint::RemoteDenied,
+                _ => return None,
+            },
+            Error::RemoteExists { name } => Hint::RemoveRemote { name: name.clone() },
+            Error::UnknownRemote { known, .. } if known.is_empty() => Hint::AddRemote,
+            Error::NoRemotes => Hint::AddRemote,
+            Error::WhichRemote { .. } => Hint::ChooseRemote,
+            Error::UntrustedRef { .. } => Hint::TrustKey,
+            Error::RmRefused { .. } => Hint::Force,
+            Error::UnknownKeyName { .. } => Hint::ListKeys,
+            Error::UnknownSnapshot { .. } => Hint::ListSnapshots,
+            _ => return None,
+        })
+    }
+}

@@ -19,13 +19,15 @@ mod cold;
 mod content;
 mod error;
 mod gc;
+mod hint;
 mod keys;
+#[cfg(feature = "remote")]
 mod remote;
 mod store;
 mod verify;
 
 pub use catalog::list::{SnapshotDetail, SnapshotInfo, StoreStats};
-pub use catalog::pins::validate_pin_name;
+pub use catalog::pins::{PinState, validate_pin_name};
 pub use cold::pack::PackReport;
 pub use cold::sweep::PackSweep;
 pub use content::layout::LinkReport;
@@ -34,7 +36,9 @@ pub use envstore_archive::Format as ArchiveFormat;
 pub use envstore_index::SnapshotMeta;
 pub use envstore_keys::{Change as KeyChange, KeyRecord};
 pub use envstore_link::{LinkMode, LinkPolicy};
+#[cfg(feature = "remote")]
 pub use envstore_remote::config::{Config as RemoteConfig, RemoteEntry};
+#[cfg(feature = "remote")]
 pub use envstore_remote::{Counters as RemoteCounters, sign::SecretKey};
 pub use envstore_tree::diff::{Change, Kind};
 pub use envstore_tree::{KeyId, ObjectId, SnapshotId, TreeId};
@@ -43,13 +47,15 @@ pub use error::{Error, Result};
 pub use gc::prune::{PruneOptions, PrunePlan, Reason, Removal};
 pub use gc::rm::RmReport;
 pub use gc::roots::{Liveness, Root, RootStatus};
+pub use hint::Hint;
 pub use keys::ensure::{EnsureSpec, Ensured};
+#[cfg(feature = "remote")]
 pub use remote::{
     PullReport, PushReport, Remote, RemoteFailKind, RemotePruneOptions, RemotePruneReport,
     RemoteStats, read_secret_key,
 };
 pub use store::handle::{
-    Lease, Progress, ProgressFn, Source, Store, StoreOptions, default_store_path,
+    Lease, Progress, ProgressFn, Source, Store, StoreOptions, Warning, default_store_path,
 };
 pub use store::open::FORMAT_VERSION;
 pub use verify::report::{Problem, VerifyReport};

@@ -6,7 +6,7 @@ use std::io;
 
 use envstore_tree::SnapshotId;
 
-use crate::{Error, Result, Store};
+use crate::{Error, Hint, Result, Store};
 
 /// Longest pin name.
 const MAX_PIN_LEN: usize = 200;
@@ -19,6 +19,25 @@ const MAX_PIN_FILE: u64 = 256;
 pub(crate) struct PinList {
     pub(crate) good: Vec<(String, SnapshotId)>,
     pub(crate) damaged: Vec<(String, String)>,
+}
+
+/// What a pin file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinState {
+    /// The snapshot it names.
+    Target(SnapshotId),
+    /// It cannot be read as a snapshot id; why.
+    Damaged(String),
+}
+
+impl PinState {
+    /// The snapshot, when the pin is readable.
+    pub fn target(&self) -> Option<SnapshotId> {
+        match self {
+            PinState::Target(id) => Some(*id),
+            PinState::Damaged(_) => None,
+        }
+    }
 }
 
 /// Checks a pin name: letters, digits, `.`, `_`, `-`, `+`; not empty, not starting with `.`.
@@ -42,18 +61,21 @@ pub fn validate_pin_name(name: &str) -> Result<()> {
 /// What pin `name` holds: `None` when there is no such pin, else its target or why it
 /// cannot be read. Read without following a link or blocking on a fifo, and bounded: a pin
 /// replaced by a link to `/dev/zero` or by a huge file is damaged, not a hang.
-pub(crate) fn read_pin(store: &Store, name: &str) -> Result<Option<Result<SnapshotId, String>>> {
+pub(crate) fn read_pin(store: &Store, name: &str) -> Result<Option<PinState>> {
     let path = store.pin_path(name);
     match envstore_fs::read_bounded(&path, MAX_PIN_FILE) {
         Ok(bytes) => Ok(Some(
             std::str::from_utf8(&bytes)
                 .ok()
                 .and_then(|text| text.trim().parse().ok())
-                .ok_or_else(|| "it does not hold a snapshot id".to_owned()),
+                .map_or_else(
+                    || PinState::Damaged("it does not hold a snapshot id".to_owned()),
+                    PinState::Target,
+                ),
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotADirectory => Ok(None),
-        Err(e) => Ok(Some(Err(e.to_string()))),
+        Err(e) => Ok(Some(PinState::Damaged(e.to_string()))),
     }
 }
 
@@ -65,8 +87,8 @@ pub(crate) fn pin_target(store: &Store, name: &str) -> Result<Option<SnapshotId>
     }
     match read_pin(store, name)? {
         None => Ok(None),
-        Some(Ok(id)) => Ok(Some(id)),
-        Some(Err(reason)) => Err(Error::DamagedPin {
+        Some(PinState::Target(id)) => Ok(Some(id)),
+        Some(PinState::Damaged(reason)) => Err(Error::DamagedPin {
             name: name.to_owned(),
             reason,
         }),
@@ -84,14 +106,14 @@ pub(crate) fn pin(store: &Store, name: &str, id: &SnapshotId) -> Result<Option<S
             prefix: id.to_hex(),
         });
     }
-    let previous = read_pin(store, name)?.and_then(Result::ok);
+    let previous = read_pin(store, name)?.and_then(|p| p.target());
     store.write_file_atomic(&store.pin_path(name), format!("{id}\n").as_bytes())?;
     Ok(previous)
 }
 
-/// Removes pin `name`; returns what it pointed at (`Err` with the reason for a damaged
-/// pin, which is removed all the same: never through a link).
-pub(crate) fn unpin(store: &Store, name: &str) -> Result<Result<SnapshotId, String>> {
+/// Removes pin `name`; returns what it held (a damaged pin is removed all the same: never
+/// through a link).
+pub(crate) fn unpin(store: &Store, name: &str) -> Result<PinState> {
     validate_pin_name(name)?;
     let Some(target) = read_pin(store, name)? else {
         return Err(Error::UnknownPin {
@@ -122,10 +144,10 @@ pub(crate) fn near_pins(store: &Store, name: &str) -> Result<Vec<String>> {
 pub(crate) fn pins(store: &Store) -> Result<Vec<(String, SnapshotId)>> {
     let PinList { good, damaged } = all_pins(store)?;
     for (name, reason) in damaged {
-        store.warn(format!(
-            "pin {name} is damaged ({reason}); `envstore pin {name} SOURCE` replaces it, \
-             `envstore unpin {name}` removes it"
-        ));
+        store.warn_with(
+            format!("pin {name} is damaged ({reason})"),
+            Hint::ReplacePin { name: name.clone() },
+        );
     }
     Ok(good)
 }
@@ -143,8 +165,8 @@ pub(crate) fn all_pins(store: &Store) -> Result<PinList> {
             continue; // a temp file of a pin being written
         }
         match read_pin(store, &name)? {
-            Some(Ok(id)) => list.good.push((name, id)),
-            Some(Err(reason)) => list.damaged.push((name, reason)),
+            Some(PinState::Target(id)) => list.good.push((name, id)),
+            Some(PinState::Damaged(reason)) => list.damaged.push((name, reason)),
             None => {}
         }
     }

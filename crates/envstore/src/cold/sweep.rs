@@ -10,6 +10,7 @@ use envstore_pack::{Entry, EntryKind, decode_recipe, pack_path};
 use envstore_tree::{ObjectId, PackId, SnapshotId};
 
 use crate::cold::packs::{cold_lookup, pack_err};
+use crate::store::Mode;
 use crate::{Error, Result, Store};
 
 /// Objects looked up in the index at a time.
@@ -85,7 +86,8 @@ pub(crate) fn free_packed_objects(store: &Store) -> Result<(u64, u64)> {
 /// half the chunk bytes are still needed. The caller holds the store lock exclusively (so
 /// nothing can start needing a chunk meanwhile). A new pack is durable and indexed before
 /// the old one is forgotten and deleted.
-pub(crate) fn sweep_packs(store: &Store, kept: &[SnapshotId], dry_run: bool) -> Result<PackSweep> {
+pub(crate) fn sweep_packs(store: &Store, kept: &[SnapshotId], mode: Mode) -> Result<PackSweep> {
+    let dry_run = mode == Mode::DryRun;
     let mut sweep = PackSweep::default();
     if crate::cold::packs::pack_files(store)?.is_empty() {
         return Ok(sweep);

@@ -20,9 +20,10 @@ use envstore_tree::{EntryKind, SnapshotId};
 
 use crate::cold::pack::PackReport;
 use crate::cold::sweep::PackSweep;
+use crate::store::Mode;
 use crate::store::files::{Stored, remove_file, remove_tree, unix_secs};
 use crate::store::mark::{Marked, Marks, RefCounts, Visited};
-use crate::{Error, Result, Store};
+use crate::{Error, Hint, Result, Store};
 
 /// What prune may remove.
 #[derive(Debug, Clone)]
@@ -129,9 +130,9 @@ impl PrunePlan {
     }
 }
 
-/// Computes what prune would remove. With `hold_locks`, the leases of the snapshots to
-/// remove stay locked in the plan (for [`crate::Store::prune`]); otherwise they are only probed.
-fn plan_prune(store: &Store, options: &PruneOptions, hold_locks: bool) -> Result<PrunePlan> {
+/// Computes what prune would remove. To execute, the leases of the snapshots to remove stay
+/// locked in the plan (for [`crate::Store::prune`]); a dry run only probes them.
+fn plan_prune(store: &Store, options: &PruneOptions, mode: Mode) -> Result<PrunePlan> {
     let now = unix_secs(SystemTime::now());
     let cutoff = now.saturating_sub(options.older_than.as_secs());
     let mut plan = PrunePlan::default();
@@ -211,11 +212,14 @@ fn plan_prune(store: &Store, options: &PruneOptions, hold_locks: bool) -> Result
         if plan.damaged.contains(id) {
             return; // said once
         }
-        store.warn(format!(
-            "snapshot {} cannot be read ({e}); prune keeps it, and removes no object \
-             until `envstore verify --repair` has mended or removed it",
-            &id.to_hex()[..12]
-        ));
+        store.warn_with(
+            format!(
+                "snapshot {} cannot be read ({e}); prune keeps it, and removes no object until \
+                 repair has mended or removed it",
+                id.short()
+            ),
+            Hint::Repair,
+        );
         plan.damaged.push(*id);
     };
     let mut size = plan.size_before;
@@ -280,7 +284,7 @@ fn plan_prune(store: &Store, options: &PruneOptions, hold_locks: bool) -> Result
             }
         }
         let lease = store.lease_path(&candidate.id);
-        let free = if hold_locks {
+        let free = if mode == Mode::Execute {
             FileLock::try_acquire(&lease, LockKind::Exclusive)
                 .map(|lock| lock.map(|lock| plan.locks.push(lock)))
         } else {
@@ -289,10 +293,10 @@ fn plan_prune(store: &Store, options: &PruneOptions, hold_locks: bool) -> Result
         };
         // A lease file that cannot be locked (replaced by a directory): kept, and said.
         let free = free.unwrap_or_else(|e| {
-            store.warn(format!(
-                "{e}; prune keeps {} (`envstore verify --repair` removes the bad lease)",
-                &candidate.id.to_hex()[..12]
-            ));
+            store.warn_with(
+                format!("{e}; prune keeps {}", candidate.id.short()),
+                Hint::Repair,
+            );
             None
         });
         match free {
@@ -364,9 +368,9 @@ fn plan_prune(store: &Store, options: &PruneOptions, hold_locks: bool) -> Result
 }
 
 /// The sweep: lists `objects/` and `trees/` in id order against the plan's marks, counting
-/// (and with `delete`, removing) what no kept snapshot references, and finds the leftovers.
+/// (and, executing, removing) what no kept snapshot references, and finds the leftovers.
 /// While any snapshot is damaged, nothing is swept.
-fn sweep_stored(store: &Store, plan: &mut PrunePlan, delete: bool) -> Result<()> {
+fn sweep_stored(store: &Store, plan: &mut PrunePlan, mode: Mode) -> Result<()> {
     let Some(mut marked) = plan.marked.take() else {
         return Ok(());
     };
@@ -396,11 +400,13 @@ fn sweep_stored(store: &Store, plan: &mut PrunePlan, delete: bool) -> Result<()>
                     || marked.trees.contains(id.as_bytes()).map_err(read_runs)?
             }
             Stored::BadShard(what) => {
-                store.warn(format!(
-                    "{} is {what}, not a directory; prune does not enter it. Run \
-                     `envstore verify --repair`",
-                    file.path.display()
-                ));
+                store.warn_with(
+                    format!(
+                        "{} is {what}, not a directory; prune does not enter it",
+                        file.path.display()
+                    ),
+                    Hint::Repair,
+                );
                 return Ok(());
             }
             Stored::Temp => {
@@ -414,7 +420,7 @@ fn sweep_stored(store: &Store, plan: &mut PrunePlan, delete: bool) -> Result<()>
         } else {
             files += 1;
             bytes += file.len;
-            if delete {
+            if mode == Mode::Execute {
                 remove_file(&file.path)?;
             }
         }
@@ -430,9 +436,9 @@ fn sweep_stored(store: &Store, plan: &mut PrunePlan, delete: bool) -> Result<()>
 /// The plan prune would carry out, changing nothing (`--dry-run`).
 pub(crate) fn prune_plan(store: &Store, options: &PruneOptions) -> Result<PrunePlan> {
     let _lock = store.lock_shared()?;
-    let mut plan = plan_prune(store, options, false)?;
-    sweep_stored(store, &mut plan, false)?;
-    plan.packs = crate::cold::sweep::sweep_packs(store, &plan.kept_ids, true)?;
+    let mut plan = plan_prune(store, options, Mode::DryRun)?;
+    sweep_stored(store, &mut plan, Mode::DryRun)?;
+    plan.packs = crate::cold::sweep::sweep_packs(store, &plan.kept_ids, Mode::DryRun)?;
     Ok(plan)
 }
 
@@ -442,13 +448,13 @@ pub(crate) fn prune(store: &Store, options: &PruneOptions) -> Result<PrunePlan> 
     let lock = store.lock_exclusive(
         "the store lock (prune needs it alone; ingests and materializations hold it while they write)",
     )?;
-    let mut plan = plan_prune(store, options, true)?;
+    let mut plan = plan_prune(store, options, Mode::Execute)?;
     for removal in &plan.remove {
         // Disappear atomically first: a materialization is either whole or gone.
         remove_tree(&store.env_path(&removal.id), &store.root().join("envs"))?;
         remove_file(&store.snapshot_file(&removal.id))?;
     }
-    sweep_stored(store, &mut plan, true)?;
+    sweep_stored(store, &mut plan, Mode::Execute)?;
     crate::store::files::remove_leftovers(&plan.leftovers)?;
     // The lease files go last, each removed while we hold it (see FileLock::remove).
     for lock in plan.locks.drain(..) {
@@ -463,7 +469,7 @@ pub(crate) fn prune(store: &Store, options: &PruneOptions) -> Result<PrunePlan> 
         // The index is a cache of snapshots/, reconciled by `ls`; a failure here is harmless.
         let _ = store.update_index(|index| index.remove_snapshots(&removed));
     }
-    plan.packs = crate::cold::sweep::sweep_packs(store, &plan.kept_ids, false)?;
+    plan.packs = crate::cold::sweep::sweep_packs(store, &plan.kept_ids, Mode::Execute)?;
     if !plan.to_pack.is_empty() {
         let envs = store.root().join("envs");
         for id in &plan.to_pack {

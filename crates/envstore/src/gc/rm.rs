@@ -58,7 +58,7 @@ pub(crate) fn rm(
         }
         if !why.is_empty() && !force {
             return Err(Error::RmRefused {
-                id: id.to_hex()[..12].to_owned(),
+                id: id.short(),
                 why: why.join("; "),
             });
         }
@@ -82,7 +82,7 @@ pub(crate) fn rm(
     });
     if !dry_run {
         for name in &unpinned {
-            crate::catalog::pins::unpin(store, name)?.ok();
+            crate::catalog::pins::unpin(store, name)?;
         }
         crate::gc::roots::drop_roots(store, Some(&removed))?;
     }

@@ -27,7 +27,7 @@ use std::time::SystemTime;
 use envstore_tree::SnapshotId;
 
 use crate::store::files::{remove_file, unix_secs};
-use crate::{Error, Result, Store};
+use crate::{Error, Hint, Result, Store};
 
 const HEADER: &str = "envstore-root 1";
 /// The files that say which environments a build directory uses.
@@ -248,10 +248,10 @@ pub(crate) fn roots(store: &Store) -> Result<Vec<RootStatus>> {
             continue;
         }
         let Some(root) = read_root(&entry.path()) else {
-            store.warn(format!(
-                "the root file {} cannot be read; `envstore prune` removes it",
-                entry.path().display()
-            ));
+            store.warn_with(
+                format!("the root file {} cannot be read", entry.path().display()),
+                Hint::Prune,
+            );
             continue;
         };
         let states = liveness(store, &root);

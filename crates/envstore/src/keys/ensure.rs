@@ -103,6 +103,7 @@ pub(crate) fn ensure(
         return Ok(hit);
     }
     // Built on another machine and pushed?
+    #[cfg(feature = "remote")]
     if crate::remote::keys::ensure_from_remotes(store, &key, &inputs, spec.name.as_deref())?
         .is_some()
         && let Some(hit) = ensure_hit(store, &key, spec)?
@@ -188,7 +189,7 @@ fn build_lock(store: &Store, key: &KeyId, spec: &EnsureSpec) -> Result<FileLock>
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "another process".to_owned());
             Err(Error::BuildLockTimedOut {
-                key: key.to_hex()[..16].to_owned(),
+                key: key.short_key(),
                 path,
                 holder,
                 waited,

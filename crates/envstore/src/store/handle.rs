@@ -10,7 +10,7 @@ use envstore_lock::{FileLock, LockError, LockKind};
 use envstore_objects::{ObjectStore, TreeStore};
 use envstore_tree::SnapshotId;
 
-use crate::{Error, Result};
+use crate::{Error, Hint, Result};
 
 /// Tunables of a [`Store`].
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub enum Source {
 const MAX_RECORD: u64 = 64 << 10;
 
 /// A lease on a snapshot: while it lives, prune leaves the snapshot and its materialization
-/// alone. See docs/leases.md for the protocol other tools can follow without this library.
+/// alone. See docs/maintenance.md ("Leases") for the protocol other tools can follow without this library.
 #[derive(Debug)]
 pub struct Lease {
     pub(crate) id: SnapshotId,
@@ -92,6 +92,20 @@ pub enum Progress {
 /// Receives [`Progress`] events.
 pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
 
+/// Something found wrong and worked around (a damaged pin, a rebuilt index), for the front end
+/// to say; its message is the [`std::fmt::Display`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub message: String,
+    pub hint: Option<Hint>,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// An open store. Cheap to open: reads one small file.
 pub struct Store {
     pub(crate) root: PathBuf,
@@ -103,7 +117,7 @@ pub struct Store {
     /// user's store): reading commands still work, writing ones fail with one clear message.
     pub(crate) writable: bool,
     /// Things found wrong but not fatal (a damaged pin, a rebuilt index), for the CLI to show.
-    pub(crate) warnings: std::sync::Mutex<Vec<String>>,
+    pub(crate) warnings: std::sync::Mutex<Vec<Warning>>,
     /// Store directories found replaced by something else (a link, a file) when the store was
     /// opened with [`StoreOptions::allow_damage`]; `verify` reports them, repair mends them.
     pub(crate) damaged_layout: Vec<(PathBuf, &'static str)>,
@@ -121,14 +135,29 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Records a warning for [`Store::take_warnings`] (each distinct message once).
     pub(crate) fn warn(&self, message: String) {
+        self.push_warning(Warning {
+            message,
+            hint: None,
+        });
+    }
+
+    /// Like [`Store::warn`], with what the user can do about it.
+    pub(crate) fn warn_with(&self, message: String, hint: Hint) {
+        self.push_warning(Warning {
+            message,
+            hint: Some(hint),
+        });
+    }
+
+    fn push_warning(&self, warning: Warning) {
         let mut warnings = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
-        if !warnings.contains(&message) {
-            warnings.push(message);
+        if !warnings.contains(&warning) {
+            warnings.push(warning);
         }
     }
 
     /// The warnings gathered so far (damage found and worked around), emptied.
-    pub fn take_warnings(&self) -> Vec<String> {
+    pub fn take_warnings(&self) -> Vec<Warning> {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 

@@ -8,3 +8,12 @@ pub(crate) mod open;
 pub(crate) mod paths;
 pub(crate) mod reach;
 pub(crate) mod records;
+
+/// Whether a housekeeping pass (prune's plan and sweep, the pack sweep) changes the store or
+/// only says what it would change. One type, so `true` never means "dry" in one place and
+/// "for real" in the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    DryRun,
+    Execute,
+}

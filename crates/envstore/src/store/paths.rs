@@ -56,6 +56,7 @@ impl Store {
             .join(blake3::hash(dir.as_os_str().as_bytes()).to_hex().as_str())
     }
 
+    #[cfg(feature = "remote")]
     pub(crate) fn config_path(&self) -> PathBuf {
         self.root().join("remotes")
     }

@@ -9,7 +9,7 @@ use envstore_keys::KeyRecord;
 use envstore_tree::{KeyId, SnapshotId};
 
 use crate::store::files::unix_secs;
-use crate::{Error, Result, Store};
+use crate::{Error, Hint, Result, Store};
 
 /// A key record is a few dozen short lines.
 const MAX_KEY_RECORD: u64 = 1 << 20;
@@ -46,7 +46,7 @@ pub(crate) fn records(store: &Store) -> Result<Vec<(SnapshotId, SnapshotMeta)>> 
 /// record file (with a warning naming the repair).
 pub(crate) fn snapshot_meta_or_warn(store: &Store, id: &SnapshotId) -> SnapshotMeta {
     store.snapshot_meta(id).unwrap_or_else(|e| {
-        store.warn(format!("{e}; `envstore verify --repair` rewrites it"));
+        store.warn_with(format!("{e}"), Hint::Repair);
         let created = fs::symlink_metadata(store.snapshot_file(id))
             .and_then(|m| m.modified())
             .map_or(0, unix_secs);

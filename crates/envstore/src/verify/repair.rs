@@ -242,7 +242,7 @@ pub(crate) fn repair(
         let _ = store.update_index(|index| index.put_link_mode(id, link.mode.as_str()));
         report.repaired.push(format!(
             "rebuilt the materialization of {} ({})",
-            &id.to_hex()[..12],
+            id.short(),
             link.mode
         ));
     }
@@ -301,7 +301,7 @@ fn repair_snapshots(
         if let Some(from) = rederive_trees(store, id) {
             report.repaired.push(format!(
                 "rebuilt the trees of {} from {}",
-                &id.to_hex()[..12],
+                id.short(),
                 from.display()
             ));
             rederived = true;
@@ -312,7 +312,7 @@ fn repair_snapshots(
                 "removed snapshot {}: a tree it needs is lost and neither its source nor \
                  its materialization still has that content (pins naming it now dangle; \
                  ingest the environment again)",
-                &id.to_hex()[..12]
+                id.short()
             ));
             removed.insert(*id);
         }
@@ -326,7 +326,7 @@ fn repair_snapshots(
         store.write_file_atomic(&store.snapshot_file(id), meta.to_text().as_bytes())?;
         report.repaired.push(format!(
             "rewrote the record of {} from its trees",
-            &id.to_hex()[..12]
+            id.short()
         ));
         rederived = true;
     }
@@ -432,7 +432,7 @@ fn repair_pins(store: &Store, report: &mut VerifyReport) -> Result<bool> {
                 store.write_file_atomic(&store.snapshot_file(id), meta.to_text().as_bytes())?;
                 report.repaired.push(format!(
                     "restored the record of {} (pinned as {name}) from its trees",
-                    &id.to_hex()[..12]
+                    id.short()
                 ));
                 rederived = true;
             }

@@ -66,7 +66,7 @@ fn short(ids: &[SnapshotId]) -> String {
         return "no snapshot".to_owned();
     }
     ids.iter()
-        .map(|id| id.to_hex()[..12].to_owned())
+        .map(|id| id.short())
         .collect::<Vec<_>>()
         .join(", ")
 }
