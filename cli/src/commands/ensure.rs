@@ -1,42 +1,18 @@
 //! `ensure`, `keys`, `explain`: environments keyed on their inputs.
 
 use std::ffi::OsString;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-
-use anyhow::Context;
+use std::process::ExitCode;
 
 use envstore::{EnsureSpec, Store};
 use serde_json::{Value, json};
 
 use crate::printer::{Printer, ago, table, utc_time};
 
-/// Runs one build step with `ENVSTORE_OUT` set; its stdout goes to stderr (stdout carries
-/// only the path). A failure is [`envstore::Error::BuildFailed`] with the step's exit code.
-fn run_step(argv: &[OsString], out: &Path) -> envstore::Result<()> {
-    let command = display(argv);
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).env("ENVSTORE_OUT", out);
-    if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
-        cmd.stdout(Stdio::from(fd));
-    }
-    let failed = |status: String, code| envstore::Error::BuildFailed {
-        command: command.clone(),
-        status,
-        code,
-    };
-    match cmd.status() {
-        Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(failed(status.to_string(), status.code())),
-        Err(e) => Err(failed(format!("it cannot be started: {e}"), None)),
-    }
-}
-
 pub fn ensure(store: &Store, spec: &EnsureSpec, printer: &Printer) -> anyhow::Result<ExitCode> {
     let mut build = |out: &Path| -> envstore::Result<()> {
         printer.info(format_args!("building: {}", display(&spec.argv)));
-        run_step(&spec.argv, out)
+        envstore::run_build_command(&spec.argv, out)
     };
     run_ensure(store, spec, &mut build, printer)
 }
@@ -95,8 +71,8 @@ fn run_ensure(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `envstore venv`: `ensure` with a venv build, keyed on the requirement files, the
-/// interpreter and the installer.
+/// `envstore venv`: `ensure` with the library's venv recipe (keyed on the requirement files,
+/// the interpreter and the installer).
 pub fn venv(
     store: &Store,
     requirements: &[PathBuf],
@@ -105,113 +81,12 @@ pub fn venv(
     policy: envstore::LinkPolicy,
     printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
-    let python = python.unwrap_or_else(|| PathBuf::from("python3"));
-    // The interpreter's identity: where it really is and which version it is (-I -S: no
-    // site import, which is most of its start-up).
-    let probe = Command::new(&python)
-        .args([
-            "-I",
-            "-S",
-            "-c",
-            "import sys; print(sys.executable); print(sys.version)",
-        ])
-        .output()
-        .with_context(|| format!("cannot run the interpreter `{}`", python.display()))?;
-    anyhow::ensure!(
-        probe.status.success(),
-        "the interpreter `{}` failed: {}",
-        python.display(),
-        String::from_utf8_lossy(&probe.stderr).trim()
-    );
-    let identity = String::from_utf8_lossy(&probe.stdout).trim().to_owned();
-    let executable = PathBuf::from(identity.lines().next().unwrap_or_default());
-    let uv = which("uv");
-    let installer = match &uv {
-        Some(uv) => {
-            let version = Command::new(uv).arg("--version").output();
-            // `uv 0.13.9 (...)`: the version is part of the key.
-            version.map_or_else(
-                |_| "uv".to_owned(),
-                |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-            )
-        }
-        None => "venv+pip".to_owned(),
-    };
-    let spec = EnsureSpec {
-        key_files: requirements.to_vec(),
-        texts: vec!["envstore-venv-1".to_owned(), identity, installer.clone()],
-        argv: vec!["envstore".into(), "venv".into()],
-        name,
-        relocate: true,
-        policy,
-        ..EnsureSpec::default()
-    };
+    let recipe = envstore::venv_recipe(requirements, python.as_deref(), name, policy)?;
     let mut build = |out: &Path| -> envstore::Result<()> {
-        printer.info(format_args!("building a venv with {installer}"));
-        let out_os = out.as_os_str().to_owned();
-        let reqs = requirements
-            .iter()
-            .flat_map(|r| ["-r".into(), r.as_os_str().to_owned()]);
-        match &uv {
-            Some(uv) => {
-                let create = [
-                    uv.as_os_str().into(),
-                    "venv".into(),
-                    "--quiet".into(),
-                    "--python".into(),
-                    executable.as_os_str().into(),
-                    out_os.clone(),
-                ];
-                run_step(&create, out)?;
-                if !requirements.is_empty() {
-                    let py = out.join("bin/python");
-                    let mut install: Vec<OsString> = vec![
-                        uv.as_os_str().into(),
-                        "pip".into(),
-                        "install".into(),
-                        "--quiet".into(),
-                        "--python".into(),
-                        py.into(),
-                    ];
-                    install.extend(reqs);
-                    run_step(&install, out)?;
-                }
-            }
-            None => {
-                run_step(
-                    &[
-                        executable.as_os_str().into(),
-                        "-m".into(),
-                        "venv".into(),
-                        out_os.clone(),
-                    ],
-                    out,
-                )?;
-                if !requirements.is_empty() {
-                    let mut install: Vec<OsString> = vec![
-                        out.join("bin/python").into(),
-                        "-m".into(),
-                        "pip".into(),
-                        "install".into(),
-                        "--quiet".into(),
-                    ];
-                    install.extend(reqs);
-                    run_step(&install, out)?;
-                }
-            }
-        }
-        Ok(())
+        printer.info(format_args!("building a venv with {}", recipe.installer));
+        recipe.build(out)
     };
-    run_ensure(store, &spec, &mut build, printer)
-}
-
-/// A program on PATH.
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
+    run_ensure(store, &recipe.spec, &mut build, printer)
 }
 
 fn record_json(record: &envstore::KeyRecord) -> Value {

@@ -332,8 +332,7 @@ pub fn rm(
 
 /// `envstore prune --all`: everything not in use goes.
 pub fn prune_all(store: &Store, dry_run: bool, printer: &Printer) -> anyhow::Result<ExitCode> {
-    let ids = store.snapshot_ids()?;
-    let report = store.rm(&ids, true, dry_run)?;
+    let report = store.prune_all(dry_run)?;
     let verb = if dry_run { "would remove" } else { "removed" };
     if printer.json() {
         printer.json_value(&json!({

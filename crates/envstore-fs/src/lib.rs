@@ -140,6 +140,31 @@ fn read_bounded_with((file, meta): (File, Metadata), max: u64) -> io::Result<Vec
     Ok(bytes)
 }
 
+/// Opens a file a user named (a key file, a requirements file, a pyproject.toml): links are
+/// followed, since the user chose the path, but the open never blocks (`O_NONBLOCK`: a fifo
+/// opens at once) and anything but a regular file is refused with what it is, so a fifo or
+/// `/dev/zero` can never hang a command or feed it without end. Reads of it then end at its
+/// size.
+pub fn open_input(path: &Path) -> io::Result<(File, Metadata)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {}, not a regular file", kind_name(&meta)),
+        ));
+    }
+    Ok((file, meta))
+}
+
+/// Reads a file a user named (see [`open_input`]) whole, if it holds at most `max` bytes.
+pub fn read_input(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    read_bounded_with(open_input(path)?, max)
+}
+
 /// What is at a path that should be a directory envstore made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DirState {

@@ -295,9 +295,12 @@ mod tests {
             "the store lock",
         )
         .unwrap_err();
+        // The remedy (ENVSTORE_LOCK_TIMEOUT) is the front end's to word: the facade's
+        // Error::hint maps TimedOut to Hint::WaitLonger, and the CLI tests check the words.
+        assert!(matches!(err, LockError::TimedOut { .. }));
         let msg = err.to_string();
         assert!(
-            msg.contains("the store lock") && msg.contains("ENVSTORE_LOCK_TIMEOUT"),
+            msg.contains("the store lock") && msg.contains("another envstore process holds it"),
             "{msg}"
         );
     }

@@ -157,8 +157,15 @@ impl Store {
         crate::gc::prune::prune(self, options)
     }
 
+    /// Removes the snapshots `ids` now (see `gc/rm.rs`): pinned, rooted and key-named ones
+    /// only with `force`, leased ones never.
     pub fn rm(&self, ids: &[SnapshotId], force: bool, dry_run: bool) -> Result<RmReport> {
         crate::gc::rm::rm(self, ids, force, dry_run)
+    }
+
+    /// Empties the store but what a process uses: every snapshot, its pins and roots.
+    pub fn prune_all(&self, dry_run: bool) -> Result<RmReport> {
+        crate::gc::rm::prune_all(self, dry_run)
     }
 
     /// Records that build directory `dir` uses the snapshots `ids` (added to what it used).
@@ -270,8 +277,14 @@ impl Store {
     }
 }
 
-/// Keyed environments.
+/// Keyed environments, and the doctor.
 impl Store {
+    /// What `doctor` finds in the project directory `dir`: the hook, the build directories and
+    /// the environments they use, and build files that name temporary environments.
+    pub fn doctor(&self, dir: &Path) -> Result<DoctorReport> {
+        crate::doctor::doctor(self, dir)
+    }
+
     /// The inputs of `spec`, read now: key files hashed, variables looked up.
     pub fn key_inputs(&self, spec: &EnsureSpec) -> Result<Inputs> {
         crate::keys::ensure::key_inputs(spec)

@@ -64,6 +64,8 @@ pub enum Error {
         holder: String,
         waited: std::time::Duration,
     },
+    #[error("the interpreter `{}` cannot be used: {reason}", python.display())]
+    Interpreter { python: PathBuf, reason: String },
     #[error("the build command `{command}` failed ({status}); nothing was recorded")]
     BuildFailed {
         command: String,

@@ -17,6 +17,7 @@ mod api;
 mod catalog;
 mod cold;
 mod content;
+mod doctor;
 mod error;
 mod gc;
 mod hint;
@@ -24,6 +25,8 @@ mod keys;
 #[cfg(feature = "remote")]
 mod remote;
 mod store;
+#[cfg(test)]
+mod testutil;
 mod verify;
 
 pub use catalog::list::{SnapshotDetail, SnapshotInfo, StoreStats};
@@ -32,6 +35,7 @@ pub use cold::pack::PackReport;
 pub use cold::sweep::PackSweep;
 pub use content::layout::LinkReport;
 pub use content::{IngestReport, Materialized};
+pub use doctor::{BuildDir, DoctorReport, EnvState, EnvUse, Project, ProjectFile};
 pub use envstore_archive::Format as ArchiveFormat;
 pub use envstore_index::SnapshotMeta;
 pub use envstore_keys::{Change as KeyChange, KeyRecord};
@@ -48,7 +52,9 @@ pub use gc::prune::{PruneOptions, PrunePlan, Reason, Removal};
 pub use gc::rm::RmReport;
 pub use gc::roots::{Liveness, Root, RootStatus};
 pub use hint::Hint;
+pub use keys::build::run_build_command;
 pub use keys::ensure::{EnsureSpec, Ensured};
+pub use keys::venv::{VenvRecipe, venv_recipe};
 #[cfg(feature = "remote")]
 pub use remote::{
     PullReport, PushReport, Remote, RemoteFailKind, RemotePruneOptions, RemotePruneReport,

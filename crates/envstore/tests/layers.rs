@@ -2,11 +2,12 @@
 //! `src/` uses only the folders below it, so the tree shows what may call what.
 //!
 //! ```text
-//! store < cold < content < catalog < gc, verify, remote < keys
+//! store < cold < content < catalog < gc, verify, remote < keys, doctor
 //! ```
 //!
 //! gc, verify and remote are peers and never name each other; keys sits on top because `ensure`
-//! falls through to remotes. `Store` is a thin handle: `impl Store` appears only in
+//! falls through to remotes, and doctor (a report on a project's build directories) because
+//! it reads roots. `Store` is a thin handle: `impl Store` appears only in
 //! `store/handle.rs`, `store/paths.rs` (accessors, paths, locks, the index) and `api.rs` (the
 //! public methods, each a delegation). Inside the folders, work is called by its path
 //! (`crate::cold::pack::pack(store, ..)`), never through a public method of `Store`, so every
@@ -27,6 +28,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("verify", 4),
     ("remote", 4),
     ("keys", 5),
+    ("doctor", 5),
 ];
 /// The handle's own files: the only places with `impl Store`.
 const HANDLE_FILES: &[&str] = &["store/handle.rs", "store/paths.rs", "api.rs"];
@@ -264,7 +266,9 @@ fn store_is_a_thin_handle() {
         .cloned()
         .collect();
     let mut wrong = Vec::new();
-    for (file, text) in files.iter().filter(|(f, _)| folder_of(f).is_some()) {
+    // A folder's tests.rs drives the library as a user does, through the public API.
+    let library_code = |f: &String| folder_of(f).is_some() && !f.ends_with("/tests.rs");
+    for (file, text) in files.iter().filter(|(f, _)| library_code(f)) {
         let code = code(text);
         for name in &delegations {
             for receiver in ["store.", "self.store."] {

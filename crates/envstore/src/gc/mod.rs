@@ -4,3 +4,5 @@ pub(crate) mod keep;
 pub(crate) mod prune;
 pub(crate) mod rm;
 pub(crate) mod roots;
+#[cfg(test)]
+mod tests;

@@ -141,3 +141,8 @@ fn lease_holders(path: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// `prune --all`: every snapshot goes (pins and roots with them), but what a process uses.
+pub(crate) fn prune_all(store: &Store, dry_run: bool) -> Result<RmReport> {
+    rm(store, &store.snapshot_ids()?, true, dry_run)
+}

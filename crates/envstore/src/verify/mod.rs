@@ -7,3 +7,5 @@ pub(crate) mod found;
 pub(crate) mod pass;
 pub(crate) mod repair;
 pub(crate) mod report;
+#[cfg(test)]
+mod tests;
