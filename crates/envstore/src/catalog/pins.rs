@@ -61,7 +61,7 @@ pub fn validate_pin_name(name: &str) -> Result<()> {
 /// What pin `name` holds: `None` when there is no such pin, else its target or why it
 /// cannot be read. Read without following a link or blocking on a fifo, and bounded: a pin
 /// replaced by a link to `/dev/zero` or by a huge file is damaged, not a hang.
-pub(crate) fn read_pin(store: &Store, name: &str) -> Result<Option<PinState>> {
+fn read_pin(store: &Store, name: &str) -> Result<Option<PinState>> {
     let path = store.pin_path(name);
     match envstore_fs::read_bounded(&path, MAX_PIN_FILE) {
         Ok(bytes) => Ok(Some(
@@ -129,7 +129,7 @@ pub(crate) fn unpin(store: &Store, name: &str) -> Result<PinState> {
 
 /// Pin names close to `name` (edit distance, or containing it), closest first: for "did
 /// you mean" in errors.
-pub(crate) fn near_pins(store: &Store, name: &str) -> Result<Vec<String>> {
+pub(super) fn near_pins(store: &Store, name: &str) -> Result<Vec<String>> {
     let mut near: Vec<(usize, String)> = pins(store)?
         .into_iter()
         .map(|(pin, _)| (strsim::levenshtein(name, &pin), pin))

@@ -87,7 +87,7 @@ pub(crate) fn check_packs(store: &Store, only: Option<&HashSet<PackId>>) -> Resu
 /// durable and indexed before the old one is forgotten and deleted. With `damaged`, blocks
 /// the check found bad (and everything from where no block could be read) are left out;
 /// without, any damage is an error. Returns the new pack's length (0 when nothing is kept).
-pub(crate) fn rewrite_pack(
+pub(super) fn rewrite_pack(
     store: &Store,
     pack: PackId,
     keep: &dyn Fn(u64, u32, &Entry) -> bool,

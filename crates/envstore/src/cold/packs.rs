@@ -24,7 +24,7 @@ pub(crate) struct ScannedPack {
 }
 
 /// Reads a pack's table of contents (and its recipe entries) to index it.
-pub(crate) fn scan_pack(reader: &PackReader, id: PackId) -> Result<ScannedPack, Error> {
+fn scan_pack(reader: &PackReader, id: PackId) -> Result<ScannedPack, Error> {
     let mut scanned = ScannedPack {
         len: reader.len(),
         chunks: Vec::new(),
@@ -95,7 +95,7 @@ pub(crate) fn cold_lookup(
 }
 
 /// Appends blocks to the pack being written, compressing them in parallel.
-pub(crate) fn flush_blocks(
+pub(super) fn flush_blocks(
     store: &Store,
     writer: &mut Option<PackWriter>,
     blocks: Vec<BlockBuilder>,
@@ -138,7 +138,7 @@ fn block_chunks<'e>(
 }
 
 /// Chunk locations of a pack just written, for the index.
-pub(crate) fn written_chunks(pack: &WrittenPack) -> Vec<(ChunkId, ChunkLoc)> {
+pub(super) fn written_chunks(pack: &WrittenPack) -> Vec<(ChunkId, ChunkLoc)> {
     pack.blocks
         .iter()
         .flat_map(|(block, entries)| block_chunks(pack.id, *block, envstore_pack::placed(entries)))

@@ -30,7 +30,7 @@ pub struct PackSweep {
 /// Deletes the loose objects that only packed, unmaterialized snapshots need, once the index
 /// confirms each can be rebuilt from packs. Holds the store lock exclusively, so no ingest or
 /// materialization is between deciding and deleting.
-pub(crate) fn free_packed_objects(store: &Store) -> Result<(u64, u64)> {
+pub(super) fn free_packed_objects(store: &Store) -> Result<(u64, u64)> {
     let _lock = store.lock_exclusive(
         "the store lock (pack frees loose objects alone; builds hold it while they write)",
     )?;

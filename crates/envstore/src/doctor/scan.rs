@@ -34,7 +34,7 @@ fn temporary_env(dir: &Path) -> Option<String> {
 
 /// Directories below `dir` (to `depth` levels, hidden ones skipped, links not followed) whose
 /// build files name a temporary build environment.
-pub(crate) fn temporary_envs(dir: &Path, depth: usize) -> Vec<(PathBuf, String)> {
+pub(super) fn temporary_envs(dir: &Path, depth: usize) -> Vec<(PathBuf, String)> {
     let mut found = Vec::new();
     let mut stack = vec![(dir.to_owned(), 0)];
     while let Some((d, level)) = stack.pop() {
@@ -58,7 +58,7 @@ pub(crate) fn temporary_envs(dir: &Path, depth: usize) -> Vec<(PathBuf, String)>
 }
 
 /// Where CMake believes its build directory is (it moved if this is elsewhere).
-pub(crate) fn cmake_home(dir: &Path) -> Option<PathBuf> {
+pub(super) fn cmake_home(dir: &Path) -> Option<PathBuf> {
     let bytes = envstore_fs::read_input(&dir.join("CMakeCache.txt"), MAX_BUILD_FILE).ok()?;
     String::from_utf8_lossy(&bytes)
         .lines()

@@ -31,7 +31,7 @@ pub(crate) fn named_key_snapshots(store: &Store) -> Result<Vec<(String, Snapshot
 
 /// For prune: removes the key records whose snapshot is gone, with their build locks when
 /// nobody holds them (one held is a build running again); returns how many records.
-pub(crate) fn remove_dead_key_records(store: &Store) -> Result<usize> {
+pub(super) fn remove_dead_key_records(store: &Store) -> Result<usize> {
     let mut removed = 0;
     for record in crate::store::records::key_records(store)? {
         if !store.has_snapshot(&record.snapshot) {

@@ -292,7 +292,7 @@ fn liveness(store: &Store, root: &Root) -> Vec<(SnapshotId, Liveness)> {
 
 /// Drops `ids` from every root (or, with `None`, whatever is dead); removes unreadable
 /// root files and roots left empty. Returns the (dir, snapshot) pairs dropped.
-pub(crate) fn drop_roots(
+pub(super) fn drop_roots(
     store: &Store,
     ids: Option<&[SnapshotId]>,
 ) -> Result<Vec<(PathBuf, SnapshotId)>> {

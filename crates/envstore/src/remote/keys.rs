@@ -19,7 +19,7 @@ fn key_key(key: &KeyId) -> String {
 }
 
 /// Publishes on `remote` the keys this store built snapshot `id` from; returns how many.
-pub(crate) fn push_keys(
+pub(super) fn push_keys(
     store: &Store,
     remote: &Remote,
     id: &SnapshotId,

@@ -131,7 +131,7 @@ impl Remote {
 }
 
 /// The indexes of `packs` on `remote`: from the cache, else fetched, checked and cached.
-pub(crate) fn pack_indexes(
+pub(super) fn pack_indexes(
     store: &Store,
     remote: &Remote,
     packs: &[PackId],

@@ -67,7 +67,7 @@ pub(crate) fn remote_ref(store: &Store, remote: &Remote, name: &str) -> Result<R
 
 /// A name on `remote` (a ref, or a key's mapping) stored at `key`, checked as
 /// [`crate::Store::remote_ref`] says; `None` when there is none.
-pub(crate) fn remote_name(
+pub(super) fn remote_name(
     store: &Store,
     remote: &Remote,
     key: &str,

@@ -208,7 +208,7 @@ pub(crate) fn remove_tree(path: &Path, parent: &Path) -> Result<()> {
 
 /// Whether `tmp/<name>` is the output directory of a build that is still running (its
 /// key's lock is held): prune must leave it alone.
-pub(crate) fn is_running_build(store: &Store, name: &str) -> bool {
+fn is_running_build(store: &Store, name: &str) -> bool {
     let Some(key) = name
         .strip_prefix("build-")
         .and_then(|rest| rest.get(..64))

@@ -36,7 +36,7 @@ pub(crate) struct Absent {
 /// needed only by packed snapshots, they are available when intact packs hold them and
 /// missing otherwise. Objects in damaged packs are passed back, by pack, for naming their
 /// users.
-pub(crate) fn verify_cold(
+pub(super) fn verify_cold(
     store: &Store,
     only: bool,
     absent: &Absent,
@@ -165,7 +165,7 @@ pub(crate) fn verify_cold(
 }
 
 /// Packs the index does not know, or knows but are gone.
-pub(crate) fn report_cold_layout(check: &PackCheck, report: &mut VerifyReport) {
+pub(super) fn report_cold_layout(check: &PackCheck, report: &mut VerifyReport) {
     for path in &check.unindexed {
         if check.damaged.iter().any(|d| &d.path == path) {
             continue;
@@ -180,7 +180,7 @@ pub(crate) fn report_cold_layout(check: &PackCheck, report: &mut VerifyReport) {
 }
 
 /// The cold state of the objects repair is about (after the index was rebuilt).
-pub(crate) fn cold_state_of(store: &Store, needs: &Needs) -> Result<ColdState> {
+pub(super) fn cold_state_of(store: &Store, needs: &Needs) -> Result<ColdState> {
     let scratch = store.scratch_dir();
     let err = io_err(store);
     let (mut hot, mut packed) = (

@@ -32,6 +32,6 @@ pub(crate) struct Found<'a> {
     pub(crate) complete: &'a HashSet<SnapshotId>,
 }
 
-pub(crate) fn io_err(store: &Store) -> impl Fn(std::io::Error) -> Error + '_ {
+pub(super) fn io_err(store: &Store) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io("use a sorted run in", &store.scratch_dir())(e)
 }
