@@ -38,16 +38,7 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// Whether `name` can name a remote or a key: 1-64 of `A-Z a-z 0-9 . _ -`, not starting with
-/// `.` or `-`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
+pub use crate::valid_name;
 
 impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {

@@ -10,7 +10,7 @@ use ring::{
     signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey},
 };
 
-use crate::{config::valid_name, hex, unhex};
+use crate::{hex, unhex, valid_name};
 
 const HEADER: &str = "envstore-secret-key 1";
 
