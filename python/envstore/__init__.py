@@ -41,6 +41,7 @@ def find_binary():
 
 import json as _json
 import subprocess as _subprocess
+import tempfile as _tempfile
 from dataclasses import dataclass as _dataclass
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -82,8 +83,16 @@ def _run(args: Sequence[str], store: Optional[PathLike], extra_env: Optional[Map
         env["ENVSTORE_DIR"] = os.fspath(store)
     if extra_env:
         env.update(extra_env)
-    proc = _subprocess.run([binary, "--json", *args], stdout=_subprocess.PIPE, stderr=_subprocess.PIPE, env=env)
-    stderr = proc.stderr.decode("utf-8", "replace")
+    # Output goes to temporary files, not pipes: a background process the build started may
+    # inherit the command's stderr and hold it open long after envstore exits, and a pipe is
+    # read until every holder closes it. A file is read once envstore itself has exited.
+    with _tempfile.TemporaryFile() as out, _tempfile.TemporaryFile() as err:
+        returncode = _subprocess.run([binary, "--json", *args], stdout=out, stderr=err, env=env).returncode
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read()
+        stderr = err.read().decode("utf-8", "replace")
+    proc = _subprocess.CompletedProcess(args, returncode, stdout, stderr)
     if proc.returncode != 0:
         errors = [line for line in stderr.splitlines() if "error:" in line]
         message = errors[-1].split("error:", 1)[1].strip() if errors else stderr.strip()

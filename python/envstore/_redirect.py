@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -82,10 +83,15 @@ class HookError(Exception):
 
 
 def _envstore(exe, *args):
-    result = subprocess.run([exe, "--json", "-q", *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise HookError(f"`envstore {' '.join(args)}` failed: {result.stderr.strip()}")
-    return json.loads(result.stdout)
+    # Temporary files, not pipes: read once envstore has exited, whoever else holds them.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        code = subprocess.run([exe, "--json", "-q", *args], stdout=out, stderr=err).returncode
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read().decode("utf-8", "replace")
+    if code != 0:
+        raise HookError(f"`envstore {' '.join(args)}` failed: {stderr.strip()}")
+    return json.loads(stdout)
 
 
 def ephemeral_venv():

@@ -16,4 +16,5 @@ mod memory;
 mod relocate;
 mod remote;
 mod roots;
+mod surfaces;
 mod trust;

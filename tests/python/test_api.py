@@ -35,6 +35,30 @@ def test_ensure_builds_once_per_key_and_reports_it(tmp_path):
     assert third.built and third.path != first.path
 
 
+def test_ensure_returns_while_a_process_the_build_started_holds_stderr(tmp_path):
+    # Issue 26: the build leaves a background process holding the command's stderr; the CLI
+    # returns at once, and so must the API (it read the pipe until EOF, for as long as the
+    # background process lived).
+    import threading
+    import time
+
+    done = threading.Event()
+    result = {}
+
+    def call():
+        result["env"] = envstore.ensure(
+            ["sh", "-c", 'sleep 60 >&2 & echo built > "$ENVSTORE_OUT/f"'], store=tmp_path / "store"
+        )
+        done.set()
+
+    started = time.monotonic()
+    threading.Thread(target=call, daemon=True).start()
+    # A hang bound, not a speed target: the call takes about a second.
+    assert done.wait(45), "envstore.ensure() waited on the background process's stderr"
+    assert (result["env"].path / "f").read_text() == "built\n"
+    assert time.monotonic() - started < 45
+
+
 def test_errors_are_exceptions_with_the_commands_message_and_code(tmp_path):
     with pytest.raises(envstore.EnvstoreError) as failed:
         envstore.ensure(["sh", "-c", "exit 3"], store=tmp_path / "store")

@@ -22,7 +22,11 @@ use crate::printer::Printer;
 pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
     if let Command::Completions { shell } = cli.command {
         let mut cmd = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(shell, &mut cmd, "envstore", &mut std::io::stdout());
+        // Into a buffer, then out through the printer: a closed pipe (`| head -1`) ends
+        // quietly instead of panicking inside clap_complete's writes.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "envstore", &mut script);
+        printer.raw(&String::from_utf8_lossy(&script));
         return Ok(ExitCode::SUCCESS);
     }
     let mut store = open_store(&cli)?;

@@ -203,19 +203,29 @@ fn entry_err(path: &[u8], reason: impl Into<String>) -> ArchiveError {
     }
 }
 
+/// The most characters of archive text (a name, a quoted field) an error message shows.
+const MAX_SHOWN: usize = 160;
+
 /// Text from an archive (names, the tar parser's messages, which quote its bytes) made safe to
-/// print: control characters (newlines, terminal escapes) are shown escaped, never sent raw.
+/// print: anything but printable ASCII (control bytes, terminal escapes, bidirectional
+/// overrides, the replacement characters of bytes that are not UTF-8) is shown escaped, never
+/// sent raw, and the text is cut to a line's length: a damaged archive's garbage does not
+/// flood the terminal.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    let mut out = String::new();
+    let total = text.chars().count();
+    for (shown, c) in text.chars().enumerate() {
+        if shown == MAX_SHOWN {
+            out.push_str(&format!("... ({} more characters)", total - shown));
+            break;
+        }
+        if c == ' ' || c.is_ascii_graphic() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    out
 }
 
 /// One validated entry, as [`read`] hands it over. Paths are lists of valid names.

@@ -2,12 +2,13 @@
 //! synchronous facade that owns a small tokio runtime.
 
 use std::{
+    collections::HashMap,
     ops::Range,
     sync::{
-        Arc, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{StreamExt, TryStreamExt};
@@ -46,6 +47,31 @@ struct ObjectStorage {
     up: AtomicU64,
 }
 
+/// How long a remote may take to accept a connection, and to send each next piece of an
+/// answer (the first byte included), before the call fails as unreachable:
+/// `ENVSTORE_REMOTE_TIMEOUT` seconds, default 10. A remote that accepts and never answers
+/// costs at most about three times this per call (with the retries), and then is not asked
+/// again by this process for [`SKIP_FOR`].
+pub fn idle_timeout() -> Duration {
+    std::env::var("ENVSTORE_REMOTE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(Duration::from_secs(10), |s| {
+            Duration::from_secs_f64(s.min(86_400.0))
+        })
+}
+
+/// After a remote failed as unreachable, calls to it fail at once for this long: one dead
+/// cache server costs a command one time-out, not one per call (fall-through, ensure).
+pub const SKIP_FOR: Duration = Duration::from_secs(300);
+
+/// Remotes (by their description) that did not answer, and when.
+fn unreachable() -> &'static Mutex<HashMap<String, Instant>> {
+    static FAILED: OnceLock<Mutex<HashMap<String, Instant>>> = OnceLock::new();
+    FAILED.get_or_init(Default::default)
+}
+
 /// Opens the remote at `url`. Nothing is contacted yet.
 pub fn open(url: &RemoteUrl) -> Result<Box<dyn Storage>> {
     // TLS through rustls with ring; the client is built here, so the provider must be set first.
@@ -58,6 +84,7 @@ pub fn open(url: &RemoteUrl) -> Result<Box<dyn Storage>> {
         kind: FailKind::Other,
         message: e.to_string(),
     };
+    let idle = idle_timeout();
     let retry = RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
@@ -65,11 +92,16 @@ pub fn open(url: &RemoteUrl) -> Result<Box<dyn Storage>> {
             base: 2.0,
         },
         max_retries: 4,
-        retry_timeout: Duration::from_secs(60),
+        // No retry starts after this: with the idle bound, a silent remote costs a call at
+        // most about three idle periods.
+        retry_timeout: idle * 2,
     };
+    // Connect and every read (the first byte of an answer too) are bounded by `idle`; a whole
+    // transfer, which may be large and slow but alive, by a generous total.
     let client = ClientOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(300));
+        .with_connect_timeout(idle.min(Duration::from_secs(5)))
+        .with_read_timeout(idle)
+        .with_timeout(Duration::from_secs(3600));
     let (store, copy_to_create): (Arc<dyn ObjectStore>, bool) = match url {
         RemoteUrl::S3 { bucket, prefix } => {
             let mut builder = AmazonS3Builder::from_env()
@@ -198,12 +230,41 @@ fn classify(e: &object_store::Error) -> FailKind {
 
 impl ObjectStorage {
     fn err(&self, op: &'static str, key: &str, e: object_store::Error) -> RemoteError {
+        let kind = classify(&e);
+        if kind == FailKind::Unreachable {
+            unreachable()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(self.describe.clone(), Instant::now());
+        }
         RemoteError {
             remote: self.describe.clone(),
             op,
             key: key.to_owned(),
-            kind: classify(&e),
+            kind,
             message: one_line(&e),
+        }
+    }
+
+    /// Fails at once when this remote did not answer a moment ago (see [`SKIP_FOR`]).
+    fn check_reachable(&self, op: &'static str, key: &str) -> Result<()> {
+        let failed = unreachable()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.describe)
+            .copied();
+        match failed {
+            Some(at) if at.elapsed() < SKIP_FOR => Err(RemoteError {
+                remote: self.describe.clone(),
+                op,
+                key: key.to_owned(),
+                kind: FailKind::Unreachable,
+                message: format!(
+                    "not asked again: it did not answer {}s ago",
+                    at.elapsed().as_secs()
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -214,6 +275,8 @@ impl ObjectStorage {
     }
 
     fn key(&self, key: &str) -> Result<Key> {
+        // Every call names its key first: the one place to refuse calls to a dead remote.
+        self.check_reachable("reach", key)?;
         Key::parse(key).map_err(|e| RemoteError {
             remote: self.describe.clone(),
             op: "name",

@@ -18,7 +18,7 @@ mod url;
 
 #[cfg(feature = "backends")]
 pub use backend::open;
-pub use url::{RemoteUrl, UrlError};
+pub use url::{RemoteUrl, UrlError, redact};
 
 /// Why a remote operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

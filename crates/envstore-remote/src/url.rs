@@ -28,7 +28,7 @@ impl FromStr for RemoteUrl {
 
     fn from_str(url: &str) -> Result<RemoteUrl, UrlError> {
         let err = |reason: &str| UrlError {
-            url: url.to_owned(),
+            url: redact(url),
             reason: reason.to_owned(),
         };
         if url.chars().any(|c| c.is_control() || c == ' ') {
@@ -40,6 +40,12 @@ impl FromStr for RemoteUrl {
         match scheme {
             "s3" => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.contains('@') {
+                    return Err(err(
+                        "credentials do not go in s3:// URLs (the URL is stored and shown); set \
+                         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use ~/.aws/credentials",
+                    ));
+                }
                 let valid =
                     |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c);
                 if bucket.len() < 3 || bucket.len() > 63 || !bucket.chars().all(valid) {
@@ -92,6 +98,28 @@ impl FromStr for RemoteUrl {
                 "unknown scheme {other:?}: use s3://, http://, https:// or file://"
             ))),
         }
+    }
+}
+
+/// `url` with the password (or, without a `user:` part, all of the user information) replaced
+/// by `***`: what a message may show of a URL someone typed. Works on anything, parsed or not.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let name = user.split_once(':').map_or("", |(n, _)| n);
+            let shown = if name.is_empty() {
+                "***".to_owned()
+            } else {
+                format!("{name}:***")
+            };
+            format!("{scheme}://{shown}@{host}{tail}")
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -150,6 +178,23 @@ impl RemoteUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_refused_url_shows_a_secret() {
+        for url in [
+            "s3://AKIAEXAMPLE:s3cr3t-VALUE@bucket/prefix",
+            "s3://s3cr3t-VALUE@bucket",
+            "http://user:s3cr3t-VALUE@host/pa th",
+            "ftp://user:s3cr3t-VALUE@host/x",
+            "https://user:s3cr3t-VALUE@/x",
+        ] {
+            let e = url.parse::<RemoteUrl>().unwrap_err();
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+        }
+        assert_eq!(redact("http://u:p@h/x"), "http://u:***@h/x");
+        assert_eq!(redact("s3://b/p"), "s3://b/p");
+    }
 
     #[test]
     fn parses_the_three_kinds() {

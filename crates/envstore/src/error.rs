@@ -52,7 +52,7 @@ pub enum Error {
     SourceInStore { path: PathBuf, store: PathBuf },
     #[error("pin `{name}` is damaged ({reason})")]
     DamagedPin { name: String, reason: String },
-    #[error("cannot read the key file {path}: {source}")]
+    #[error("cannot use {path} as a key file: {source}")]
     KeyFile { path: PathBuf, source: io::Error },
     #[error(
         "timed out after {waited:?} waiting for the build of key {key} ({path}), which {holder} \
@@ -64,6 +64,11 @@ pub enum Error {
         holder: String,
         waited: std::time::Duration,
     },
+    #[error(
+        "the build replaced its output directory $ENVSTORE_OUT ({path}): it is {what} now; \
+         envstore stores only the directory it made, never what a link there points at"
+    )]
+    BuildOutput { path: PathBuf, what: &'static str },
     #[error("the interpreter `{}` cannot be used: {reason}", python.display())]
     Interpreter { python: PathBuf, reason: String },
     #[error("the build command `{command}` failed ({status}); nothing was recorded")]

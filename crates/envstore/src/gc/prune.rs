@@ -102,6 +102,9 @@ pub struct PrunePlan {
     pub rooted: Vec<(SnapshotId, PathBuf)>,
     /// Roots that no longer hold their snapshot, and why; prune drops them.
     pub dead_roots: Vec<(PathBuf, SnapshotId, String)>,
+    /// Pins that cannot be read: while there are any, no snapshot is removed (each could be
+    /// the one such a pin names).
+    pub damaged_pins: Vec<String>,
     /// The snapshots that stay.
     kept_ids: Vec<SnapshotId>,
     /// What the kept snapshots reference, for the sweep.
@@ -147,8 +150,21 @@ fn plan_prune(store: &Store, options: &PruneOptions, mode: Mode) -> Result<Prune
             }
         }
     }
-    // Pins, the newest build of each key name, and what live roots use, are kept.
-    let pinned: HashSet<SnapshotId> = crate::catalog::pins::pins(store)?
+    // Pins, the newest build of each key name, and what live roots use, are kept. A pin that
+    // cannot be read could name any snapshot: while there is one, prune removes none.
+    let pins = crate::catalog::pins::all_pins(store)?;
+    for (name, reason) in &pins.damaged {
+        store.warn_with(
+            format!(
+                "pin {name} is damaged ({reason}); it could name any snapshot, so prune removes \
+                 none until it is replaced or removed"
+            ),
+            Hint::ReplacePin { name: name.clone() },
+        );
+    }
+    plan.damaged_pins = pins.damaged.iter().map(|(name, _)| name.clone()).collect();
+    let pinned: HashSet<SnapshotId> = pins
+        .good
         .into_iter()
         .chain(crate::gc::keep::named_key_snapshots(store)?)
         .map(|(_, id)| id)
@@ -167,7 +183,7 @@ fn plan_prune(store: &Store, options: &PruneOptions, mode: Mode) -> Result<Prune
         let last_used = crate::store::records::last_used(store, &id, &meta);
         let keep = match &only {
             Some(only) => !only.contains(&id),
-            None => pinned.contains(&id),
+            None => pinned.contains(&id) || !plan.damaged_pins.is_empty(),
         };
         if keep {
             kept.push(id);

@@ -105,3 +105,26 @@ fn prune_all_empties_the_store_but_what_is_in_use() {
     assert_eq!(done.unpinned, vec!["a".to_owned()]);
     assert!(!store.has_snapshot(&a) && store.has_snapshot(&b));
 }
+
+#[test]
+fn a_damaged_pin_keeps_every_snapshot_until_it_is_mended() {
+    let (tmp, store) = store();
+    let a = ingest(&store, tmp.path(), "a", &[("x", b"x")]);
+    store.pin("keep", &a).unwrap();
+    // Damaged on disk: it no longer says which snapshot it keeps.
+    std::fs::write(store.pin_path("keep"), b"garbage\n").unwrap();
+    let plan = store.prune(&now()).unwrap();
+    assert!(plan.remove.is_empty(), "{plan:?}");
+    assert_eq!(plan.damaged_pins, vec!["keep".to_owned()]);
+    assert!(store.has_snapshot(&a));
+    let warned = store.take_warnings();
+    assert!(
+        warned.iter().any(|w| w.hint
+            == Some(crate::Hint::ReplacePin {
+                name: "keep".into()
+            })),
+        "{warned:?}"
+    );
+    store.unpin("keep").unwrap();
+    assert_eq!(store.prune(&now()).unwrap().remove.len(), 1);
+}

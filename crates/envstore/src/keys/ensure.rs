@@ -12,7 +12,7 @@
 //! removes; a name keeps its newest record's snapshot alive like a pin.
 
 use std::ffi::OsString;
-use std::fs;
+use std::io::Read;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -55,19 +55,43 @@ pub struct Ensured {
     pub materialized: Materialized,
 }
 
-/// The inputs of `spec`, read now: key files hashed, variables looked up.
+/// The largest key file hashed: far above any requirements or lock file, and a bound on
+/// what a mistaken path can cost.
+const MAX_KEY_FILE: u64 = 1 << 30;
+
+/// The inputs of `spec`, read now: key files hashed, variables looked up. Key files are what
+/// a user named: opened without blocking and only as regular files, so a fifo or `/dev/zero`
+/// is an error naming it, never a hang or an endless read.
 pub(crate) fn key_inputs(spec: &EnsureSpec) -> Result<Inputs> {
     let mut inputs = Inputs::default();
     for path in &spec.key_files {
-        let mut file = fs::File::open(path).map_err(|e| Error::KeyFile {
+        let failed = |source| Error::KeyFile {
             path: path.clone(),
-            source: e,
-        })?;
+            source,
+        };
+        let (mut file, meta) = envstore_fs::open_input(path).map_err(failed)?;
+        if meta.len() > MAX_KEY_FILE {
+            return Err(failed(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "it holds {} bytes, more than the {MAX_KEY_FILE} a key file may",
+                    meta.len()
+                ),
+            )));
+        }
         let mut hasher = blake3::Hasher::new();
-        io::copy(&mut file, &mut hasher).map_err(|e| Error::KeyFile {
-            path: path.clone(),
-            source: e,
-        })?;
+        let mut buf = vec![0; 256 << 10];
+        let read =
+            envstore_fs::read_chunks(&mut (&mut file).take(MAX_KEY_FILE + 1), &mut buf, |b| {
+                hasher.update(b);
+            })
+            .map_err(failed)?;
+        if read > MAX_KEY_FILE {
+            return Err(failed(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it grew past the size a key file may have while it was read".to_owned(),
+            )));
+        }
         let given = path.to_string_lossy().into_owned();
         inputs.files.push((given, *hasher.finalize().as_bytes()));
     }
@@ -210,6 +234,24 @@ fn build_and_store(
     build: &mut dyn FnMut(&Path) -> Result<()>,
 ) -> Result<SnapshotId> {
     build(out)?;
+    // The output is read for storing without following links, like every other path envstore
+    // stores from: a build that put a link (or anything else) in its place would otherwise have
+    // whatever it points at stored, and made world-readable.
+    match envstore_fs::dir_state(out).map_err(Error::io("read", out))? {
+        envstore_fs::DirState::Dir => {}
+        envstore_fs::DirState::Missing => {
+            return Err(Error::BuildOutput {
+                path: out.to_owned(),
+                what: "gone",
+            });
+        }
+        envstore_fs::DirState::Other(what) => {
+            return Err(Error::BuildOutput {
+                path: out.to_owned(),
+                what,
+            });
+        }
+    }
     let relocate = spec.relocate || out.join("pyvenv.cfg").is_file();
     let filter = Filter::default().relocating(relocate);
     let _shared = store.lock_shared()?;

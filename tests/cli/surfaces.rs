@@ -1,0 +1,317 @@
+//! Trust for the new surfaces (issue 26): no input a user names hangs envstore, no remote
+//! stalls it, no secret leaves it. Each test failed on the build before its fix.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::common::{Env, output_within, sample_env};
+
+/// Generous: every call here finishes in seconds when it does not hang.
+const NO_HANG: u64 = 90;
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn mkfifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// A server on loopback that accepts connections and never answers (a hung cache server);
+/// counts the connections.
+fn silent_server() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/envs", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(stream); // kept open, never read or written
+        }
+    });
+    (url, accepted)
+}
+
+/// Puts `lines` first in the store's remotes file (a remote that is down when added cannot be
+/// added: `remote add` checks it answers).
+fn prepend_remotes(env: &Env, lines: &str) {
+    env.ok(&["stats"]); // the store exists
+    let config = env.store.join("remotes");
+    let text =
+        std::fs::read_to_string(&config).unwrap_or_else(|_| "envstore-remotes 1\n".to_owned());
+    let text = text.replacen(
+        "envstore-remotes 1\n",
+        &format!("envstore-remotes 1\n{lines}"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+}
+
+#[test]
+fn a_remote_that_accepts_and_never_answers_is_bounded_and_asked_once() {
+    let (silent, _) = silent_server();
+    let a = Env::new();
+    let src = a.path("src");
+    sample_env(&src);
+    let id = a.ingest(&src);
+    let live = tempfile::tempdir().unwrap();
+    let live_url = format!("file://{}", live.path().display());
+    a.ok(&["push", &id, "--to", &live_url, "--name", "tools"]);
+
+    // pull from it: a named failure, in a bounded time.
+    let b = Env::new();
+    let out = output_within(
+        b.cmd()
+            .env("ENVSTORE_REMOTE_TIMEOUT", "1")
+            .args(["pull", &id, "--from", &silent]),
+        NO_HANG,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr(&out).contains("did not answer"), "{}", stderr(&out));
+
+    // Fall-through: the silent remote, twice under two names, then the live one. The second
+    // entry is not asked again (one time-out per command, not one per call).
+    b.ok(&["remote", "add", "live", &live_url]);
+    prepend_remotes(
+        &b,
+        &format!(
+            "remote hung {silent} create-if-absent=no\nremote hung-again {silent} create-if-absent=no\n"
+        ),
+    );
+    let out = output_within(
+        b.cmd()
+            .env("ENVSTORE_REMOTE_TIMEOUT", "1")
+            .args(["materialize", &id]),
+        NO_HANG,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains("did not answer"), "{err}");
+    assert!(err.contains("not asked again"), "{err}");
+
+    // ensure on a key miss: the silent remote is a warning, the build runs here.
+    let c = Env::new();
+    prepend_remotes(&c, &format!("remote hung {silent} create-if-absent=no\n"));
+    let out = output_within(
+        c.cmd().env("ENVSTORE_REMOTE_TIMEOUT", "1").args([
+            "ensure",
+            "--key",
+            "silent-remote",
+            "--",
+            "sh",
+            "-c",
+            "echo built > \"$ENVSTORE_OUT/f\"",
+        ]),
+        NO_HANG,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(stderr(&out).contains("did not answer"), "{}", stderr(&out));
+    let path = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(path.trim()).join("f")).unwrap(),
+        "built\n"
+    );
+}
+
+#[test]
+fn no_message_shows_a_secret_from_a_url() {
+    let env = Env::new();
+    for (args, secret) in [
+        (
+            vec![
+                "remote",
+                "add",
+                "x",
+                "s3://AKIAEXAMPLE:s3cr3tVALUE@bucket/p",
+            ],
+            "s3cr3tVALUE",
+        ),
+        (
+            vec![
+                "pull",
+                "main",
+                "--from",
+                "s3://AKIAEXAMPLE:s3cr3tVALUE@bucket/p",
+            ],
+            "s3cr3tVALUE",
+        ),
+        (
+            vec!["push", "x", "--to", "http://me:s3cr3tVALUE@127.0.0.1:9/a b"],
+            "s3cr3tVALUE",
+        ),
+        (
+            vec![
+                "-v",
+                "--json",
+                "pull",
+                "main",
+                "--from",
+                "http://me:s3cr3tVALUE@127.0.0.1:9/e",
+            ],
+            "s3cr3tVALUE",
+        ),
+    ] {
+        let out = output_within(env.cmd().args(&args), NO_HANG);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains(secret), "{args:?} printed the secret: {all}");
+    }
+    let err = env.fails(&[
+        "remote",
+        "add",
+        "x",
+        "s3://AKIAEXAMPLE:s3cr3tVALUE@bucket/p",
+    ]);
+    assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+}
+
+#[test]
+fn key_files_and_requirement_files_that_are_not_regular_files_are_refused_at_once() {
+    let env = Env::new();
+    let fifo = env.path("fifo");
+    mkfifo(&fifo);
+    let dir = env.path("a-dir");
+    std::fs::create_dir(&dir).unwrap();
+    for input in [fifo.to_str().unwrap(), "/dev/zero", dir.to_str().unwrap()] {
+        let args = ["ensure", "--key-file", input, "--", "true"];
+        let out = output_within(env.cmd().args(args), NO_HANG);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(input) && err.contains("not a regular file"),
+            "{args:?}: {err}"
+        );
+        let args = ["venv", "-r", input];
+        let out = output_within(env.cmd().args(args), NO_HANG);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(stderr(&out).contains(input), "{args:?}: {}", stderr(&out));
+    }
+    // The store is intact and nothing was recorded.
+    assert!(env.ok(&["keys"]).trim().is_empty());
+    env.ok(&["verify"]);
+}
+
+#[test]
+fn doctor_in_a_project_whose_pyproject_is_a_fifo_reports_it() {
+    let env = Env::new();
+    let project = env.path("project");
+    std::fs::create_dir(&project).unwrap();
+    mkfifo(&project.join("pyproject.toml"));
+    let out = output_within(
+        env.cmd().args(["doctor", project.to_str().unwrap()]),
+        NO_HANG,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("cannot be read") && report.contains("fifo"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_build_that_replaces_its_output_with_a_link_is_refused() {
+    let env = Env::new();
+    let outside = env.path("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let secret = outside.join("private.txt");
+    std::fs::write(&secret, "not for the store\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let script = format!(
+        "rmdir \"$ENVSTORE_OUT\" && ln -s {} \"$ENVSTORE_OUT\"",
+        outside.display()
+    );
+    let out = output_within(
+        env.cmd()
+            .args(["ensure", "--key", "link-out", "--", "sh", "-c", &script]),
+        NO_HANG,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr(&out).contains("ENVSTORE_OUT"), "{}", stderr(&out));
+    // Nothing of the outside directory entered the store.
+    assert!(env.ok(&["ls"]).lines().count() <= 1, "{}", env.ok(&["ls"]));
+    let objects = walk_files(&env.store.join("objects"));
+    let leaked = objects
+        .iter()
+        .any(|p| std::fs::read(p).is_ok_and(|b| b == b"not for the store\n"));
+    assert!(!leaked, "the outside file was stored");
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn completions_into_a_closed_pipe_end_quietly() {
+    let env = Env::new();
+    let mut child = env
+        .cmd()
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -0`: the reader is gone before envstore writes.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(matches!(out.status.code(), Some(0)), "{out:?}");
+    let _ = std::io::stderr().flush();
+}
+
+#[test]
+fn an_import_error_shows_no_raw_bytes_of_the_input() {
+    let env = Env::new();
+    // A tar header whose name is 100 bytes of terminal escapes and bidi overrides, and whose
+    // numeric fields are garbage: the parser's message quotes them.
+    let mut bytes = Vec::new();
+    for i in 0..100u8 {
+        bytes.extend_from_slice(if i % 2 == 0 {
+            b"\x1b[2J"
+        } else {
+            "\u{202e}".as_bytes()
+        });
+    }
+    bytes.resize(512, 0xff);
+    bytes.extend((0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
+    let file = env.path("garbage.tar");
+    std::fs::write(&file, &bytes).unwrap();
+    let err = env.fails(&["import", file.to_str().unwrap()]);
+    assert!(err.contains("refusing the archive"), "{err}");
+    assert!(
+        err.chars()
+            .all(|c| c == '\n' || c == ' ' || c.is_ascii_graphic()),
+        "raw bytes in the message: {err:?}"
+    );
+    let first = err.lines().next().unwrap();
+    assert!(
+        first.len() < 600,
+        "a line's length, not the input: {} chars",
+        first.len()
+    );
+}
