@@ -315,3 +315,184 @@ fn an_import_error_shows_no_raw_bytes_of_the_input() {
         first.len()
     );
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// `None` where this process cannot mount (not root); CI runs as root, so there it must.
+    fn new(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok || !crate::common::in_ci(),
+            "CI runs as root and must be able to mount a tmpfs"
+        );
+        ok.then_some(Tmpfs(dir))
+    }
+
+    /// Fills the file system to the last byte.
+    fn fill(&self) {
+        let mut file = std::fs::File::create(self.0.path().join("fill")).unwrap();
+        let block = vec![0u8; 4096];
+        while file.write_all(&block).is_ok() {}
+        let mut file = std::fs::File::create(self.0.path().join("fill-bytes")).unwrap();
+        while file.write_all(&[0]).is_ok() {}
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn verify_and_prune_answer_on_a_full_file_system() {
+    let Some(fs) = Tmpfs::new("16m") else { return };
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..400 {
+        crate::common::write(
+            &src.join(format!("d{}/f{i}", i % 7)),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    let store = fs.0.path().join("store");
+    let run = |args: &[&str]| {
+        output_within(
+            env.cmd()
+                .env("ENVSTORE_DIR", &store)
+                // Tiny in-memory sets, so that these passes must write sorted runs.
+                .env("ENVSTORE_SORT_BUFFER", "16")
+                .args(args),
+            NO_HANG,
+        )
+    };
+    assert!(
+        run(&["materialize", src.to_str().unwrap()])
+            .status
+            .success()
+    );
+    fs.fill();
+    let out = run(&["verify"]);
+    assert!(out.status.success(), "verify on a full disk: {out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("ok") && err.contains("kept in memory"),
+        "{err}"
+    );
+    let out = run(&["prune", "--dry-run"]);
+    assert!(
+        out.status.success(),
+        "prune --dry-run on a full disk: {out:?}"
+    );
+}
+
+#[test]
+fn an_unsigned_key_mapping_on_a_remote_is_ignored_and_the_build_runs_here() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let args = [
+        "ensure",
+        "--key",
+        "fleet-tool",
+        "--",
+        "sh",
+        "-c",
+        "echo here > \"$ENVSTORE_OUT/tool\"",
+    ];
+    // Someone who can write the remote pushes an unsigned mapping for the key.
+    let a = Env::new();
+    let path = a.ok(&args);
+    a.ok(&["push", path.trim(), "--to", &url]);
+
+    // A store that trusts only signed refs.
+    let b = Env::new();
+    let key = b.path("ci.key");
+    let public = b.ok(&["key", "generate", "ci", "--out", key.to_str().unwrap()]);
+    b.ok(&["remote", "trust", public.trim()]);
+    b.ok(&["remote", "add", "fleet", &url]);
+    let out = output_within(b.cmd().args(args), NO_HANG);
+    assert!(out.status.success(), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains("building it here"), "{err}");
+    assert!(err.contains("building: sh"), "the build ran here: {err}");
+}
+
+#[test]
+fn a_roots_scan_adds_only_this_stores_environments() {
+    let env = Env::new();
+    let src = env.path("src");
+    sample_env(&src);
+    let path = env.materialize(&src);
+    let id = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let build = env.path("build");
+    std::fs::create_dir(&build).unwrap();
+    // The same id, but under another store's envs/: not this store's environment.
+    crate::common::write(
+        &build.join("CMakeCache.txt"),
+        format!("CMAKE_PREFIX_PATH:PATH=/tmp/some-other-store/envs/{id}\n").as_bytes(),
+    );
+    env.ok(&["roots", "--scan", build.to_str().unwrap(), "--add"]);
+    let roots = crate::common::json(&env, &["roots"]);
+    assert_eq!(roots.as_array().map(Vec::len), Some(0), "{roots}");
+    // Its own path is.
+    crate::common::write(
+        &build.join("CMakeCache.txt"),
+        format!("CMAKE_PREFIX_PATH:PATH={}\n", path.display()).as_bytes(),
+    );
+    env.ok(&["roots", "--scan", build.to_str().unwrap(), "--add"]);
+    let roots = crate::common::json(&env, &["roots"]);
+    assert_eq!(roots.as_array().map(Vec::len), Some(1), "{roots}");
+}
+
+#[test]
+fn the_remotes_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let remote = tempfile::tempdir().unwrap();
+    env.ok(&[
+        "remote",
+        "add",
+        "r",
+        &format!("file://{}", remote.path().display()),
+    ]);
+    let mode = std::fs::metadata(env.store.join("remotes"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
+
+#[test]
+fn a_key_record_does_not_let_a_variables_value_be_guessed() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let build = ["--", "sh", "-c", "echo x > \"$ENVSTORE_OUT/f\""];
+    for token in ["hunter2", "hunter3"] {
+        let mut args = vec!["ensure", "--name", "t", "--key-env", "TOKEN"];
+        args.extend_from_slice(&build);
+        let out = env.cmd().env("TOKEN", token).args(&args).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    for entry in std::fs::read_dir(env.store.join("keys")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for guess in ["hunter2", "hunter3"] {
+            let plain = blake3::hash(guess.as_bytes()).to_hex().to_string();
+            assert!(!text.contains(&plain), "a plain hash of the value: {text}");
+        }
+    }
+    let secret = std::fs::metadata(env.store.join("secret")).unwrap();
+    assert_eq!(secret.permissions().mode() & 0o777, 0o600);
+    // explain still tells what changed.
+    let explained = env.ok(&["explain", "t"]);
+    assert!(explained.contains("TOKEN changed"), "{explained}");
+}

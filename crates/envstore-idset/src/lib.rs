@@ -19,6 +19,32 @@ pub type Id = [u8; 32];
 /// Ids held in memory before a run is written: 4 MiB.
 pub const DEFAULT_BUFFER: usize = 128 << 10;
 
+/// Ids held in memory before a run is written: `ENVSTORE_SORT_BUFFER` ids if set (a tuning
+/// knob, and how tests make small sets spill), else [`DEFAULT_BUFFER`].
+pub fn buffer() -> usize {
+    std::env::var("ENVSTORE_SORT_BUFFER")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_BUFFER)
+}
+
+/// Set once a run could not be written (a full or unwritable scratch directory) and a set was
+/// kept in memory instead: the caller's memory bound did not hold, and it should say so.
+static FELL_BACK: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Why a set was last kept in memory instead of spilled, if one was (and clears it).
+pub fn take_fallback() -> Option<String> {
+    FELL_BACK.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+fn fell_back(dir: &Path, e: &io::Error) {
+    *FELL_BACK.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+        "cannot write sorted runs in {}: {e}",
+        dir.display()
+    ));
+}
+
 /// Read buffer per run while merging.
 const RUN_BUF: usize = 32 << 10;
 
@@ -56,19 +82,35 @@ impl IdSet {
         self.runs.len()
     }
 
+    /// Writes the buffer as a sorted run. Where no run can be written (a full disk, an
+    /// unwritable directory), the set stays in memory and grows instead: a pass that must
+    /// answer (verify on a full disk) still answers, and [`take_fallback`] says why.
     fn spill(&mut self) -> io::Result<()> {
         self.buf.sort_unstable();
         self.buf.dedup();
+        match self.write_run() {
+            Ok(file) => {
+                self.runs.push(file);
+                self.buf.clear();
+            }
+            Err(e) => {
+                fell_back(&self.dir, &e);
+                self.cap = self.cap.saturating_mul(2);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_run(&self) -> io::Result<File> {
         let file = tempfile::tempfile_in(&self.dir)?;
         let mut out = BufWriter::with_capacity(RUN_BUF, file);
         for id in &self.buf {
             out.write_all(id)?;
         }
         let mut file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_data().ok();
         file.rewind()?;
-        self.runs.push(file);
-        self.buf.clear();
-        Ok(())
+        Ok(file)
     }
 
     /// The set's ids in ascending order, each once.
@@ -95,30 +137,66 @@ impl IdSet {
     }
 }
 
-/// A merged set kept in one file, to be read more than once.
+/// A merged set kept in one file (or, where none can be written, in memory), to be read more
+/// than once.
 #[derive(Debug)]
 pub struct SortedFile {
-    file: tempfile::NamedTempFile,
+    file: Option<tempfile::NamedTempFile>,
+    memory: Vec<Id>,
 }
 
 impl IdSet {
-    /// Merges the set into one sorted file (removed when dropped) that can be read again.
+    /// Merges the set into one sorted file (removed when dropped) that can be read again. A set
+    /// that never spilled stays in memory; one that did goes to memory where no file can be
+    /// written (see [`take_fallback`]).
     pub fn finish_to_file(self) -> io::Result<SortedFile> {
-        let file = tempfile::NamedTempFile::new_in(&self.dir)?;
-        let mut out = BufWriter::with_capacity(RUN_BUF, file.as_file());
-        for id in self.finish()? {
-            out.write_all(&id?)?;
+        if self.runs.is_empty() {
+            let mut memory = self.buf;
+            memory.sort_unstable();
+            memory.dedup();
+            return Ok(SortedFile { file: None, memory });
         }
-        out.flush()?;
-        drop(out);
-        Ok(SortedFile { file })
+        let dir = self.dir.clone();
+        let ids: Vec<Id> = self.finish()?.collect::<io::Result<_>>()?;
+        let file = (|| -> io::Result<tempfile::NamedTempFile> {
+            let file = tempfile::NamedTempFile::new_in(&dir)?;
+            let mut out = BufWriter::with_capacity(RUN_BUF, file.as_file());
+            for id in &ids {
+                out.write_all(id)?;
+            }
+            out.flush()?;
+            drop(out);
+            Ok(file)
+        })();
+        Ok(match file {
+            Ok(file) => SortedFile {
+                file: Some(file),
+                memory: Vec::new(),
+            },
+            Err(e) => {
+                fell_back(&dir, &e);
+                SortedFile {
+                    file: None,
+                    memory: ids,
+                }
+            }
+        })
     }
 }
 
 impl SortedFile {
     /// The ids, ascending and distinct, read from the start.
     pub fn iter(&self) -> io::Result<Sorted> {
-        let mut reader = BufReader::with_capacity(RUN_BUF, self.file.reopen()?);
+        let Some(file) = &self.file else {
+            return Ok(Sorted {
+                memory: self.memory.clone().into_iter(),
+                next_memory: None,
+                readers: Vec::new(),
+                heap: BinaryHeap::new(),
+                last: None,
+            });
+        };
+        let mut reader = BufReader::with_capacity(RUN_BUF, file.reopen()?);
         let mut heap = BinaryHeap::new();
         if let Some(id) = read_id(&mut reader)? {
             heap.push(Reverse((id, 0)));
@@ -351,5 +429,23 @@ mod tests {
         assert_eq!(set.finish().unwrap().count(), 0);
         let mut cursor = Cursor::new(IdSet::new(dir.path(), 8).finish().unwrap());
         assert!(!cursor.contains(&id(1)).unwrap());
+    }
+
+    #[test]
+    fn a_set_whose_runs_cannot_be_written_stays_in_memory_and_stays_right() {
+        // No directory to spill into: as on a full disk, every run fails.
+        let mut set = IdSet::new(Path::new("/nonexistent/envstore-idset"), 3);
+        let ids: Vec<Id> = (0..50u8).rev().map(|i| [i; 32]).collect();
+        for id in ids.iter().chain(ids.iter()) {
+            set.insert(*id).unwrap();
+        }
+        let reused = set.finish_to_file().unwrap();
+        let got: Vec<Id> = reused.iter().unwrap().collect::<io::Result<_>>().unwrap();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(got, want);
+        let again: Vec<Id> = reused.iter().unwrap().collect::<io::Result<_>>().unwrap();
+        assert_eq!(again, want);
+        assert!(take_fallback().is_some_and(|why| why.contains("/nonexistent")));
     }
 }

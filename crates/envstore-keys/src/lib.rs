@@ -76,14 +76,22 @@ impl Inputs {
         KeyId::from(hasher.finalize())
     }
 
-    /// What a record keeps of these inputs: names and digests, never values.
-    pub fn recorded(&self) -> Recorded {
+    /// What a record keeps of these inputs: names and digests, never values. Variables' values
+    /// are hashed with `secret` (the store's own, see the facade): a record file readable by
+    /// others must not let a weak value (a token, a password) be found by guessing, as a plain
+    /// hash would. Records of one store compare with each other; that is all `explain` needs.
+    pub fn recorded(&self, secret: &[u8; 32]) -> Recorded {
         let mut files = self.files.clone();
         files.sort();
         let mut env: Vec<(String, Option<Digest>)> = self
             .env
             .iter()
-            .map(|(n, v)| (n.clone(), v.as_ref().map(|v| *blake3::hash(v).as_bytes())))
+            .map(|(n, v)| {
+                let digest = v
+                    .as_ref()
+                    .map(|v| *blake3::keyed_hash(secret, v).as_bytes());
+                (n.clone(), digest)
+            })
             .collect();
         env.sort();
         let mut argv = blake3::Hasher::new();
@@ -388,10 +396,15 @@ mod tests {
             snapshot: SnapshotId::from_bytes([7; 32]),
             created: 1_800_000_000,
             name: Some("my env".into()),
-            inputs: inputs.recorded(),
+            inputs: inputs.recorded(&[9; 32]),
         };
         let text = record.to_text();
         assert!(!text.contains("3.11\n"), "values are not recorded: {text}");
+        // Nor their plain hash: a guess of a weak value cannot be checked against the file.
+        assert!(
+            !text.contains(&blake3::hash(b"3.11").to_hex().to_string()),
+            "{text}"
+        );
         assert_eq!(KeyRecord::from_text(&text).unwrap(), record);
         assert!(KeyRecord::from_text("garbage").is_err());
         assert!(KeyRecord::from_text("envstore-key 1\nkey zz\n").is_err());
@@ -402,7 +415,7 @@ mod tests {
         let old = inputs();
         let mut new = old.clone();
         new.files[0].1 = [3; 32];
-        let changes: Vec<String> = explain(&old.recorded(), &new.recorded())
+        let changes: Vec<String> = explain(&old.recorded(&[9; 32]), &new.recorded(&[9; 32]))
             .iter()
             .map(ToString::to_string)
             .collect();

@@ -12,126 +12,16 @@
 //! and tree no kept snapshot references is deleted, with the leftovers of interrupted work.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use envstore_lock::{FileLock, LockKind};
 use envstore_tree::{EntryKind, SnapshotId};
 
-use crate::cold::pack::PackReport;
-use crate::cold::sweep::PackSweep;
+use crate::gc::plan::{PruneOptions, PrunePlan, Reason, Removal};
 use crate::store::Mode;
 use crate::store::files::{Stored, remove_file, remove_tree, unix_secs};
-use crate::store::mark::{Marked, Marks, RefCounts, Visited};
+use crate::store::mark::{Marks, RefCounts, Visited};
 use crate::{Error, Hint, Result, Store};
-
-/// What prune may remove.
-#[derive(Debug, Clone)]
-pub struct PruneOptions {
-    /// Keep what was used more recently than this.
-    pub older_than: Duration,
-    /// Then remove more (oldest use first) until objects and trees fit in this many bytes.
-    pub max_size: Option<u64>,
-    /// Move kept snapshots not used within this window to the cold tier: their
-    /// materializations are removed (unless leased) and their content packed.
-    pub pack_older_than: Option<Duration>,
-    /// `envstore rm`: remove exactly these (unless leased), whatever their age; the caller
-    /// has checked pins and roots.
-    pub only: Option<Vec<SnapshotId>>,
-}
-
-impl Default for PruneOptions {
-    fn default() -> Self {
-        PruneOptions {
-            older_than: Duration::from_secs(30 * 86_400),
-            max_size: None,
-            pack_older_than: None,
-            only: None,
-        }
-    }
-}
-
-/// Why a snapshot is in the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// Not used within the window.
-    Unused,
-    /// Used within the window, but the size bound needs its space.
-    Size,
-}
-
-/// A snapshot prune removes.
-#[derive(Debug, Clone)]
-pub struct Removal {
-    pub id: SnapshotId,
-    pub last_used: u64,
-    pub bytes: u64,
-    pub materialized: bool,
-    pub reason: Reason,
-}
-
-/// What prune will do (or, with `--dry-run`, would do).
-#[derive(Default)]
-pub struct PrunePlan {
-    pub remove: Vec<Removal>,
-    /// Candidates skipped because a process holds a lease on them.
-    pub leased: Vec<SnapshotId>,
-    pub kept: usize,
-    /// Object and tree files no kept snapshot references: how many, and their bytes.
-    pub unreferenced: u64,
-    pub unreferenced_bytes: u64,
-    /// Leftovers of interrupted work (temporary files and trees, orphaned materializations).
-    pub leftovers: Vec<PathBuf>,
-    /// Bytes of objects and trees before, and after the plan is carried out.
-    pub size_before: u64,
-    pub size_after: u64,
-    /// Set when the size bound cannot be met (everything left is pinned or leased).
-    pub size_unmet: bool,
-    /// Key records removed because their snapshot was.
-    pub key_records_removed: usize,
-    /// Snapshots whose trees cannot be read: kept (prune cannot tell what they need), and
-    /// while there are any, no object or tree is swept. `verify --repair` mends or removes them.
-    pub damaged: Vec<SnapshotId>,
-    /// Packs deleted or rewritten because kept snapshots need little or nothing in them.
-    pub packs: PackSweep,
-    /// Kept snapshots unused for `pack_older_than`, moved (or, dry, to be moved) to packs.
-    pub to_pack: Vec<SnapshotId>,
-    /// What packing them did.
-    pub packed: Option<PackReport>,
-    /// Snapshots kept because a live root (a build directory) uses them: (snapshot, dir).
-    pub rooted: Vec<(SnapshotId, PathBuf)>,
-    /// Roots that no longer hold their snapshot, and why; prune drops them.
-    pub dead_roots: Vec<(PathBuf, SnapshotId, String)>,
-    /// Pins that cannot be read: while there are any, no snapshot is removed (each could be
-    /// the one such a pin names).
-    pub damaged_pins: Vec<String>,
-    /// The snapshots that stay.
-    kept_ids: Vec<SnapshotId>,
-    /// What the kept snapshots reference, for the sweep.
-    marked: Option<Marked>,
-    /// Exclusive locks on the leases of the snapshots being removed, held until the sweep ends.
-    locks: Vec<FileLock>,
-}
-
-impl std::fmt::Debug for PrunePlan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PrunePlan")
-            .field("remove", &self.remove)
-            .field("leased", &self.leased)
-            .field("kept", &self.kept)
-            .field("unreferenced", &self.unreferenced)
-            .field("size_before", &self.size_before)
-            .field("size_after", &self.size_after)
-            .field("damaged", &self.damaged)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PrunePlan {
-    pub fn freed_bytes(&self) -> u64 {
-        self.size_before - self.size_after
-    }
-}
 
 /// Computes what prune would remove. To execute, the leases of the snapshots to remove stay
 /// locked in the plan (for [`crate::Store::prune`]); a dry run only probes them.
@@ -455,6 +345,7 @@ pub(crate) fn prune_plan(store: &Store, options: &PruneOptions) -> Result<PruneP
     let mut plan = plan_prune(store, options, Mode::DryRun)?;
     sweep_stored(store, &mut plan, Mode::DryRun)?;
     plan.packs = crate::cold::sweep::sweep_packs(store, &plan.kept_ids, Mode::DryRun)?;
+    crate::store::mark::warn_if_in_memory(store);
     Ok(plan)
 }
 
@@ -486,6 +377,7 @@ pub(crate) fn prune(store: &Store, options: &PruneOptions) -> Result<PrunePlan> 
         let _ = store.update_index(|index| index.remove_snapshots(&removed));
     }
     plan.packs = crate::cold::sweep::sweep_packs(store, &plan.kept_ids, Mode::Execute)?;
+    crate::store::mark::warn_if_in_memory(store);
     if !plan.to_pack.is_empty() {
         let envs = store.root().join("envs");
         for id in &plan.to_pack {

@@ -141,21 +141,44 @@ impl Root {
 }
 
 /// The snapshot ids `bytes` names as materialized paths (`.../envs/<64 hex>`).
-fn env_ids(bytes: &[u8], found: &mut Vec<SnapshotId>) {
-    for at in memchr::memmem::find_iter(bytes, b"/envs/") {
-        let Some(hex) = bytes.get(at + 6..at + 70) else {
-            continue;
-        };
-        if let Some(id) = std::str::from_utf8(hex).ok().and_then(|h| h.parse().ok())
-            && !found.contains(&id)
-        {
-            found.push(id);
+/// The ways this store's materializations are spelled in build files: `<root>/envs/` as the
+/// store was opened, and with links resolved. Paths into another store are not this store's
+/// environments, and never become its roots.
+fn env_prefixes(store: &Store) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut add = |envs: &Path| {
+        let mut bytes = envs.as_os_str().as_bytes().to_vec();
+        bytes.push(b'/');
+        if !out.contains(&bytes) {
+            out.push(bytes);
+        }
+    };
+    add(&store.envs_dir());
+    if let Ok(real) = store.envs_dir().canonicalize() {
+        add(&real);
+    }
+    out
+}
+
+/// Every snapshot named in `bytes` by a path below one of `prefixes` (`<store>/envs/<id>`).
+fn env_ids(bytes: &[u8], prefixes: &[Vec<u8>], found: &mut Vec<SnapshotId>) {
+    for prefix in prefixes {
+        for at in memchr::memmem::find_iter(bytes, prefix) {
+            let start = at + prefix.len();
+            let Some(hex) = bytes.get(start..start + 64) else {
+                continue;
+            };
+            if let Some(id) = std::str::from_utf8(hex).ok().and_then(|h| h.parse().ok())
+                && !found.contains(&id)
+            {
+                found.push(id);
+            }
         }
     }
 }
 
 /// Every snapshot a build file names (read without following links, bounded).
-fn ids_in_file(path: &Path, found: &mut Vec<SnapshotId>) -> bool {
+fn ids_in_file(path: &Path, prefixes: &[Vec<u8>], found: &mut Vec<SnapshotId>) -> bool {
     let Ok((file, meta)) = envstore_fs::open_regular(path) else {
         return false;
     };
@@ -169,9 +192,10 @@ fn ids_in_file(path: &Path, found: &mut Vec<SnapshotId>) -> bool {
             Ok(n) => n,
         };
         let end = carry + n;
-        env_ids(&buf[..end], found);
+        env_ids(&buf[..end], prefixes, found);
         // Keep the tail: a path may straddle two reads.
-        let keep = end.min(69);
+        let longest = prefixes.iter().map(Vec::len).max().unwrap_or(0);
+        let keep = end.min(longest + 63);
         buf.copy_within(end - keep..end, 0);
         carry = keep;
     }
@@ -179,17 +203,17 @@ fn ids_in_file(path: &Path, found: &mut Vec<SnapshotId>) -> bool {
 }
 
 /// The build files of `dir` envstore can read, and every snapshot they name.
-fn build_dir_ids(dir: &Path) -> (usize, Vec<SnapshotId>) {
+fn build_dir_ids(dir: &Path, prefixes: &[Vec<u8>]) -> (usize, Vec<SnapshotId>) {
     let mut found = Vec::new();
     let mut files = 0;
     for name in BUILD_FILES {
-        files += usize::from(ids_in_file(&dir.join(name), &mut found));
+        files += usize::from(ids_in_file(&dir.join(name), prefixes, &mut found));
     }
     if let Ok(entries) = fs::read_dir(dir.join("meson-info")) {
         for entry in entries.flatten() {
             let name = entry.file_name();
             if name.as_bytes().starts_with(b"intro-") && name.as_bytes().ends_with(b".json") {
-                files += usize::from(ids_in_file(&entry.path(), &mut found));
+                files += usize::from(ids_in_file(&entry.path(), prefixes, &mut found));
             }
         }
     }
@@ -268,7 +292,7 @@ fn liveness(store: &Store, root: &Root) -> Vec<(SnapshotId, Liveness)> {
         Err(_) => Some("the directory is gone"),
     };
     let (files, named) = match gone {
-        None => build_dir_ids(&root.dir),
+        None => build_dir_ids(&root.dir, &env_prefixes(store)),
         Some(_) => (0, Vec::new()),
     };
     root.snapshots
@@ -343,11 +367,12 @@ pub(crate) fn roots_scan(
         stack.push((dir, 0));
     }
     let envs = store.envs_dir().canonicalize().ok();
+    let prefixes = env_prefixes(store);
     while let Some((dir, depth)) = stack.pop() {
         if envs.as_deref() == Some(dir.as_path()) {
             continue;
         }
-        let (files, ids) = build_dir_ids(&dir);
+        let (files, ids) = build_dir_ids(&dir, &prefixes);
         let ids: Vec<SnapshotId> = ids
             .into_iter()
             .filter(|id| !stored_only || store.has_snapshot(id))
@@ -395,11 +420,15 @@ mod tests {
     #[test]
     fn finds_environment_paths_in_build_files() {
         let id = SnapshotId::from_bytes([0xab; 32]);
+        let other = SnapshotId::from_bytes([0xcd; 32]);
         let text = format!(
-            "CMAKE_PREFIX_PATH:PATH=/home/u/.cache/envstore/envs/{id};/usr\nX=/envs/short\n"
+            "CMAKE_PREFIX_PATH:PATH=/home/u/.cache/envstore/envs/{id};/usr\nX=/envs/short\n\
+             Y=/tmp/another-store/envs/{other}\n"
         );
         let mut found = Vec::new();
-        env_ids(text.as_bytes(), &mut found);
+        let prefixes = vec![b"/home/u/.cache/envstore/envs/".to_vec()];
+        env_ids(text.as_bytes(), &prefixes, &mut found);
+        // Only this store's environments: a path into another store is not one.
         assert_eq!(found, vec![id]);
     }
 }

@@ -261,7 +261,7 @@ fn build_and_store(
         snapshot: report.id,
         created: unix_secs(SystemTime::now()),
         name: spec.name.clone(),
-        inputs: inputs.recorded(),
+        inputs: inputs.recorded(&crate::store::records::record_secret(store)?),
     };
     store.write_file_atomic(&store.key_path(&record.key), record.to_text().as_bytes())?;
     Ok(report.id)

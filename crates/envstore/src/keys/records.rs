@@ -136,7 +136,7 @@ pub(crate) fn ingest_by_records(
         snapshot: report.id,
         created: unix_secs(SystemTime::now()),
         name: None,
-        inputs: inputs.recorded(),
+        inputs: inputs.recorded(&crate::store::records::record_secret(store)?),
     };
     if store.is_writable() {
         store.write_file_atomic(&path, record.to_text().as_bytes())?;

@@ -29,7 +29,8 @@ pub(crate) fn remote_config(store: &Store) -> Result<Config> {
 
 fn save_remote_config(store: &Store, config: &Config) -> Result<()> {
     store.require_writable("change its remotes")?;
-    store.write_file_atomic(&store.config_path(), config.to_text().as_bytes())
+    // Owner-only: an http remote's URL may carry a password.
+    store.write_file_atomic_mode(&store.config_path(), config.to_text().as_bytes(), 0o600)
 }
 
 /// Adds remote `name` at `url`, after checking it answers, that it is an envstore remote

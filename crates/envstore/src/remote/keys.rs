@@ -71,7 +71,7 @@ pub(crate) fn ensure_from_remotes(
                     snapshot,
                     created: unix_secs(SystemTime::now()),
                     name: name.map(str::to_owned),
-                    inputs: inputs.recorded(),
+                    inputs: inputs.recorded(&crate::store::records::record_secret(store)?),
                 };
                 store.write_file_atomic(
                     &store.root().join("keys").join(key.to_hex()),
@@ -85,6 +85,12 @@ pub(crate) fn ensure_from_remotes(
                 remote.label(),
                 e.message
             )),
+            // A key mapping this store does not trust (unsigned, or signed by an unknown key),
+            // or one the remote got wrong, is anyone's to write who can write one file there:
+            // it must not break this key's builds for every reader. Built here instead.
+            Err(e @ (Error::UntrustedRef { .. } | Error::RemoteRefused { .. })) => {
+                store.warn(format!("{e}; building it here instead"));
+            }
             Err(e) => return Err(e),
         }
     }

@@ -275,11 +275,22 @@ impl Store {
     /// content, never half. Whatever was at `path` is replaced, never written through: a link
     /// there is replaced by the rename, a directory is removed first.
     pub(crate) fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let dir = path.parent().expect("store files have a parent");
         // Readable by all (a temporary file is private): another user may read this store.
+        self.write_file_atomic_mode(path, bytes, 0o644)
+    }
+
+    /// [`Store::write_file_atomic`] with the file's mode: 0600 for what only its owner may
+    /// read (the remotes file can hold an http password).
+    pub(crate) fn write_file_atomic_mode(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<()> {
+        let dir = path.parent().expect("store files have a parent");
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-")
-            .permissions(std::fs::Permissions::from_mode(0o644))
+            .permissions(std::fs::Permissions::from_mode(mode))
             .tempfile_in(dir)
             .map_err(Error::io("create a temporary file in", dir))?;
         tmp.write_all(bytes)

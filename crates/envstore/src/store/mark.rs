@@ -14,9 +14,6 @@ use crate::{Error, Result, Store};
 /// Beyond this many (about 4 MiB), shared subtrees are simply walked again.
 const VISITED_CAP: usize = 64 << 10;
 
-/// Ids buffered per set before a sorted run is written (4 MiB each).
-const SET_BUFFER: usize = envstore_idset::DEFAULT_BUFFER;
-
 /// A bounded set of trees already walked.
 #[derive(Default)]
 pub(crate) struct Visited(HashSet<TreeId>);
@@ -71,6 +68,17 @@ pub(crate) fn visit_trees(
     Ok(())
 }
 
+/// Says, once, when a store-wide pass had to keep its sorted sets in memory because no run
+/// could be written (a full disk): the pass still answered, its memory bound did not hold.
+pub(crate) fn warn_if_in_memory(store: &Store) {
+    if let Some(why) = envstore_idset::take_fallback() {
+        store.warn(format!(
+            "{why}; the sorted id sets were kept in memory instead (free space there to keep \
+             memory bounded)"
+        ));
+    }
+}
+
 /// The objects and trees a set of snapshots needs, gathered snapshot by snapshot.
 pub(crate) struct Marks {
     objects: IdSet,
@@ -89,8 +97,8 @@ impl Marks {
     pub(crate) fn new(store: &Store) -> Marks {
         let scratch = store.scratch_dir();
         Marks {
-            objects: IdSet::new(&scratch, SET_BUFFER),
-            trees: IdSet::new(&scratch, SET_BUFFER),
+            objects: IdSet::new(&scratch, envstore_idset::buffer()),
+            trees: IdSet::new(&scratch, envstore_idset::buffer()),
             visited: Visited::default(),
             scratch,
         }
@@ -281,7 +289,7 @@ pub(crate) fn for_each_file_batch(
 /// tree that cannot be read.
 pub(crate) fn object_set(store: &Store, ids: &[SnapshotId]) -> Result<Sorted> {
     let scratch = store.scratch_dir();
-    let mut set = IdSet::new(&scratch, SET_BUFFER);
+    let mut set = IdSet::new(&scratch, envstore_idset::buffer());
     for_each_file_batch(store, ids, 4096, &mut |batch| {
         for file in batch {
             set.insert(*file.object.as_bytes())

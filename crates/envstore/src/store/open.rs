@@ -61,6 +61,7 @@ const STORE_ENTRIES: &[&str] = &[
     "index.redb",
     "index.redb.damaged",
     "pack.lock",
+    "secret",
 ];
 
 /// Opens the store at `root`, creating it if the directory is missing or empty.

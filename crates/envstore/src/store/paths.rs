@@ -8,6 +8,11 @@ use envstore_tree::{KeyId, SnapshotId};
 use crate::Store;
 
 impl Store {
+    /// The store's own secret, for key records (see `store/records.rs`).
+    pub(crate) fn secret_path(&self) -> PathBuf {
+        self.root().join("secret")
+    }
+
     /// Where snapshot `id` is (or would be) materialized.
     pub fn env_path(&self, id: &SnapshotId) -> PathBuf {
         self.root.join("envs").join(id.to_hex())

@@ -95,3 +95,53 @@ pub(crate) fn key_records(store: &Store) -> Result<Vec<KeyRecord>> {
     out.sort_by(|(a, at), (b, bt)| b.created.cmp(&a.created).then(bt.cmp(at)));
     Ok(out.into_iter().map(|(record, _)| record).collect())
 }
+
+/// The store's secret: 32 random bytes in `<store>/secret` (mode 0600), made on first use.
+/// Key records hash `--key-env` values with it (a keyed BLAKE3), so that a record, readable by
+/// every user of the store, does not let anyone check a guess of a weak value. Made by a
+/// no-clobber link, so two processes making it at once agree on one.
+pub(crate) fn record_secret(store: &Store) -> Result<[u8; 32]> {
+    let path = store.secret_path();
+    let read = |path: &std::path::Path| -> Option<[u8; 32]> {
+        envstore_fs::read_bounded(path, 64)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+    };
+    if let Some(secret) = read(&path) {
+        return Ok(secret);
+    }
+    store.require_writable("make its secret for key records")?;
+    let mut secret = [0u8; 32];
+    {
+        use std::io::Read;
+        let urandom = std::path::Path::new("/dev/urandom");
+        fs::File::open(urandom)
+            .and_then(|mut f| f.read_exact(&mut secret))
+            .map_err(Error::io("read", urandom))?;
+    }
+    let dir = store.root();
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(Error::io("create a temporary file in", dir))?;
+    std::io::Write::write_all(&mut tmp.as_file(), &secret)
+        .map_err(Error::io("write", tmp.path()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(Error::io("sync", tmp.path()))?;
+    // A temporary file is 0600 already; the link publishes it only if none exists.
+    match fs::hard_link(tmp.path(), &path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("write", &path)(e)),
+    }
+    read(&path).ok_or_else(|| Error::Io {
+        op: "read",
+        path: path.clone(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it is not the 32 bytes of a store secret; remove it (key records made with it \
+                 will explain every variable as changed once)",
+        ),
+    })
+}

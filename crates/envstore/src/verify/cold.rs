@@ -184,8 +184,8 @@ pub(super) fn cold_state_of(store: &Store, needs: &Needs) -> Result<ColdState> {
     let scratch = store.scratch_dir();
     let err = io_err(store);
     let (mut hot, mut packed) = (
-        IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER),
-        IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER),
+        IdSet::new(&scratch, envstore_idset::buffer()),
+        IdSet::new(&scratch, envstore_idset::buffer()),
     );
     for (object, users) in &needs.objects {
         if store.objects().contains(object) {

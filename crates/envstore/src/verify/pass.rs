@@ -97,6 +97,7 @@ pub(crate) fn verify(
     report.materializations = pass.report.materializations;
     report.packs = pass.report.packs;
     report.packed_objects = pass.report.packed_objects;
+    crate::store::mark::warn_if_in_memory(store);
     Ok(report)
 }
 
@@ -135,8 +136,8 @@ fn verify_locked(store: &Store, only: Option<&SnapshotId>, repair: bool) -> Resu
     let mut bad_trees: BTreeMap<TreeId, (String, BTreeSet<SnapshotId>)> = BTreeMap::new();
     let mut complete = HashSet::new();
     let scratch = store.scratch_dir();
-    let mut hot = IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER);
-    let mut packed = IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER);
+    let mut hot = IdSet::new(&scratch, envstore_idset::buffer());
+    let mut packed = IdSet::new(&scratch, envstore_idset::buffer());
     let (mut hot_seen, mut packed_seen) = (Visited::default(), Visited::default());
     for id in &ids {
         let is_packed = match store.snapshot_meta(id) {
@@ -189,8 +190,8 @@ fn verify_locked(store: &Store, only: Option<&SnapshotId>, repair: bool) -> Resu
     // object file (or, for one snapshot, those it needs) re-hashed in parallel batches.
     let mut hot = Cursor::new(hot.finish().map_err(&err)?);
     let mut packed = Cursor::new(packed.finish().map_err(&err)?);
-    let mut absent_hot = IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER);
-    let mut absent_packed = IdSet::new(&scratch, envstore_idset::DEFAULT_BUFFER);
+    let mut absent_hot = IdSet::new(&scratch, envstore_idset::buffer());
+    let mut absent_packed = IdSet::new(&scratch, envstore_idset::buffer());
     let mut passed: (Vec<Id>, Vec<Id>) = (Vec::new(), Vec::new());
     let mut pending: Vec<(PathBuf, ObjectId)> = Vec::new();
     let mut corrupt: Vec<(PathBuf, ObjectId)> = Vec::new();
