@@ -135,7 +135,7 @@ fn reflink_dir() -> Option<PathBuf> {
             );
             Some(dir)
         }
-        None if std::env::var_os("CI").is_some() => {
+        None if crate::common::in_ci() => {
             panic!("CI must run the reflink tests: set ENVSTORE_TEST_REFLINK_DIR (see .ci/run)")
         }
         None => {

@@ -188,22 +188,36 @@ pub(crate) fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
-/// Removes a directory tree: first renamed to a `.tmp-trash-*` name in `parent` (one atomic
-/// step, after which nobody can find it by its old name), then deleted, read-only directories
-/// included, without following links (envstore-fs).
+/// Removes a directory tree: first renamed to a `.tmp-trash-*` name beside it in `parent`
+/// (one atomic step, after which nobody can find it by its old name), then deleted,
+/// read-only directories included, without following links (envstore-fs). The new name is in
+/// the same directory on purpose: moving a directory to another parent rewrites its `..` and
+/// needs write permission on the directory itself, which a read-only materialization does not
+/// give its owner (root passes the check, so only a non-root run shows it).
 pub(crate) fn remove_tree(path: &Path, parent: &Path) -> Result<()> {
-    let trash = tempfile::Builder::new()
-        .prefix(".tmp-trash-")
-        .tempdir_in(parent)
-        .map_err(Error::io("create a temporary directory in", parent))?;
-    let target = trash.path().join("t");
-    match fs::rename(path, &target) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let trash = parent.join(format!(
+        ".tmp-trash-{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    ));
+    // No-clobber: never replace an entry of the same name (another process's trash).
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::CWD,
+        &trash,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("move aside", path)(e)),
+        Err(e) if e == rustix::io::Errno::NOENT => return Ok(()),
+        Err(e) => return Err(Error::io("move aside", path)(e.into())),
     }
-    let trash_path = trash.keep();
-    envstore_fs::remove_all(&trash_path).map_err(Error::io("remove", &trash_path))
+    envstore_fs::remove_all(&trash).map_err(Error::io("remove", &trash))
 }
 
 /// Whether `tmp/<name>` is the output directory of a build that is still running (its
