@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod gc;
 mod hostile;
+mod hostile_inputs;
 mod identity;
 mod inspect;
 mod keys;

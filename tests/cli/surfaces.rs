@@ -496,3 +496,42 @@ fn a_key_record_does_not_let_a_variables_value_be_guessed() {
     let explained = env.ok(&["explain", "t"]);
     assert!(explained.contains("TOKEN changed"), "{explained}");
 }
+
+#[test]
+fn import_streams_from_a_fifo_with_a_writer_and_refuses_one_without_at_once() {
+    let env = Env::new();
+    let src = env.path("src");
+    sample_env(&src);
+    let id = env.ingest(&src);
+    let archive = env.path("env.tar");
+    env.ok(&["export", &id, "-o", archive.to_str().unwrap()]);
+    let other = Env::new();
+    // `import <(cat env.tar)`: a pipe with a writer streams as before.
+    let fifo = other.path("stream");
+    mkfifo(&fifo);
+    let (from, to) = (archive.clone(), fifo.clone());
+    let writer = std::thread::spawn(move || {
+        let bytes = std::fs::read(from).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(to)
+            .unwrap()
+            .write_all(&bytes)
+            .unwrap();
+    });
+    let out = output_within(
+        other.cmd().args(["import", fifo.to_str().unwrap()]),
+        NO_HANG,
+    );
+    writer.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+    // Nobody writing: refused at once, not a wait forever.
+    let idle = other.path("idle");
+    mkfifo(&idle);
+    let out = output_within(
+        other.cmd().args(["import", idle.to_str().unwrap()]),
+        NO_HANG,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

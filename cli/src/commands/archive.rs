@@ -1,6 +1,6 @@
 //! `export` and `import`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -128,7 +128,8 @@ pub fn import(
     let id = if file == Path::new("-") {
         store.import(std::io::stdin().lock(), limit, "import from stdin")?
     } else {
-        let input = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let input = envstore_fs::open_stream(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
         let label = format!(
             "import of {}",
             std::path::absolute(file)

@@ -160,6 +160,27 @@ pub fn open_input(path: &Path) -> io::Result<(File, Metadata)> {
     Ok((file, meta))
 }
 
+/// Opens a stream a user named (an archive to import): a regular file, or a fifo or pipe
+/// (`import <(zstdcat x.tar.zst)`). The open itself never blocks (`O_NONBLOCK`: a fifo nobody
+/// writes to would otherwise wait forever for a writer); then reads block as usual, and a fifo
+/// without a writer reads as empty at once. A directory is refused with what it is.
+pub fn open_stream(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a directory, not a file or a stream",
+        ));
+    }
+    let flags = rustix::fs::fcntl_getfl(&file)?;
+    rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)?;
+    Ok(file)
+}
+
 /// Reads a file a user named (see [`open_input`]) whole, if it holds at most `max` bytes.
 pub fn read_input(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     read_bounded_with(open_input(path)?, max)
