@@ -2,7 +2,11 @@
 //! after every step (issue 12): no panic, nothing outside the store changed, every
 //! materialization holds its id's content or `verify` reports it, and `verify --repair` brings
 //! the store back to where every snapshot it keeps materializes byte-identical (or is named
-//! by verify as unrepairable).
+//! by verify as unrepairable), and no materialization holds wrong bytes after repair.
+//!
+//! Since issue 26 it also drives keys (`ensure`), roots, `rm`, `import` and a `file://` remote
+//! (push, pull), expects the exit code the model calls for while the store is undamaged, and
+//! requires verify to name each snapshot whose materialization differs.
 //!
 //! The damage is what a careless user, another tool or an attacker with write access can do
 //! to files at rest: truncate, flip a byte, replace by a link to a file or a directory
@@ -25,6 +29,8 @@ struct World {
     expected: BTreeMap<String, BTreeMap<PathBuf, Node>>,
     outside: PathBuf,
     exports: PathBuf,
+    remote: String,
+    build: PathBuf,
 }
 
 impl World {
@@ -46,6 +52,10 @@ impl World {
         write(&outside.join("sub/data.bin"), &pseudo_random(4096, 3));
         let exports = env.path("exports");
         fs::create_dir_all(&exports).unwrap();
+        let remote_dir = env.path("remote");
+        fs::create_dir_all(&remote_dir).unwrap();
+        let build = env.path("build");
+        fs::create_dir_all(&build).unwrap();
         // The ids, from a scratch store: the model knows them before the store under test
         // has seen anything.
         let scratch = Env::new();
@@ -62,12 +72,14 @@ impl World {
             expected,
             outside,
             exports,
+            remote: format!("file://{}", remote_dir.display()),
+            build,
         }
     }
 
     /// What must never change: the sources and the directory damage points links at.
     fn untouchable(&self) -> Vec<BTreeMap<PathBuf, FileState>> {
-        let mut out = vec![metadata_of(&self.outside)];
+        let mut out = vec![metadata_of(&self.outside), metadata_of(&self.build)];
         out.extend(self.sources.iter().map(|s| metadata_of(s)));
         out
     }
@@ -181,20 +193,30 @@ impl World {
         if differing.is_empty() {
             return true;
         }
-        let out = self.run(&["verify"]);
+        let out = self.run(&["--json", "verify"]);
         assert_eq!(
             out.status.code(),
             Some(1),
             "materializations {differing:?} differ from their snapshots but verify passes; \
              steps: {log:#?}"
         );
+        let report = String::from_utf8_lossy(&out.stdout);
+        for id in &differing {
+            // Damage to the store's own layout stops the other checks until repair (said).
+            assert!(
+                report.contains(&id[..12]) || report.contains("the other checks wait"),
+                "verify does not name {id}, whose materialization differs: {report}; \
+                 steps: {log:#?}"
+            );
+        }
         false
     }
 
     /// After `verify --repair`: every snapshot the store lists materializes byte-identical,
     /// or verify names it among what it could not repair; and verify passes when nothing is
     /// left unrepaired.
-    fn check_repaired(&self, log: &[String]) {
+    /// Returns whether the store is clean after repair (verify found nothing left).
+    fn check_repaired(&self, log: &[String]) -> bool {
         let out = self.run(&["verify", "--repair"]);
         let repair = String::from_utf8_lossy(&out.stderr).into_owned();
         let out = self.run(&["--json", "verify"]);
@@ -234,6 +256,17 @@ impl World {
                 );
             }
         }
+        // No materialization holds wrong bytes after repair, whatever could not be mended.
+        for (id, expected) in &self.expected {
+            let path = self.env.store.join("envs").join(id);
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                assert!(
+                    same_content(&path, expected),
+                    "{id} is materialized with wrong bytes after repair ({repair}); \
+                     steps: {log:#?}"
+                );
+            }
+        }
         // Problems that remain are only those verify could not mend, and it said so.
         for problem in &problems {
             let unrepairable = problem.contains("is missing")
@@ -245,6 +278,7 @@ impl World {
                  steps: {log:#?}"
             );
         }
+        problems.is_empty()
     }
 }
 
@@ -262,6 +296,17 @@ fn remove(path: &Path) {
     }
 }
 
+/// The pins the store has (rm --force and repair change them behind the model's back).
+fn pins_on_disk(world: &World) -> std::collections::BTreeSet<String> {
+    fs::read_dir(world.env.store.join("pins"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
 fn same_content(path: &Path, expected: &BTreeMap<PathBuf, Node>) -> bool {
     let runtime = |rel: &Path| is_bytecode(rel);
     &snapshot_of(path, &runtime) == expected
@@ -272,6 +317,9 @@ fn scenario(seed: u64, steps: usize) {
     let mut rnd = rng(seed);
     let untouchable = world.untouchable();
     let mut log: Vec<String> = Vec::new();
+    // The model: whether the store is undamaged since the last clean repair, and the pins.
+    let mut clean = true;
+    let mut pins: std::collections::BTreeSet<String> = Default::default();
     for step in 0..steps {
         let pick = |rnd: &mut dyn FnMut(u64) -> u64, n: usize| rnd(n as u64) as usize;
         let src = world.sources[pick(&mut rnd, 3)]
@@ -286,25 +334,71 @@ fn scenario(seed: u64, steps: usize) {
             .to_str()
             .unwrap()
             .to_owned();
-        let args: Vec<&str> = match rnd(16) {
-            0 => vec!["ingest", &src],
-            1..=3 => vec!["materialize", &src],
-            4 => vec!["materialize", &id],
-            5 => vec!["pin", &pin, &src],
-            6 => vec!["unpin", &pin],
-            7 if rnd(3) == 0 => vec!["prune", "--older-than", "0s"],
-            7 => vec!["prune"],
-            8 => vec!["prune", "--dry-run", "--older-than", "0s"],
-            9 => vec!["pack"],
-            10 => vec!["ls"],
-            11 => vec!["export", &id, "-o", &export],
-            _ => vec![],
+        let earlier = world
+            .exports
+            .join(format!("{}.tar", rnd(step as u64 + 1)))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let key = format!("key{}", rnd(3));
+        let copy = format!("cp -R {src}/. \"$ENVSTORE_OUT/\"");
+        let build = world.build.to_str().unwrap().to_owned();
+        // (arguments, the exit code an undamaged store must give, if the model knows it)
+        let (args, expect): (Vec<&str>, Option<i32>) = match rnd(22) {
+            0 => (vec!["ingest", &src], Some(0)),
+            1..=3 => (vec!["materialize", &src], Some(0)),
+            4 => (vec!["materialize", &id], None),
+            5 => (vec!["pin", &pin, &src], Some(0)),
+            6 => (
+                vec!["unpin", &pin],
+                Some(if pins.contains(&pin) { 0 } else { 2 }),
+            ),
+            7 if rnd(3) == 0 => (vec!["prune", "--older-than", "0s"], Some(0)),
+            7 => (vec!["prune"], Some(0)),
+            8 => (vec!["prune", "--dry-run", "--older-than", "0s"], Some(0)),
+            9 => (vec!["pack"], Some(0)),
+            10 => (vec!["ls"], Some(0)),
+            11 => (vec!["export", &id, "-o", &export], None),
+            12 => (
+                vec!["ensure", "--key", &key, "--", "sh", "-c", &copy],
+                Some(0),
+            ),
+            13 => (vec!["root", "add", &build, &id], None),
+            14 => (vec!["rm", "--force", &id], None),
+            15 if fs::metadata(&earlier).is_ok_and(|m| m.len() > 0) => {
+                (vec!["import", &earlier], None)
+            }
+            16 => (vec!["push", &id, "--to", &world.remote], None),
+            17 => (vec!["pull", &id, "--from", &world.remote], None),
+            _ => (vec![], None),
         };
         if args.is_empty() {
             log.push(world.damage(&mut rnd));
+            clean = false;
         } else {
             let out = world.run(&args);
             log.push(format!("{args:?} -> {:?}", out.status.code()));
+            if let (true, Some(code)) = (clean, expect) {
+                assert_eq!(
+                    out.status.code(),
+                    Some(code),
+                    "{args:?} on an undamaged store: {}; steps: {log:#?}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            match args.as_slice() {
+                ["pin", name, ..] if out.status.success() => {
+                    pins.insert((*name).to_owned());
+                }
+                ["unpin", name] => {
+                    pins.remove(*name);
+                }
+                _ => {}
+            }
+            if args.first() == Some(&"rm") {
+                // rm --force takes the pins of what it removes.
+                pins = pins_on_disk(&world);
+            }
         }
         assert_eq!(
             world.untouchable(),
@@ -313,7 +407,8 @@ fn scenario(seed: u64, steps: usize) {
         );
         world.check_materializations(&log);
         if step % 10 == 9 {
-            world.check_repaired(&log);
+            clean = world.check_repaired(&log);
+            pins = pins_on_disk(&world);
             log.push("verify --repair".to_owned());
             assert_eq!(world.untouchable(), untouchable, "steps: {log:#?}");
         }

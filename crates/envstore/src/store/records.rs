@@ -111,6 +111,17 @@ pub(crate) fn record_secret(store: &Store) -> Result<[u8; 32]> {
         return Ok(secret);
     }
     store.require_writable("make its secret for key records")?;
+    // Damaged (a link, a directory, the wrong size): it only keys what records keep of
+    // variables' values, so a new one replaces it, and records made with the old one explain
+    // each variable as changed once.
+    if fs::symlink_metadata(&path).is_ok() {
+        store.warn(format!(
+            "{} is damaged; a new store secret replaces it (`explain` calls each --key-env \
+             variable changed once)",
+            path.display()
+        ));
+        envstore_fs::remove_all(&path).map_err(Error::io("remove", &path))?;
+    }
     let mut secret = [0u8; 32];
     {
         use std::io::Read;
@@ -140,8 +151,7 @@ pub(crate) fn record_secret(store: &Store) -> Result<[u8; 32]> {
         path: path.clone(),
         source: std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            "it is not the 32 bytes of a store secret; remove it (key records made with it \
-                 will explain every variable as changed once)",
+            "it is not the 32 bytes of a store secret",
         ),
     })
 }

@@ -221,6 +221,15 @@ pub(crate) fn repair(
             .iter()
             .any(|(o, users)| users.contains(id) && lost.contains(o));
         if needs_lost {
+            // It cannot be laid out again, and what it holds is wrong: it goes, so that no
+            // one is handed those bytes at its stable path (materializing it again says which
+            // object is missing).
+            remove_tree(&store.env_path(id), &envs)?;
+            let _ = store.update_index(|index| index.remove_link_mode(id));
+            report.repaired.push(format!(
+                "removed the materialization of {}: an object it needs is lost",
+                id.short()
+            ));
             continue;
         }
         // Laid out again the way it was (a copy stays a copy: switching it to hardlinks
