@@ -21,7 +21,13 @@ fn sigkill_at_random_points_never_damages_the_store() {
     let env = Env::new();
     let mut next = rng(0x9e37_79b9_7f4a_7c15u64);
     let mut sources: Vec<PathBuf> = Vec::new();
-    for round in 0..40u64 {
+    // Kills that landed while the command ran (a command that finished first proves nothing):
+    // rounds go on until enough did, so the test means the same on a fast or a slow machine.
+    const LANDED: usize = 16;
+    let mut landed = 0;
+    let mut round = 0u64;
+    while landed < LANDED {
+        assert!(round < 400, "only {landed} of {round} kills landed mid-run");
         let src = env.path(&format!("src{round}"));
         sample_env(&src);
         for j in 0..150 {
@@ -39,8 +45,12 @@ fn sigkill_at_random_points_never_damages_the_store() {
         };
         std::thread::sleep(Duration::from_micros(next(60_000)));
         let _ = child.kill();
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        if std::os::unix::process::ExitStatusExt::signal(&status) == Some(9) {
+            landed += 1;
+        }
         sources.push(src);
+        round += 1;
     }
     // Whatever was interrupted, the store is consistent: leftovers at most.
     let out = env.run(&["--json", "verify"]);

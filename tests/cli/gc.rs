@@ -169,7 +169,7 @@ fn prune_skips_a_leased_snapshot_without_waiting() {
             "--",
             "sh",
             "-c",
-            &format!("touch {}; sleep 3", flag.display()),
+            &format!("touch {}; sleep 6", flag.display()),
         ])
         .stdout(Stdio::null())
         .spawn()
@@ -177,12 +177,12 @@ fn prune_skips_a_leased_snapshot_without_waiting() {
     while !flag.exists() {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let start = std::time::Instant::now();
     let out = env.run(&["prune", "--older-than", "0"]);
     assert!(out.status.success());
+    // It did not wait for the lease: the holder is still running when prune is done.
     assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "prune did not wait for the lease"
+        holder.try_wait().unwrap().is_none(),
+        "prune waited for the lease to end"
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("in use (leased)"),
@@ -201,23 +201,30 @@ fn prune_gives_up_on_a_held_store_lock_with_a_clear_message() {
     sample_env(&env.path("src"));
     env.ingest(&env.path("src"));
     // Another process holds the store lock (as a long ingest would).
+    let held = env.path("held");
     let mut holder = std::process::Command::new("flock")
         .arg("--shared")
         .arg(env.store.join("store.lock"))
-        .args(["sleep", "5"])
+        .args(["sh", "-c", &format!("touch {}; sleep 8", held.display())])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("flock (util-linux)");
-    std::thread::sleep(Duration::from_millis(200));
-    let start = std::time::Instant::now();
+    // Ready when the holder has the lock (it runs its command only then).
+    while !held.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let out = env
         .cmd()
         .env("ENVSTORE_LOCK_TIMEOUT", "0.5")
         .args(["prune", "--older-than", "0"])
         .output()
         .unwrap();
-    assert!(start.elapsed() < Duration::from_secs(4));
+    // It gave up on its own time-out, not when the holder let go.
+    assert!(
+        holder.try_wait().unwrap().is_none(),
+        "prune waited for the holder"
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
