@@ -535,3 +535,23 @@ fn import_streams_from_a_fifo_with_a_writer_and_refuses_one_without_at_once() {
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn prune_dry_run_says_why_it_keeps_each_snapshot_and_empty_builds_are_warned_about() {
+    let env = Env::new();
+    let src = env.path("src");
+    sample_env(&src);
+    let pinned = env.ingest(&src);
+    env.ok(&["pin", "keep-me", &pinned]);
+    let out = env.run(&["ensure", "--name", "tools", "--key", "empty", "--", "true"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stderr(&out).contains("empty"), "{}", stderr(&out));
+    let other = env.path("other");
+    crate::common::write(&other.join("x.py"), b"X = 2\n");
+    env.ingest(&other);
+    let out = env.run(&["prune", "--dry-run"]);
+    let err = stderr(&out);
+    assert!(err.contains("pinned as keep-me"), "{err}");
+    assert!(err.contains("the newest build of the key name tools"), "{err}");
+    assert!(err.contains(": used "), "{err}");
+}

@@ -81,6 +81,9 @@ pub fn venv(
     policy: envstore::LinkPolicy,
     printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
+    if requirements.is_empty() {
+        printer.warn("no requirements given (-r FILE): this is a bare venv with only what the installer puts in one");
+    }
     let recipe = envstore::venv_recipe(requirements, python.as_deref(), name, policy)?;
     let mut build = |out: &Path| -> envstore::Result<()> {
         printer.info(format_args!("building a venv with {}", recipe.installer));

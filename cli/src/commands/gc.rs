@@ -92,6 +92,9 @@ pub fn prune(
             })).collect::<Vec<_>>(),
             "leased": plan.leased.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "kept": plan.kept,
+            "kept_because": plan.kept_because.iter().map(|(id, why)| json!({
+                "id": id.to_hex(), "reason": kept_reason(why),
+            })).collect::<Vec<_>>(),
             "unreferenced_files": plan.unreferenced,
             "leftovers": plan.leftovers,
             "size_before": plan.size_before,
@@ -123,12 +126,14 @@ pub fn prune(
         for id in &plan.leased {
             printer.info(format_args!("kept {}: in use (leased)", id.short()));
         }
-        for (id, dir) in &plan.rooted {
-            printer.detail(format_args!(
-                "kept {}: the build directory {} uses it (a live root)",
-                id.short(),
-                dir.display()
-            ));
+        // Why the rest stays: said on a dry run (the question it answers), with -v otherwise.
+        for (id, why) in &plan.kept_because {
+            let line = format!("kept {}: {}", id.short(), kept_reason(why));
+            if dry_run {
+                printer.info(line);
+            } else {
+                printer.detail(line);
+            }
         }
         let dropped = if dry_run { "would drop" } else { "dropped" };
         for (dir, id, why) in &plan.dead_roots {
@@ -253,6 +258,23 @@ pub fn verify(
     })
 }
 
+fn kept_reason(why: &envstore::Kept) -> String {
+    match why {
+        envstore::Kept::Pinned(name) => format!("pinned as {name}"),
+        envstore::Kept::KeyName(name) => format!("the newest build of the key name {name}"),
+        envstore::Kept::Rooted(dir) => {
+            format!(
+                "the build directory {} uses it (a live root)",
+                dir.display()
+            )
+        }
+        envstore::Kept::Recent { last_used } => format!("used {}", ago(*last_used)),
+        envstore::Kept::DamagedPin(name) => {
+            format!("the damaged pin {name} could name it")
+        }
+    }
+}
+
 /// `envstore rm SOURCE... [--dry-run] [--force]`.
 pub fn rm(
     store: &Store,
@@ -291,11 +313,7 @@ pub fn rm(
         }));
     } else {
         for r in &plan.remove {
-            printer.data(&format!(
-                "{verb} {} ({})",
-                r.id.short(),
-                human_bytes(r.bytes)
-            ));
+            printer.data(&format!("{verb} {}", r.id.short()));
         }
         for name in &report.unpinned {
             printer.info(format_args!(
@@ -304,7 +322,8 @@ pub fn rm(
             ));
         }
         printer.info(format_args!(
-            "{verb} {} snapshots and {} objects and trees only they used; {} freed",
+            "{verb} {} snapshots and {} objects and trees only they used; {} of store space \
+             freed (what other snapshots share stays)",
             plan.remove.len(),
             plan.unreferenced,
             human_bytes(plan.freed_bytes())

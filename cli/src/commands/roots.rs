@@ -20,9 +20,20 @@ pub fn add(
     }
     let root = store.root_add(dir, &ids)?;
     printer.info(format_args!(
-        "{} is a root of {} environments; prune keeps them while it uses them",
+        "{} is a root of {} environment{}; prune keeps {} while it uses {}",
         root.dir.display(),
-        root.snapshots.len()
+        root.snapshots.len(),
+        if root.snapshots.len() == 1 { "" } else { "s" },
+        if root.snapshots.len() == 1 {
+            "it"
+        } else {
+            "them"
+        },
+        if root.snapshots.len() == 1 {
+            "it"
+        } else {
+            "them"
+        }
     ));
     Ok(ExitCode::SUCCESS)
 }

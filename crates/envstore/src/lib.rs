@@ -48,7 +48,7 @@ pub use envstore_tree::diff::{Change, Kind};
 pub use envstore_tree::{KeyId, ObjectId, SnapshotId, TreeId};
 pub use envstore_walk::{DEFAULT_EXCLUDES, Filter, WalkStats};
 pub use error::{Error, Result};
-pub use gc::plan::{PruneOptions, PrunePlan, Reason, Removal};
+pub use gc::plan::{Kept, PruneOptions, PrunePlan, Reason, Removal};
 pub use gc::rm::RmReport;
 pub use gc::roots::{Liveness, Root, RootStatus};
 pub use hint::Hint;

@@ -46,6 +46,21 @@ pub enum Reason {
     Size,
 }
 
+/// Why prune keeps a snapshot (the first reason that applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// A pin names it.
+    Pinned(String),
+    /// It is the newest build of a key name.
+    KeyName(String),
+    /// A live build directory uses it.
+    Rooted(PathBuf),
+    /// Used within the window (unix seconds of its last use).
+    Recent { last_used: u64 },
+    /// A damaged pin could name it (see [`PrunePlan::damaged_pins`]).
+    DamagedPin(String),
+}
+
 /// A snapshot prune removes.
 #[derive(Debug, Clone)]
 pub struct Removal {
@@ -91,6 +106,9 @@ pub struct PrunePlan {
     /// Pins that cannot be read: while there are any, no snapshot is removed (each could be
     /// the one such a pin names).
     pub damaged_pins: Vec<String>,
+    /// Why each kept snapshot stays (pinned, a key name, rooted, recent, a damaged pin);
+    /// leased and damaged ones are in [`PrunePlan::leased`] and [`PrunePlan::damaged`].
+    pub kept_because: Vec<(SnapshotId, Kept)>,
     /// The snapshots that stay.
     pub(super) kept_ids: Vec<SnapshotId>,
     /// What the kept snapshots reference, for the sweep.

@@ -11,13 +11,13 @@
 //! unleased snapshots are removed, oldest use first, until the store fits. Then every object
 //! and tree no kept snapshot references is deleted, with the leftovers of interrupted work.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use envstore_lock::{FileLock, LockKind};
 use envstore_tree::{EntryKind, SnapshotId};
 
-use crate::gc::plan::{PruneOptions, PrunePlan, Reason, Removal};
+use crate::gc::plan::{Kept, PruneOptions, PrunePlan, Reason, Removal};
 use crate::store::Mode;
 use crate::store::files::{Stored, remove_file, remove_tree, unix_secs};
 use crate::store::mark::{Marks, RefCounts, Visited};
@@ -53,13 +53,18 @@ fn plan_prune(store: &Store, options: &PruneOptions, mode: Mode) -> Result<Prune
         );
     }
     plan.damaged_pins = pins.damaged.iter().map(|(name, _)| name.clone()).collect();
-    let pinned: HashSet<SnapshotId> = pins
-        .good
-        .into_iter()
-        .chain(crate::gc::keep::named_key_snapshots(store)?)
-        .map(|(_, id)| id)
-        .chain(plan.rooted.iter().map(|(id, _)| *id))
-        .collect();
+    // Why each kept snapshot is kept, for `prune --dry-run` to say: the first reason found.
+    let mut why: HashMap<SnapshotId, Kept> = HashMap::new();
+    for (name, id) in &pins.good {
+        why.entry(*id).or_insert_with(|| Kept::Pinned(name.clone()));
+    }
+    for (name, id) in crate::gc::keep::named_key_snapshots(store)? {
+        why.entry(id).or_insert(Kept::KeyName(name));
+    }
+    for (id, dir) in &plan.rooted {
+        why.entry(*id).or_insert_with(|| Kept::Rooted(dir.clone()));
+    }
+    let pinned: HashSet<SnapshotId> = why.keys().copied().collect();
     let only: Option<HashSet<SnapshotId>> = options
         .only
         .as_ref()
@@ -76,6 +81,12 @@ fn plan_prune(store: &Store, options: &PruneOptions, mode: Mode) -> Result<Prune
             None => pinned.contains(&id) || !plan.damaged_pins.is_empty(),
         };
         if keep {
+            if only.is_none() {
+                let reason = why.get(&id).cloned().unwrap_or_else(|| {
+                    Kept::DamagedPin(plan.damaged_pins.first().cloned().unwrap_or_default())
+                });
+                plan.kept_because.push((id, reason));
+            }
             kept.push(id);
             continue;
         }
@@ -168,6 +179,12 @@ fn plan_prune(store: &Store, options: &PruneOptions, mode: Mode) -> Result<Prune
         let by_age = only.is_some() || candidate.last_used <= cutoff;
         let by_size = options.max_size.is_some_and(|max| size > max);
         if !by_age && !by_size {
+            plan.kept_because.push((
+                candidate.id,
+                Kept::Recent {
+                    last_used: candidate.last_used,
+                },
+            ));
             kept.push(candidate.id);
             continue;
         }

@@ -256,6 +256,14 @@ fn build_and_store(
     let filter = Filter::default().relocating(relocate);
     let _shared = store.lock_shared()?;
     let report = crate::content::ingest::store_dir(store, out, &filter, None)?;
+    if report.stats.files == 0 && report.stats.symlinks == 0 {
+        // Almost always a build that wrote somewhere else than $ENVSTORE_OUT.
+        store.warn(format!(
+            "the build of key {} left $ENVSTORE_OUT empty: an empty environment was stored \
+             (a build writes its result into the directory $ENVSTORE_OUT names)",
+            inputs.key().short_key()
+        ));
+    }
     let record = KeyRecord {
         key: inputs.key(),
         snapshot: report.id,
