@@ -136,7 +136,18 @@ def stable_copy(exe, prefix, *ingest_flags):
     snapshot = _envstore(exe, "ingest", *ingest_flags, prefix)
     if not take_lease(snapshot["store"], snapshot["id"]):
         raise HookError(f"could not take a lease on {snapshot['id']} in time")
-    return _envstore(exe, "materialize", snapshot["id"])["path"]
+    path = _envstore(exe, "materialize", snapshot["id"])["path"]
+    _state.setdefault("used", []).append((path, "new" if snapshot.get("created") else "reused"))
+    return path
+
+
+def _say_what_was_done():
+    """One line per build, by default (pip shows it with -v, uv with -v): which environments,
+    new or reused, at which stable paths. ENVSTORE_HOOK_VERBOSE adds the detail."""
+    used = _state.get("used") or []
+    if used and os.environ.get("ENVSTORE_HOOK_QUIET", "").lower() not in ("1", "true", "yes"):
+        listed = ", ".join(f"{path} ({how})" for path, how in used)
+        print(f"envstore: building against {len(used)} stable environment{'s' if len(used) != 1 else ''}: {listed}", file=sys.stderr)
 
 
 def _remap(path, mapping):
@@ -190,6 +201,7 @@ def redirect():
             flags = ["--relocate"] + [f"--exclude={pattern}" for pattern in _VENV_EXCLUDES]
             stable = stable_copy(exe, venv, *flags)
             _log(f"{venv} -> {stable} (venv; {time.monotonic() - start:.3f}s)")
+            _say_what_was_done()
             _reexec(venv, stable)  # does not return
         # The fast path: a prefix is keyed on its RECORD files and this interpreter, and
         # reused after a metadata check, without hashing (envstore ingest --by-records).
@@ -224,6 +236,7 @@ def redirect():
     for old, new in mapping.items():
         _log(f"{old} -> {new}")
     _log(f"redirected in {time.monotonic() - start:.3f}s")
+    _say_what_was_done()
 
 
 def _build_dirs(config_settings):

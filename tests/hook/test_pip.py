@@ -23,10 +23,15 @@ def test_second_pip_install_compiles_nothing(build):
     assert build.works() == ["7", "8", "9"]
     paths = stable_paths(first)
     assert len(paths) == 2, "overlay and normal, each materialized separately"
+    # The one line the hook prints by default (issue 27): what it did, new or reused.
+    said = [line for line in first.splitlines() if "envstore: building against" in line]
+    assert said and "(new)" in said[0], first
     assert all(p.startswith(str(build.store / "envs")) for p in paths)
 
     second = build.pip_install()
     assert compiled(second) == 0, second
+    said = [line for line in second.splitlines() if "envstore: building against 2 stable environments" in line]
+    assert said and "(new)" not in said[0] and "(reused)" in said[0], second
     assert stable_paths(second) == paths, "the same environment lands at the same paths"
     assert "clearing cache" not in second.lower()
     assert build.works() == ["7", "8", "9"]
