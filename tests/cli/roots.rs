@@ -39,15 +39,26 @@ fn materialized_sample(e: &Env) -> (PathBuf, PathBuf, String) {
 /// envstore and, inherited, by the command) until [`release`].
 fn hold_lease(e: &Env, id: &str) -> std::process::Child {
     use std::os::unix::process::CommandExt;
+    // Ready when the command runs: `run` takes the lease before it starts it.
+    let ready = e.path(&format!("leased-{id}"));
     let holder = e
         .cmd()
-        .args(["run", id, "--", "sleep", "30"])
+        .args([
+            "run",
+            id,
+            "--",
+            "sh",
+            "-c",
+            &format!("touch {}; exec sleep 30", ready.display()),
+        ])
         .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    while !ready.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     holder
 }
 

@@ -552,6 +552,9 @@ fn prune_dry_run_says_why_it_keeps_each_snapshot_and_empty_builds_are_warned_abo
     let out = env.run(&["prune", "--dry-run"]);
     let err = stderr(&out);
     assert!(err.contains("pinned as keep-me"), "{err}");
-    assert!(err.contains("the newest build of the key name tools"), "{err}");
+    assert!(
+        err.contains("the newest build of the key name tools"),
+        "{err}"
+    );
     assert!(err.contains(": used "), "{err}");
 }
