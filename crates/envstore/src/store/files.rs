@@ -215,6 +215,15 @@ pub(crate) fn remove_tree(path: &Path, parent: &Path) -> Result<()> {
     ) {
         Ok(()) => {}
         Err(e) if e == rustix::io::Errno::NOENT => return Ok(()),
+        // A file system without RENAME_NOREPLACE (some network ones): the name is unique to
+        // this process and moment, so a plain rename is as safe.
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            match fs::rename(path, &trash) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io("move aside", path)(e)),
+            }
+        }
         Err(e) => return Err(Error::io("move aside", path)(e.into())),
     }
     envstore_fs::remove_all(&trash).map_err(Error::io("remove", &trash))
