@@ -43,7 +43,13 @@ def log(msg):
 def build_envstore():
     log("building envstore (release)...")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "envstore-cli"], cwd=ROOT, check=True)
-    return ROOT / "target" / "release" / "envstore"
+    return target_dir() / "release" / "envstore"
+
+
+def target_dir():
+    """Cargo's target directory: $CARGO_TARGET_DIR (relative to the repository) or target/."""
+    given = os.environ.get("CARGO_TARGET_DIR")
+    return ROOT / given if given else ROOT / "target"
 
 
 def pip_target(env, requirements, compile_bytecode=False):

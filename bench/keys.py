@@ -70,7 +70,8 @@ def main():
     exe = args.envstore
     if exe is None:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "envstore-cli"], cwd=ROOT, check=True)
-        exe = str(ROOT / "target" / "release" / "envstore")
+        given = os.environ.get("CARGO_TARGET_DIR")
+        exe = str((ROOT / given if given else ROOT / "target") / "release" / "envstore")
     uv = shutil.which("uv")
     work = Path(tempfile.mkdtemp(prefix="envstore-bench-keys-"))
     try:
