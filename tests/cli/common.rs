@@ -300,3 +300,26 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Makes a fifo at `path` (with mkfifo(1), so the tests need no unsafe code).
+pub fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// A server on loopback that accepts connections and never answers (a hung cache server);
+/// its URL, and the count of connections it accepted.
+pub fn silent_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/envs", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream); // kept open, never read or written
+        }
+    });
+    (url, accepted)
+}

@@ -8,11 +8,10 @@
 //!
 //! `ENVSTORE_HOSTILE_INPUT_SEEDS` sets how many seeds run (CI runs the default, a fixed set).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::common::{Env, output_within, sample_env, write};
+use crate::common::{Env, mkfifo, output_within, sample_env, silent_server, write};
 
 const NO_HANG: u64 = 90;
 const SECRET: &str = "s3cr3t-Hostile-9f2";
@@ -101,15 +100,6 @@ impl Input {
     }
 }
 
-fn mkfifo(path: &Path) {
-    let ok = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
 /// Remotes that fail in every way but the network's address being elsewhere.
 fn remotes(dir: &Path, silent: &str) -> Vec<String> {
     let garbage = dir.join("not-a-remote");
@@ -122,18 +112,6 @@ fn remotes(dir: &Path, silent: &str) -> Vec<String> {
         format!("file://{}", garbage.display()),
         "ftp://nowhere/x".to_owned(),
     ]
-}
-
-fn silent_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/envs", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
-    url
 }
 
 fn check(args: &[String], out: &Output, expect: Option<i32>) {
@@ -158,7 +136,7 @@ fn hostile_inputs_and_remotes_never_hang_crash_or_leak() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(48);
-    let silent = silent_server();
+    let (silent, _) = silent_server();
     let env = Env::new();
     let src = env.path("src");
     sample_env(&src);

@@ -2,45 +2,16 @@
 //! stalls it, no secret leaves it. Each test failed on the build before its fix.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Output;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::common::{Env, output_within, sample_env};
+use crate::common::{Env, mkfifo, output_within, sample_env, silent_server};
 
 /// Generous: every call here finishes in seconds when it does not hang.
 const NO_HANG: u64 = 90;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn mkfifo(path: &Path) {
-    let ok = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "mkfifo {}", path.display());
-}
-
-/// A server on loopback that accepts connections and never answers (a hung cache server);
-/// counts the connections.
-fn silent_server() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/envs", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            count.fetch_add(1, Ordering::SeqCst);
-            held.push(stream); // kept open, never read or written
-        }
-    });
-    (url, accepted)
 }
 
 /// Puts `lines` first in the store's remotes file (a remote that is down when added cannot be

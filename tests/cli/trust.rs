@@ -33,11 +33,6 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn mkfifo(path: &Path) {
-    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
-    assert!(ok, "mkfifo {}", path.display());
-}
-
 fn make_writable(path: &Path) {
     let mode = fs::symlink_metadata(path).unwrap().mode();
     chmod(path, (mode | 0o200) & 0o7777);
