@@ -529,3 +529,42 @@ fn prune_dry_run_says_why_it_keeps_each_snapshot_and_empty_builds_are_warned_abo
     );
     assert!(err.contains(": used "), "{err}");
 }
+
+#[test]
+fn a_key_name_means_its_newest_build_to_every_command() {
+    // Issue 27: after `ensure --name tools`, `push tools` failed (key names, pins and refs
+    // looked alike but resolved differently).
+    let env = Env::new();
+    for version in ["1", "2"] {
+        let out = env.run(&[
+            "ensure",
+            "--name",
+            "tools",
+            "--key",
+            version,
+            "--",
+            "sh",
+            "-c",
+            &format!("echo {version} > \"$ENVSTORE_OUT/v\""),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let path = env.ok(&["materialize", "tools"]);
+    assert_eq!(
+        std::fs::read_to_string(Path::new(path.trim()).join("v")).unwrap(),
+        "2\n",
+        "the newest build"
+    );
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    env.ok(&["push", "tools", "--to", &url]);
+    // A pin of the same name comes first.
+    let src = env.path("src");
+    sample_env(&src);
+    let pinned = env.ingest(&src);
+    env.ok(&["pin", "tools", &pinned]);
+    let path = env.ok(&["materialize", "tools"]);
+    assert!(path.trim().ends_with(&pinned), "{path}");
+    let err = env.fails(&["show", "no-such-name"]);
+    assert!(err.contains("a pin or a key name"), "{err}");
+}

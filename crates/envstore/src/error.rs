@@ -137,7 +137,8 @@ pub enum Error {
         supported: u32,
     },
     #[error(
-        "`{spec}` is not a directory, a snapshot id or id prefix (8+ hex digits), or a pin{}",
+        "`{spec}` is not a directory, a snapshot id or id prefix (8+ hex digits), a pin or a \
+         key name{}",
         did_you_mean(near)
     )]
     UnknownSource { spec: String, near: Vec<String> },

@@ -8,8 +8,9 @@ use envstore_walk::Filter;
 use crate::{Error, Result, Source, Store};
 
 /// Interprets a command-line SOURCE: a directory (anything containing `/`, `.`, `..`, or an
-/// existing directory), else a pin name, else a snapshot id or unique id prefix of at least
-/// 8 hex digits.
+/// existing directory), else a pin name, else the name of a key record (`ensure --name`: its
+/// newest build, so one name means one thing to every command), else a snapshot id or unique
+/// id prefix of at least 8 hex digits.
 pub(crate) fn resolve(store: &Store, spec: &str) -> Result<Source> {
     let path = Path::new(spec);
     if spec.contains('/') || spec == "." || spec == ".." || path.is_dir() {
@@ -29,6 +30,15 @@ pub(crate) fn resolve(store: &Store, spec: &str) -> Result<Source> {
         return Ok(Source::Dir(path.to_owned()));
     }
     if let Some(id) = crate::catalog::pins::pin_target(store, spec)? {
+        return Ok(Source::Snapshot(id));
+    }
+    // Not for ids and prefixes (all hex): `materialize ID` is the hook's call, and pays for no
+    // listing of keys/.
+    let hex = !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex
+        && crate::catalog::pins::validate_pin_name(spec).is_ok()
+        && let Some(id) = crate::store::records::newest_named(store, spec)?
+    {
         return Ok(Source::Snapshot(id));
     }
     if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_hexdigit()) && spec.len() <= 64 {

@@ -155,3 +155,14 @@ pub(crate) fn record_secret(store: &Store) -> Result<[u8; 32]> {
         ),
     })
 }
+
+/// The snapshot of the newest key record named `name` that the store still has (what `ensure
+/// --name NAME` last built), if any.
+pub(crate) fn newest_named(store: &Store, name: &str) -> Result<Option<SnapshotId>> {
+    // key_records lists newest first.
+    Ok(key_records(store)?
+        .into_iter()
+        .filter(|r| r.name.as_deref() == Some(name))
+        .map(|r| r.snapshot)
+        .find(|id| store.has_snapshot(id)))
+}
