@@ -131,14 +131,15 @@ pub(crate) fn ingest_by_records(
         return Ok((reused_report(store, &record.snapshot)?, true));
     }
     let report = crate::content::ingest::ingest(store, dir, filter)?;
-    let record = KeyRecord {
-        key,
-        snapshot: report.id,
-        created: unix_secs(SystemTime::now()),
-        name: None,
-        inputs: inputs.recorded(&crate::store::records::record_secret(store)?),
-    };
+    // A read-only store records nothing (and has no secret to make).
     if store.is_writable() {
+        let record = KeyRecord {
+            key,
+            snapshot: report.id,
+            created: unix_secs(SystemTime::now()),
+            name: None,
+            inputs: inputs.recorded(&crate::store::records::record_secret(store)?),
+        };
         store.write_file_atomic(&path, record.to_text().as_bytes())?;
     }
     Ok((report, false))
