@@ -108,7 +108,6 @@ impl IdSet {
             out.write_all(id)?;
         }
         let mut file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-        file.sync_data().ok();
         file.rewind()?;
         Ok(file)
     }
