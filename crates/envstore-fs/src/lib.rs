@@ -146,11 +146,7 @@ fn read_bounded_with((file, meta): (File, Metadata), max: u64) -> io::Result<Vec
 /// `/dev/zero` can never hang a command or feed it without end. Reads of it then end at its
 /// size.
 pub fn open_input(path: &Path) -> io::Result<(File, Metadata)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
+    let (file, meta) = open_named(path)?;
     if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -165,11 +161,7 @@ pub fn open_input(path: &Path) -> io::Result<(File, Metadata)> {
 /// writes to would otherwise wait forever for a writer); then reads block as usual, and a fifo
 /// without a writer reads as empty at once. A directory is refused with what it is.
 pub fn open_stream(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
+    let (file, meta) = open_named(path)?;
     if meta.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -179,6 +171,17 @@ pub fn open_stream(path: &Path) -> io::Result<File> {
     let flags = rustix::fs::fcntl_getfl(&file)?;
     rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)?;
     Ok(file)
+}
+
+/// Opens what a user named for reading, following links (the user chose the path) but never
+/// blocking in the open (`O_NONBLOCK`: a fifo opens at once), and `fstat`s it.
+fn open_named(path: &Path) -> io::Result<(File, Metadata)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, meta))
 }
 
 /// Reads a file a user named (see [`open_input`]) whole, if it holds at most `max` bytes.

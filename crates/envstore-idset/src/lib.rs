@@ -116,98 +116,68 @@ impl IdSet {
     pub fn finish(mut self) -> io::Result<Sorted> {
         self.buf.sort_unstable();
         self.buf.dedup();
-        let mut readers = Vec::with_capacity(self.runs.len());
-        let mut heap = BinaryHeap::new();
-        for (i, file) in self.runs.into_iter().enumerate() {
-            let mut reader = BufReader::with_capacity(RUN_BUF, file);
-            if let Some(id) = read_id(&mut reader)? {
-                heap.push(Reverse((id, i)));
-            }
-            readers.push(reader);
-        }
         self.buf.shrink_to_fit();
-        Ok(Sorted {
-            memory: self.buf.into_iter(),
-            next_memory: None,
-            readers,
-            heap,
-            last: None,
-        })
+        merge(self.runs, self.buf)
     }
 }
 
-/// A merged set kept in one file (or, where none can be written, in memory), to be read more
-/// than once.
+/// A finished set that can be read more than once: its sorted runs (anonymous files, freed
+/// when it is dropped) and the rest in memory, merged again on each read. Nothing more is
+/// written to finish it, so it needs no space a full disk may lack, and memory stays the
+/// buffer's.
 #[derive(Debug)]
 pub struct SortedFile {
-    file: Option<tempfile::NamedTempFile>,
+    runs: Vec<File>,
     memory: Vec<Id>,
 }
 
 impl IdSet {
-    /// Merges the set into one sorted file (removed when dropped) that can be read again. A set
-    /// that never spilled stays in memory; one that did goes to memory where no file can be
-    /// written (see [`take_fallback`]).
-    pub fn finish_to_file(self) -> io::Result<SortedFile> {
-        if self.runs.is_empty() {
-            let mut memory = self.buf;
-            memory.sort_unstable();
-            memory.dedup();
-            return Ok(SortedFile { file: None, memory });
-        }
-        let dir = self.dir.clone();
-        let ids: Vec<Id> = self.finish()?.collect::<io::Result<_>>()?;
-        let file = (|| -> io::Result<tempfile::NamedTempFile> {
-            let file = tempfile::NamedTempFile::new_in(&dir)?;
-            let mut out = BufWriter::with_capacity(RUN_BUF, file.as_file());
-            for id in &ids {
-                out.write_all(id)?;
-            }
-            out.flush()?;
-            drop(out);
-            Ok(file)
-        })();
-        Ok(match file {
-            Ok(file) => SortedFile {
-                file: Some(file),
-                memory: Vec::new(),
-            },
-            Err(e) => {
-                fell_back(&dir, &e);
-                SortedFile {
-                    file: None,
-                    memory: ids,
-                }
-            }
+    /// Finishes the set for reading more than once (see [`SortedFile`]).
+    pub fn finish_to_file(mut self) -> io::Result<SortedFile> {
+        self.buf.sort_unstable();
+        self.buf.dedup();
+        Ok(SortedFile {
+            runs: self.runs,
+            memory: self.buf,
         })
     }
 }
 
 impl SortedFile {
-    /// The ids, ascending and distinct, read from the start.
+    /// The ids, ascending and distinct, read from the start. One read at a time: the runs'
+    /// descriptors are shared between reads.
     pub fn iter(&self) -> io::Result<Sorted> {
-        let Some(file) = &self.file else {
-            return Ok(Sorted {
-                memory: self.memory.clone().into_iter(),
-                next_memory: None,
-                readers: Vec::new(),
-                heap: BinaryHeap::new(),
-                last: None,
-            });
-        };
-        let mut reader = BufReader::with_capacity(RUN_BUF, file.reopen()?);
-        let mut heap = BinaryHeap::new();
-        if let Some(id) = read_id(&mut reader)? {
-            heap.push(Reverse((id, 0)));
-        }
-        Ok(Sorted {
-            memory: Vec::new().into_iter(),
-            next_memory: None,
-            readers: vec![reader],
-            heap,
-            last: None,
-        })
+        let runs = self
+            .runs
+            .iter()
+            .map(|run| {
+                let mut file = run.try_clone()?;
+                file.rewind()?;
+                Ok(file)
+            })
+            .collect::<io::Result<Vec<File>>>()?;
+        merge(runs, self.memory.clone())
     }
+}
+
+/// Merges sorted runs and a sorted, deduplicated buffer into one ascending stream.
+fn merge(runs: Vec<File>, memory: Vec<Id>) -> io::Result<Sorted> {
+    let mut readers = Vec::with_capacity(runs.len());
+    let mut heap = BinaryHeap::new();
+    for (i, file) in runs.into_iter().enumerate() {
+        let mut reader = BufReader::with_capacity(RUN_BUF, file);
+        if let Some(id) = read_id(&mut reader)? {
+            heap.push(Reverse((id, i)));
+        }
+        readers.push(reader);
+    }
+    Ok(Sorted {
+        memory: memory.into_iter(),
+        next_memory: None,
+        readers,
+        heap,
+        last: None,
+    })
 }
 
 fn read_id(reader: &mut impl Read) -> io::Result<Option<Id>> {

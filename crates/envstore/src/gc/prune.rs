@@ -64,7 +64,6 @@ fn plan_prune(store: &Store, options: &PruneOptions, mode: Mode) -> Result<Prune
     for (id, dir) in &plan.rooted {
         why.entry(*id).or_insert_with(|| Kept::Rooted(dir.clone()));
     }
-    let pinned: HashSet<SnapshotId> = why.keys().copied().collect();
     let only: Option<HashSet<SnapshotId>> = options
         .only
         .as_ref()
@@ -78,7 +77,7 @@ fn plan_prune(store: &Store, options: &PruneOptions, mode: Mode) -> Result<Prune
         let last_used = crate::store::records::last_used(store, &id, &meta);
         let keep = match &only {
             Some(only) => !only.contains(&id),
-            None => pinned.contains(&id) || !plan.damaged_pins.is_empty(),
+            None => why.contains_key(&id) || !plan.damaged_pins.is_empty(),
         };
         if keep {
             if only.is_none() {

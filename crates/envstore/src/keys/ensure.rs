@@ -81,11 +81,12 @@ pub(crate) fn key_inputs(spec: &EnsureSpec) -> Result<Inputs> {
         }
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0; 256 << 10];
-        let read =
-            envstore_fs::read_chunks(&mut (&mut file).take(MAX_KEY_FILE + 1), &mut buf, |b| {
-                hasher.update(b);
-            })
-            .map_err(failed)?;
+        let read = envstore_walk::hash_reader(
+            &mut (&mut file).take(MAX_KEY_FILE + 1),
+            &mut buf,
+            &mut hasher,
+        )
+        .map_err(failed)?;
         if read > MAX_KEY_FILE {
             return Err(failed(io::Error::new(
                 io::ErrorKind::InvalidInput,

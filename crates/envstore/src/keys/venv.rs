@@ -89,59 +89,53 @@ pub fn venv_recipe(
 impl VenvRecipe {
     /// Builds the venv into `out` (with uv when it is on PATH, else `python -m venv` and pip).
     pub fn build(&self, out: &Path) -> Result<()> {
-        let reqs = || {
-            self.requirements
-                .iter()
-                .flat_map(|r| ["-r".into(), r.as_os_str().to_owned()])
-        };
         let python = out.join("bin/python");
-        let mut steps: Vec<Vec<OsString>> = Vec::new();
-        match &self.uv {
-            Some(uv) => {
-                steps.push(vec![
+        // Make the venv, then install into it: with uv when it is on PATH, else venv and pip.
+        let (create, mut install): (Vec<OsString>, Vec<OsString>) = match &self.uv {
+            Some(uv) => (
+                vec![
                     uv.into(),
                     "venv".into(),
                     "--quiet".into(),
                     "--python".into(),
                     self.executable.clone().into(),
                     out.into(),
-                ]);
-                if !self.requirements.is_empty() {
-                    let mut install: Vec<OsString> = vec![
-                        uv.into(),
-                        "pip".into(),
-                        "install".into(),
-                        "--quiet".into(),
-                        "--python".into(),
-                        python.into(),
-                    ];
-                    install.extend(reqs());
-                    steps.push(install);
-                }
-            }
-            None => {
-                steps.push(vec![
+                ],
+                vec![
+                    uv.into(),
+                    "pip".into(),
+                    "install".into(),
+                    "--quiet".into(),
+                    "--python".into(),
+                    python.into(),
+                ],
+            ),
+            None => (
+                vec![
                     self.executable.clone().into(),
                     "-m".into(),
                     "venv".into(),
                     out.into(),
-                ]);
-                if !self.requirements.is_empty() {
-                    let mut install: Vec<OsString> = vec![
-                        python.into(),
-                        "-m".into(),
-                        "pip".into(),
-                        "install".into(),
-                        "--quiet".into(),
-                    ];
-                    install.extend(reqs());
-                    steps.push(install);
-                }
-            }
+                ],
+                vec![
+                    python.into(),
+                    "-m".into(),
+                    "pip".into(),
+                    "install".into(),
+                    "--quiet".into(),
+                ],
+            ),
+        };
+        run_build_command(&create, out)?;
+        if self.requirements.is_empty() {
+            return Ok(());
         }
-        steps
-            .iter()
-            .try_for_each(|step| run_build_command(step, out))
+        install.extend(
+            self.requirements
+                .iter()
+                .flat_map(|r| ["-r".into(), r.as_os_str().to_owned()]),
+        );
+        run_build_command(&install, out)
     }
 }
 
