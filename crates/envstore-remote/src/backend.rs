@@ -358,31 +358,87 @@ impl Storage for ObjectStorage {
         })
     }
 
-    fn get_ranges(&self, requests: &[(String, Range<u64>)]) -> Result<Vec<Vec<u8>>> {
-        let paths = requests
+    fn get_ranges_into(
+        &self,
+        requests: &[(String, Range<u64>)],
+        file: &std::fs::File,
+        at: u64,
+    ) -> Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        let mut placed = Vec::with_capacity(requests.len());
+        let mut offset = at;
+        for (k, r) in requests {
+            placed.push((self.key(k)?, k.as_str(), r.clone(), offset));
+            offset += r.end - r.start;
+        }
+        let short = |key: &str, message: String| RemoteError {
+            remote: self.describe.clone(),
+            op: "read",
+            key: key.to_owned(),
+            kind: FailKind::Other,
+            message,
+        };
+        runtime().block_on(async {
+            futures::stream::iter(placed)
+                .map(|(path, key, range, mut offset)| async move {
+                    let want = range.end - range.start;
+                    let options = object_store::GetOptions {
+                        range: Some(range.into()),
+                        ..Default::default()
+                    };
+                    let got = self
+                        .store
+                        .get_opts(&path, options)
+                        .await
+                        .map_err(|e| self.err("read", key, e))?;
+                    let mut body = got.into_stream();
+                    let mut received = 0u64;
+                    while let Some(bytes) = body.next().await {
+                        let bytes = bytes.map_err(|e| self.err("read", key, e))?;
+                        received += bytes.len() as u64;
+                        if received > want {
+                            break;
+                        }
+                        file.write_all_at(&bytes, offset).map_err(|e| {
+                            short(key, format!("cannot write what it sent to a local file: {e}"))
+                        })?;
+                        offset += bytes.len() as u64;
+                    }
+                    self.count(received, 0);
+                    if received != want {
+                        return Err(short(
+                            key,
+                            format!("asked for {want} bytes, got {received}"),
+                        ));
+                    }
+                    Ok(())
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<Vec<()>>()
+                .await
+                .map(drop)
+        })
+    }
+
+    fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Listed>>> {
+        let paths = keys
             .iter()
-            .map(|(k, r)| Ok((self.key(k)?, k.as_str(), r.clone())))
+            .map(|k| Ok((self.key(k)?, k.as_str())))
             .collect::<Result<Vec<_>>>()?;
         runtime().block_on(async {
             futures::stream::iter(paths)
-                .map(|(path, key, range)| async move {
-                    let want = range.end - range.start;
-                    let bytes = self
-                        .store
-                        .get_range(&path, range)
-                        .await
-                        .map_err(|e| self.err("read", key, e))?;
-                    self.count(bytes.len() as u64, 0);
-                    if bytes.len() as u64 != want {
-                        return Err(RemoteError {
-                            remote: self.describe.clone(),
-                            op: "read",
-                            key: key.to_owned(),
-                            kind: FailKind::Other,
-                            message: format!("asked for {want} bytes, got {}", bytes.len()),
-                        });
+                .map(|(path, key)| async move {
+                    let result = self.store.head(&path).await;
+                    self.count(0, 0);
+                    match result {
+                        Ok(meta) => Ok(Some(Listed {
+                            name: meta.location.filename().unwrap_or_default().to_owned(),
+                            size: meta.size,
+                            modified: meta.last_modified.timestamp(),
+                        })),
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(self.err("look up", key, e)),
                     }
-                    Ok(bytes.to_vec())
                 })
                 .buffered(CONCURRENCY)
                 .try_collect()

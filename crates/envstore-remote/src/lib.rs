@@ -94,8 +94,18 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Several whole objects, fetched concurrently, in the order asked (`None` for a missing
     /// one), each bounded by `limit` like [`Storage::get`].
     fn get_many(&self, keys: &[String], limit: u64) -> Result<Vec<Option<Vec<u8>>>>;
-    /// Byte ranges of objects, fetched concurrently, in the order asked.
-    fn get_ranges(&self, requests: &[(String, Range<u64>)]) -> Result<Vec<Vec<u8>>>;
+    /// Byte ranges of objects, fetched concurrently and streamed into `file` back to back from
+    /// byte `at` in the order asked (each range at the sum of the lengths before it), so memory
+    /// does not grow with the ranges. A range that comes back shorter or longer fails the call.
+    fn get_ranges_into(
+        &self,
+        requests: &[(String, Range<u64>)],
+        file: &std::fs::File,
+        at: u64,
+    ) -> Result<()>;
+    /// Size and modification time of the objects at `keys`, asked concurrently, in the order
+    /// asked (`None` for a missing one): one HEAD each.
+    fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Listed>>>;
     /// Writes `data` at `key`, replacing what was there.
     fn put(&self, key: &str, data: Vec<u8>) -> Result<()>;
     /// Writes `data` at `key` only when nothing is there: `Ok(true)` when written, `Ok(false)`

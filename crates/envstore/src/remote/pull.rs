@@ -22,9 +22,9 @@ use crate::{Error, Result, Store};
 
 /// The temporary pack's id in a plan (no real pack hashes to it).
 const INCOMING: PackId = PackId::from_bytes([0xff; 32]);
-/// Ranges of one request, and of one batch held in memory at once.
+/// The most one request asks for (neighbouring blocks are fetched together up to this);
+/// what comes back is streamed to disk, so this bounds the time of a request, not memory.
 const MAX_RANGE: u64 = 16 << 20;
-const MAX_BATCH: u64 = 64 << 20;
 
 /// What `pull` did.
 #[derive(Debug, Clone)]
@@ -366,7 +366,7 @@ fn check_trees(
 }
 
 /// Fetches `blocks` (pack, offset, length; sorted) into a temporary pack at `path`,
-/// coalescing neighbours into one range and holding at most [`MAX_BATCH`] bytes at once.
+/// coalescing neighbours into one range and streaming what comes back to disk.
 /// Returns each block's offset in the temporary pack, with its pack and offset there.
 fn fetch_blocks(
     remote: &Remote,
@@ -381,8 +381,8 @@ fn fetch_blocks(
     let mut ranges: Vec<(PackId, u64, u64, Vec<u64>)> = Vec::new();
     for &(pack, offset, len) in blocks {
         match ranges.last_mut() {
-            Some((p, _, end, lens))
-                if *p == pack && *end == offset && *end - offset + len <= MAX_RANGE =>
+            Some((p, start, end, lens))
+                if *p == pack && *end == offset && *end - *start + len <= MAX_RANGE =>
             {
                 *end += len;
                 lens.push(len);
@@ -395,36 +395,22 @@ fn fetch_blocks(
         .map_err(Error::io("write", path))?;
     let mut at = PACK_MAGIC.len() as u64;
     let mut offsets = Vec::new();
-    let mut batch: Vec<&(PackId, u64, u64, Vec<u64>)> = Vec::new();
-    let mut batch_bytes = 0;
-    let mut flush = |batch: &mut Vec<&(PackId, u64, u64, Vec<u64>)>| -> Result<()> {
-        let requests: Vec<(String, std::ops::Range<u64>)> = batch
-            .iter()
-            .map(|(p, s, e, _)| (format::pack_key(p), *s..*e))
-            .collect();
-        let got = remote.storage().get_ranges(&requests)?;
-        for (range, bytes) in batch.iter().zip(got) {
-            file.write_all(&bytes).map_err(Error::io("write", path))?;
-            let mut there = range.1;
-            for len in &range.3 {
-                offsets.push((at, range.0, there));
-                at += len;
-                there += len;
-                report.blocks += 1;
-            }
-            report.fetched_bytes += bytes.len() as u64;
+    for (pack, start, _, lens) in &ranges {
+        let mut there = *start;
+        for len in lens {
+            offsets.push((at, *pack, there));
+            at += len;
+            there += len;
+            report.blocks += 1;
         }
-        batch.clear();
-        Ok(())
-    };
-    for range in &ranges {
-        if batch_bytes + (range.2 - range.1) > MAX_BATCH && !batch.is_empty() {
-            flush(&mut batch)?;
-            batch_bytes = 0;
-        }
-        batch_bytes += range.2 - range.1;
-        batch.push(range);
     }
-    flush(&mut batch)?;
+    let requests: Vec<(String, std::ops::Range<u64>)> = ranges
+        .iter()
+        .map(|(p, s, e, _)| (format::pack_key(p), *s..*e))
+        .collect();
+    remote
+        .storage()
+        .get_ranges_into(&requests, &file, PACK_MAGIC.len() as u64)?;
+    report.fetched_bytes += at - PACK_MAGIC.len() as u64;
     Ok(offsets)
 }

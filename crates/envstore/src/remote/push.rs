@@ -154,7 +154,8 @@ pub(crate) fn push(
             }
             out.add_object(*object, *executable, *size, &held, &mut needed)?;
         }
-        needed.extend(out.finish_pack()?);
+        out.finish_pack()?;
+        needed.extend(out.report.packs.iter().copied());
         // Publish only when everything the record lists is there and unmarked.
         let listing = remote.list_packs()?;
         let marked: HashSet<PackId> = remote.marked()?.packs.iter().map(|p| p.0).collect();
@@ -325,16 +326,18 @@ impl Outgoing<'_> {
             self.recipes.insert(*object.as_bytes(), recipe.clone());
             self.add(EntryKind::Recipe, *object.as_bytes(), &recipe)?;
         }
-        if let Some(pack) = self.pack_if_full()? {
-            needed.insert(pack);
-        }
         Ok(())
     }
 
+    /// Queues an entry; a full block is sealed, and a full pack uploaded even in the middle
+    /// of an object, so neither grows with the largest file.
     fn add(&mut self, kind: EntryKind, id: [u8; 32], bytes: &[u8]) -> Result<()> {
         self.block.push(kind, id, bytes);
         if self.block.full() {
             self.seal()?;
+            if self.writer.as_ref().is_some_and(|w| w.len() >= PACK_TARGET) {
+                self.finish_pack()?;
+            }
         }
         Ok(())
     }
@@ -354,13 +357,6 @@ impl Outgoing<'_> {
         };
         writer.append(block).map_err(pack_err)?;
         Ok(())
-    }
-
-    fn pack_if_full(&mut self) -> Result<Option<PackId>> {
-        if self.writer.as_ref().is_some_and(|w| w.len() >= PACK_TARGET) {
-            return self.finish_pack();
-        }
-        Ok(None)
     }
 
     /// Closes the pack being written and uploads it, then its index.
