@@ -29,13 +29,15 @@ pub fn push(
         let id = store.resolve_stored(spec, filter)?;
         let report = store.push(&remote, &id, name, key.as_ref())?;
         printer.info(format_args!(
-            "pushed {} to {}: {} new chunks ({}) in {} packs ({}), {} objects it had",
+            "pushed {} to {}: {} new chunks ({}) in {} packs ({}); it had {} directories whole \
+             and {} files more",
             short(&id),
             remote.label(),
             report.new_chunks,
             human_bytes(report.new_chunk_bytes),
             report.packs.len(),
             human_bytes(report.pack_bytes),
+            report.present_trees,
             report.reused_objects
         ));
         if report.keys > 0 {
@@ -64,6 +66,9 @@ pub fn push(
                 "new_chunks": r.new_chunks,
                 "new_chunk_bytes": r.new_chunk_bytes,
                 "reused_objects": r.reused_objects,
+                "present_trees": r.present_trees,
+                "asked_trees": r.asked_trees,
+                "present_objects": r.present_objects,
                 "keys": r.keys,
                 "ref": r.ref_name,
                 "signed_by": r.signed_by,
@@ -307,6 +312,7 @@ pub fn remote(
                     "removed_packs": report.removed_packs.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
                     "removed_partial": report.removed_partial,
                     "removed_keys": report.removed_keys,
+                    "removed_summaries": report.removed_summaries,
                     "removed_bytes": report.removed_bytes,
                     "marked": report.marked.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
                     "unmarked": report.unmarked,

@@ -7,6 +7,7 @@
 //! <prefix>/snapshots/<id>       a snapshot record with its trees (Record), written last
 //! <prefix>/refs/<name>          a ref: a name for a snapshot, optionally signed (Ref)
 //! <prefix>/prune/marked         packs remote prune marked for deletion (Marked)
+//! <prefix>/trees/<id>           the packs holding everything below a tree (summary::TreePacks)
 //! ```
 
 use std::fmt::Write as _;
@@ -259,6 +260,29 @@ impl Record {
         let mut out = text.into_bytes();
         out.extend_from_slice(&compressed);
         Ok(out)
+    }
+
+    /// The packs a record lists, read from its text lines alone (the trees are not decoded).
+    pub fn pack_lines(bytes: &[u8]) -> Result<Vec<PackId>, FormatError> {
+        let what = "a remote record";
+        let mut packs = Vec::new();
+        let mut lines = bytes.split(|&b| b == b'\n');
+        if lines.next() != Some(RECORD_HEADER.as_bytes()) {
+            return Err(bad(what, format!("expected {RECORD_HEADER:?}")));
+        }
+        for l in lines {
+            if l.starts_with(b"trees ") {
+                return Ok(packs);
+            }
+            if let Some(hex) = l.strip_prefix(b"pack ") {
+                let pack = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| h.parse().ok())
+                    .ok_or_else(|| bad(what, "bad pack id"))?;
+                packs.push(pack);
+            }
+        }
+        Err(bad(what, "cut short"))
     }
 
     /// Decodes a record. The trees are not checked against their ids here: the caller does

@@ -14,6 +14,7 @@ mod backend;
 pub mod config;
 pub mod format;
 pub mod sign;
+pub mod summary;
 mod url;
 
 #[cfg(feature = "backends")]

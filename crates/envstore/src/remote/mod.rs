@@ -7,6 +7,7 @@
 pub(crate) mod config;
 pub(crate) mod fetch;
 pub(crate) mod keys;
+pub(crate) mod negotiate;
 pub(crate) mod open;
 pub(crate) mod prune;
 pub(crate) mod pull;

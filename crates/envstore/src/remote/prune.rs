@@ -13,7 +13,10 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use envstore_remote::format::{self, Marked, Record, Ref};
-use envstore_tree::{PackId, SnapshotId};
+use envstore_remote::summary::Of;
+use envstore_tree::{EntryKind, ObjectId, PackId, SnapshotId, Tree, TreeId};
+
+use crate::remote::negotiate::BIG_OBJECT;
 
 use crate::Result;
 use crate::remote::open::Remote;
@@ -43,6 +46,8 @@ pub struct RemotePruneReport {
     pub removed_partial: Vec<String>,
     /// Key mappings (`keys/<key>`) whose snapshot is no longer on the remote, removed.
     pub removed_keys: u64,
+    /// Summaries (`trees/<tree>`, `objects/<object>`) no kept snapshot needs, removed.
+    pub removed_summaries: u64,
     pub kept_packs: u64,
     pub kept_bytes: u64,
 }
@@ -127,10 +132,25 @@ pub(crate) fn remote_prune(
     let keys: Vec<String> = kept.iter().map(format::record_key).collect();
     let records = remote.storage().get_many(&keys, format::MAX_RECORD)?;
     let mut needed: HashSet<PackId> = HashSet::new();
+    let mut kept_trees: HashSet<TreeId> = HashSet::new();
+    let mut kept_objects: HashSet<ObjectId> = HashSet::new();
     for (id, bytes) in kept.iter().zip(records) {
         let Some(bytes) = bytes else { continue };
         let record = Record::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
         needed.extend(record.packs);
+        for (tree, bytes) in &record.trees {
+            kept_trees.insert(*tree);
+            let Ok(tree) = Tree::decode(bytes) else {
+                continue;
+            };
+            for entry in tree.entries() {
+                if let EntryKind::File { object, size, .. } = &entry.kind
+                    && *size >= BIG_OBJECT
+                {
+                    kept_objects.insert(*object);
+                }
+            }
+        }
         report.kept_snapshots += 1;
     }
     if !options.dry_run {
@@ -154,6 +174,28 @@ pub(crate) fn remote_prune(
                 remote.storage().delete(key)?;
             }
             report.removed_keys += 1;
+        }
+    }
+    // Summaries of trees and large objects no kept snapshot has (a push writes them just
+    // before its record, so only those older than the grace period). A kept one stays even
+    // if it lists a pack deleted below: pushes check every pack a summary lists.
+    for dir in ["trees", "objects"] {
+        for file in remote.storage().list(dir)? {
+            let of = match dir {
+                "trees" => file.name.parse().ok().map(Of::Tree),
+                _ => file.name.parse().ok().map(Of::Object),
+            };
+            let Some(of) = of else { continue };
+            let kept = match of {
+                Of::Tree(t) => kept_trees.contains(&t),
+                Of::Object(o) => kept_objects.contains(&o),
+            };
+            if !kept && now - file.modified >= grace {
+                if !options.dry_run {
+                    remote.storage().delete(&of.key())?;
+                }
+                report.removed_summaries += 1;
+            }
         }
     }
     // Packs: delete what was marked long enough ago, mark what nothing needs.

@@ -12,9 +12,12 @@ use envstore_pack::{BlockBuilder, EntryKind, PackWriter, decode_recipe, encode_r
 use envstore_remote::config::valid_name;
 use envstore_remote::format::{self, IndexBlock, PackIndex, Record, Ref};
 use envstore_remote::sign::SecretKey;
-use envstore_tree::{ChunkId, EntryKind as TreeEntry, ObjectId, PackId, SnapshotId, TreeId};
+use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId, TreeId};
 
 use crate::cold::packs::pack_err;
+use envstore_remote::summary::{Of, Summary};
+
+use crate::remote::negotiate::{BIG_OBJECT, Found, Part, Shape, check_packs, negotiate};
 use crate::remote::open::{CACHE_DIR, Remote};
 use crate::{Error, Result, Store};
 
@@ -23,6 +26,8 @@ use crate::{Error, Result, Store};
 const PACK_TARGET: u64 = 32 << 20;
 /// Objects at least this large are read as a stream (as `pack` does).
 const STREAM_OBJECT: u64 = 16 << 20;
+/// What a push uploaded: the summaries to publish, and the packs its record lists.
+type Uploaded = (Vec<(Of, Vec<PackId>)>, BTreeSet<PackId>);
 /// Tries before giving up when a concurrent `remote prune` keeps taking packs away.
 const ATTEMPTS: u32 = 4;
 
@@ -36,49 +41,19 @@ pub struct PushReport {
     /// Chunks uploaded (new to the remote) and their uncompressed bytes.
     pub new_chunks: u64,
     pub new_chunk_bytes: u64,
-    /// Objects the remote had already.
+    /// Objects the remote had already, found one by one in its packs.
     pub reused_objects: u64,
+    /// Directories the remote had whole (skipped without looking inside), and the tree
+    /// summaries asked for to find them.
+    pub present_trees: u64,
+    pub asked_trees: u64,
+    /// Large files (in directories the remote lacked) it had, found by their summaries.
+    pub present_objects: u64,
     /// Key records of this store naming the snapshot, published as `keys/<key>`.
     pub keys: u64,
     /// The ref published, and the key that signed it.
     pub ref_name: Option<String>,
     pub signed_by: Option<String>,
-}
-
-/// A snapshot's trees (encoded) and distinct objects (id, exec bit of first use, size), in
-/// tree order.
-type Parts = (Vec<(TreeId, Vec<u8>)>, Vec<(ObjectId, bool, u64)>);
-
-fn snapshot_parts(store: &Store, id: &SnapshotId) -> Result<Parts> {
-    let mut trees = Vec::new();
-    let mut objects = Vec::new();
-    let mut seen_trees = HashSet::new();
-    let mut seen_objects = HashSet::new();
-    let mut stack = vec![id.root()];
-    while let Some(tid) = stack.pop() {
-        if !seen_trees.insert(tid) {
-            continue;
-        }
-        let tree = store.trees().get(&tid)?;
-        for entry in tree.entries() {
-            match &entry.kind {
-                TreeEntry::File {
-                    object,
-                    size,
-                    executable,
-                    ..
-                } => {
-                    if seen_objects.insert(*object) {
-                        objects.push((*object, *executable, *size));
-                    }
-                }
-                TreeEntry::Dir { tree } => stack.push(*tree),
-                TreeEntry::Symlink { .. } => {}
-            }
-        }
-        trees.push((tid, tree.encode()));
-    }
-    Ok((trees, objects))
 }
 
 /// Uploads snapshot `id` to `remote` and publishes it; with `name`, also the ref `name`
@@ -101,8 +76,11 @@ pub(crate) fn push(
         store.require_writable("rehydrate the packed snapshot it pushes")?;
         crate::cold::rehydrate::ensure_loose(store, id)?;
     }
-    let (trees, objects) = snapshot_parts(store, id)?;
+    let shape = Shape::load(store, id)?;
     remote.check_marker(true)?;
+    // The base: what the snapshot last published under this name needs (an edited file's
+    // unchanged chunks are there), and the snapshot itself when pushed before.
+    let mut candidates = base_packs(remote, id, name)?;
     let tmp = tempfile::Builder::new()
         .prefix("push-")
         .tempdir_in(store.root().join("tmp"))
@@ -117,7 +95,9 @@ pub(crate) fn push(
         writer: None,
         block: BlockBuilder::default(),
         recipes: HashMap::new(),
-        new_chunks: HashSet::new(),
+        new_chunks: HashMap::new(),
+        slots: Slots::default(),
+        open_slot: None,
         report: PushReport {
             id: *id,
             packs: Vec::new(),
@@ -125,6 +105,9 @@ pub(crate) fn push(
             new_chunks: 0,
             new_chunk_bytes: 0,
             reused_objects: 0,
+            present_trees: 0,
+            asked_trees: 0,
+            present_objects: 0,
             keys: 0,
             ref_name: None,
             signed_by: None,
@@ -133,38 +116,29 @@ pub(crate) fn push(
     let mut published = false;
     for _ in 0..ATTEMPTS {
         let uploaded: HashSet<PackId> = out.report.packs.iter().copied().collect();
-        let listing = remote.list_packs()?;
-        let marked: HashSet<PackId> = remote.marked()?.packs.iter().map(|p| p.0).collect();
-        // Never rely on a pack remote prune has marked (unless this push wrote it).
-        let usable: Vec<PackId> = listing
-            .complete
-            .keys()
-            .filter(|p| !marked.contains(p) || uploaded.contains(p))
-            .copied()
-            .collect();
-        let held = Held::from(crate::remote::open::pack_indexes(store, remote, &usable)?);
-        out.new_chunks.clear();
-        out.report.reused_objects = 0;
-        let mut needed = BTreeSet::new();
-        for (object, executable, size) in &objects {
-            if let Some(packs) = held.object(object) {
-                needed.extend(packs);
-                out.report.reused_objects += 1;
-                continue;
-            }
-            out.add_object(*object, *executable, *size, &held, &mut needed)?;
-        }
-        out.finish_pack()?;
-        needed.extend(out.report.packs.iter().copied());
-        // Publish only when everything the record lists is there and unmarked.
-        let listing = remote.list_packs()?;
-        let marked: HashSet<PackId> = remote.marked()?.packs.iter().map(|p| p.0).collect();
+        candidates.extend(out.report.packs.iter().copied());
+        // `prune/marked` first, then the packs: a pack unmarked before it was seen present
+        // stays for a grace period at least.
+        let marked = marked_set(remote)?;
+        let mut checked = HashMap::new();
+        let found = negotiate(remote, &shape, &candidates, &marked, &uploaded, &mut checked)?;
+        out.report.asked_trees += found.asked;
+        out.report.present_trees = found.present.len() as u64;
+        out.report.present_objects = found.objects.len() as u64;
+        let (summaries, needed) = out.upload_missing(&shape, &found)?;
+        // Publish only when everything relied on is still there and unmarked.
         let uploaded: HashSet<PackId> = out.report.packs.iter().copied().collect();
-        let intact = needed.iter().all(|p| {
-            listing.complete.contains_key(p) && (!marked.contains(p) || uploaded.contains(p))
-        });
-        if !intact {
+        let marked = marked_set(remote)?;
+        let mut rechecked = HashMap::new();
+        check_packs(remote, needed.iter().copied(), &marked, &uploaded, &mut rechecked)?;
+        let gone: Vec<PackId> = needed.iter().filter(|p| !rechecked[p]).copied().collect();
+        if !gone.is_empty() {
+            candidates.retain(|p| !gone.contains(p));
             continue;
+        }
+        // Summaries before the record: data first, the record that makes it visible last.
+        for (of, packs) in summaries {
+            remote.storage().put(&of.key(), Summary { of, packs }.encode())?;
         }
         let record = Record {
             files: meta.files,
@@ -172,7 +146,7 @@ pub(crate) fn push(
             symlinks: meta.symlinks,
             bytes: meta.bytes,
             packs: needed.into_iter().collect(),
-            trees: trees.clone(),
+            trees: shape.encoded(),
         };
         let bytes = record
             .encode()
@@ -204,6 +178,46 @@ pub(crate) fn push(
         out.report.ref_name = Some(name.to_owned());
     }
     Ok(out.report)
+}
+
+fn marked_set(remote: &Remote) -> Result<HashSet<PackId>> {
+    Ok(remote.marked()?.packs.iter().map(|p| p.0).collect())
+}
+
+/// The packs of what `name` names on the remote now, and of `id` if it was pushed before:
+/// one or two small reads, sized by those snapshots. Missing or unreadable: none.
+fn base_packs(remote: &Remote, id: &SnapshotId, name: Option<&str>) -> Result<Vec<PackId>> {
+    let mut bases = vec![*id];
+    if let Some(name) = name
+        && let Some(bytes) = remote.storage().get(&format::ref_key(name), format::MAX_REF)?
+        && let Ok(r) = Ref::decode(&bytes, name)
+        && r.snapshot != *id
+    {
+        bases.push(r.snapshot);
+    }
+    let mut packs = Vec::new();
+    for base in bases {
+        let Some(bytes) = remote
+            .storage()
+            .get(&format::record_key(&base), format::MAX_RECORD)?
+        else {
+            continue;
+        };
+        if let Ok(packs_of) = Record::pack_lines(&bytes) {
+            packs.extend(packs_of);
+        }
+    }
+    Ok(packs)
+}
+
+impl Shape {
+    /// Every tree, encoded, for the record.
+    fn encoded(&self) -> Vec<(TreeId, Vec<u8>)> {
+        let mut trees: Vec<(TreeId, Vec<u8>)> =
+            self.trees.iter().map(|(id, t)| (*id, t.encode())).collect();
+        trees.sort_unstable_by_key(|(id, _)| *id);
+        trees
+    }
 }
 
 /// What the remote holds, from its pack indexes: each chunk's pack, each recipe.
@@ -258,6 +272,42 @@ impl Held {
     }
 }
 
+/// Packs by a small number: the remote's, and this push's before they are named.
+#[derive(Default)]
+struct Slots {
+    ids: Vec<Option<PackId>>,
+    by_id: HashMap<PackId, u32>,
+}
+
+impl Slots {
+    fn of(&mut self, pack: PackId) -> u32 {
+        *self.by_id.entry(pack).or_insert_with(|| {
+            self.ids.push(Some(pack));
+            (self.ids.len() - 1) as u32
+        })
+    }
+
+    fn reserve(&mut self) -> u32 {
+        self.ids.push(None);
+        (self.ids.len() - 1) as u32
+    }
+
+    fn name(&mut self, slot: u32, pack: PackId) {
+        self.ids[slot as usize] = Some(pack);
+        self.by_id.insert(pack, slot);
+    }
+
+    fn packs(&self, slots: &BTreeSet<u32>) -> Vec<PackId> {
+        let mut packs: Vec<PackId> = slots
+            .iter()
+            .filter_map(|s| self.ids[*s as usize])
+            .collect();
+        packs.sort_unstable();
+        packs.dedup();
+        packs
+    }
+}
+
 /// The packs a push is writing and uploading.
 struct Outgoing<'s> {
     store: &'s Store,
@@ -267,22 +317,107 @@ struct Outgoing<'s> {
     block: BlockBuilder,
     /// Recipe bytes of the pack being written (the index carries them).
     recipes: HashMap<[u8; 32], Vec<u8>>,
-    /// Chunks already in a pack of this attempt.
-    new_chunks: HashSet<ChunkId>,
+    /// Chunks already in a pack of this attempt, and that pack's slot.
+    new_chunks: HashMap<ChunkId, u32>,
+    slots: Slots,
+    /// The slot of the pack being written.
+    open_slot: Option<u32>,
     report: PushReport,
 }
 
 impl Outgoing<'_> {
+    /// Uploads what the remote lacks below the big trees it does not have whole, and returns
+    /// the summaries to publish (each such tree, and each large object below it the remote did
+    /// not have, with the packs holding it; the root last) and the packs the snapshot needs.
+    fn upload_missing(&mut self, shape: &Shape, found: &Found) -> Result<Uploaded> {
+        self.new_chunks.clear();
+        self.slots = Slots::default();
+        self.report.reused_objects = 0;
+        let order = shape.post_order(&found.present);
+        if order.is_empty() {
+            let needed = found.present.get(&shape.root).cloned().unwrap_or_default();
+            return Ok((Vec::new(), needed.into_iter().collect()));
+        }
+        // Small objects below trees the remote lacks are looked for in the base's packs only:
+        // reading the indexes of every pack a present tree lists would cost what those packs
+        // hold, not what this push moves.
+        let base: Vec<PackId> = found.base.iter().copied().collect();
+        let held = Held::from(crate::remote::open::pack_indexes(
+            self.store, self.remote, &base,
+        )?);
+        let mut objects: HashMap<ObjectId, Vec<u32>> = HashMap::new();
+        let mut sets: HashMap<TreeId, BTreeSet<u32>> = HashMap::new();
+        let mut large = Vec::new();
+        for big in &order {
+            let mut set = BTreeSet::new();
+            let mut failed = None;
+            shape.region(big, |part| match part {
+                Part::File(object, executable, size) => {
+                    if failed.is_some() {
+                        return;
+                    }
+                    if !objects.contains_key(&object) {
+                        let slots = if let Some(packs) = found.objects.get(&object) {
+                            self.report.reused_objects += 1;
+                            packs.iter().map(|p| self.slots.of(*p)).collect()
+                        } else {
+                            if size >= BIG_OBJECT {
+                                large.push(object);
+                            }
+                            match held.object(&object) {
+                                Some(packs) => {
+                                    self.report.reused_objects += 1;
+                                    packs.into_iter().map(|p| self.slots.of(p)).collect()
+                                }
+                                None => match self.add_object(object, executable, size, &held) {
+                                    Ok(slots) => slots,
+                                    Err(e) => {
+                                        failed = Some(e);
+                                        return;
+                                    }
+                                },
+                            }
+                        };
+                        objects.insert(object, slots);
+                    }
+                    set.extend(objects[&object].iter().copied());
+                }
+                Part::Big(tree) => match found.present.get(&tree) {
+                    Some(packs) => set.extend(packs.iter().map(|p| self.slots.of(*p))),
+                    None => set.extend(sets[&tree].iter().copied()),
+                },
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            sets.insert(*big, set);
+        }
+        self.finish_pack()?;
+        let needed = self.slots.packs(&sets[&shape.root]).into_iter().collect();
+        let mut summaries: Vec<(Of, Vec<PackId>)> = large
+            .into_iter()
+            .map(|o| {
+                let slots = objects[&o].iter().copied().collect();
+                (Of::Object(o), self.slots.packs(&slots))
+            })
+            .collect();
+        summaries.extend(
+            order
+                .into_iter()
+                .map(|t| (Of::Tree(t), self.slots.packs(&sets[&t]))),
+        );
+        Ok((summaries, needed))
+    }
+
     /// Reads a local object (checking it against its id), cuts it, and queues what the remote
-    /// lacks.
+    /// lacks; returns the slots of the packs that hold it.
     fn add_object(
         &mut self,
         object: ObjectId,
         executable: bool,
         size: u64,
         held: &Held,
-        needed: &mut BTreeSet<PackId>,
-    ) -> Result<()> {
+    ) -> Result<Vec<u32>> {
         let path = self.store.objects().require(&object, executable)?;
         let (file, meta) = envstore_fs::open_regular(&path).map_err(Error::io("read", &path))?;
         let damaged = || Error::DamagedObject { path: path.clone() };
@@ -291,16 +426,20 @@ impl Outgoing<'_> {
         }
         let mut hasher = blake3::Hasher::new();
         let mut chunks = Vec::new();
+        let mut slots = Vec::new();
         let mut queue = |this: &mut Self, chunk: &[u8]| -> Result<()> {
             hasher.update(chunk);
             let cid = ChunkId::from(blake3::hash(chunk));
             chunks.push(cid);
             if let Some(pack) = held.chunks.get(&cid) {
-                needed.insert(*pack);
-            } else if this.new_chunks.insert(cid) {
+                slots.push(this.slots.of(*pack));
+            } else if let Some(slot) = this.new_chunks.get(&cid) {
+                slots.push(*slot);
+            } else {
                 this.report.new_chunks += 1;
                 this.report.new_chunk_bytes += chunk.len() as u64;
-                this.add(EntryKind::Chunk, *cid.as_bytes(), chunk)?;
+                slots.push(this.add(EntryKind::Chunk, *cid.as_bytes(), chunk)?);
+                this.new_chunks.insert(cid, *slots.last().expect("pushed"));
             }
             Ok(())
         };
@@ -324,14 +463,21 @@ impl Outgoing<'_> {
         if chunks.len() > 1 {
             let recipe = encode_recipe(size, &chunks);
             self.recipes.insert(*object.as_bytes(), recipe.clone());
-            self.add(EntryKind::Recipe, *object.as_bytes(), &recipe)?;
+            slots.push(self.add(EntryKind::Recipe, *object.as_bytes(), &recipe)?);
         }
-        Ok(())
+        slots.sort_unstable();
+        slots.dedup();
+        Ok(slots)
     }
 
     /// Queues an entry; a full block is sealed, and a full pack uploaded even in the middle
     /// of an object, so neither grows with the largest file.
-    fn add(&mut self, kind: EntryKind, id: [u8; 32], bytes: &[u8]) -> Result<()> {
+    /// Returns the slot of the pack the entry goes in.
+    fn add(&mut self, kind: EntryKind, id: [u8; 32], bytes: &[u8]) -> Result<u32> {
+        let slot = match self.open_slot {
+            Some(slot) => slot,
+            None => *self.open_slot.insert(self.slots.reserve()),
+        };
         self.block.push(kind, id, bytes);
         if self.block.full() {
             self.seal()?;
@@ -339,7 +485,7 @@ impl Outgoing<'_> {
                 self.finish_pack()?;
             }
         }
-        Ok(())
+        Ok(slot)
     }
 
     fn seal(&mut self) -> Result<()> {
@@ -409,6 +555,9 @@ impl Outgoing<'_> {
                 .write_file_atomic(&cache.join(format!("{}.idx", written.id)), &index);
         }
         self.recipes.clear();
+        if let Some(slot) = self.open_slot.take() {
+            self.slots.name(slot, written.id);
+        }
         self.report.packs.push(written.id);
         self.report.pack_bytes += written.len;
         Ok(Some(written.id))
