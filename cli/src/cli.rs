@@ -390,6 +390,14 @@ pub enum RemoteCommand {
     },
     /// Forget a remote (nothing on the remote is touched)
     Rm { name: String },
+    /// Check that every snapshot on a remote still has the packs its record lists
+    ///
+    /// Finds what storage lost behind envstore's back; exit 1 when something is missing. Push
+    /// an affected snapshot again from a store that has it: the push uploads what is gone.
+    Verify {
+        /// A configured remote's name, or a URL
+        remote: Option<String>,
+    },
     /// Count what a remote holds
     Stats {
         /// A configured remote's name, or a URL

@@ -5,6 +5,7 @@ mod bad_input;
 mod cold;
 mod common;
 mod crash;
+mod fleet;
 mod gc;
 mod hostile;
 mod hostile_inputs;

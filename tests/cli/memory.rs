@@ -40,7 +40,7 @@ fn make_tree(root: &Path) {
 }
 
 /// Runs envstore with `args`; returns its peak RSS in KiB (Linux reports ru_maxrss in KiB).
-fn peak_rss_kib(env: &Env, args: &[&str]) -> i64 {
+pub fn peak_rss_kib(env: &Env, args: &[&str]) -> i64 {
     let child = Command::new(bin())
         .arg("--store")
         .arg(&env.store)

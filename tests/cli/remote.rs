@@ -49,7 +49,7 @@ pub fn s3(test: &str) -> Option<TestRemote> {
     })
 }
 
-fn webdav(test: &str) -> Option<TestRemote> {
+pub fn webdav(test: &str) -> Option<TestRemote> {
     server("ENVSTORE_TEST_WEBDAV").map(|base| TestRemote {
         kind: "webdav",
         url: format!("{base}/{}", unique(test)),
@@ -57,7 +57,7 @@ fn webdav(test: &str) -> Option<TestRemote> {
     })
 }
 
-fn file(_test: &str) -> TestRemote {
+pub fn file(_test: &str) -> TestRemote {
     let dir = tempfile::tempdir().unwrap();
     TestRemote {
         kind: "file",

@@ -248,6 +248,58 @@ pub fn remote(
                 }
             }
         }
+        RemoteCommand::Verify { remote } => {
+            let remote = store.remote(remote.as_deref())?;
+            let report = store.remote_verify(&remote)?;
+            if printer.json() {
+                printer.json_value(&json!({
+                    "remote": remote.label(),
+                    "snapshots": report.snapshots,
+                    "packs": report.packs,
+                    "damaged": report.damaged.iter().map(|(id, packs)| json!({
+                        "id": id.to_hex(),
+                        "missing_packs": packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                    "unreadable": report.unreadable.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+                    "dangling_refs": report.dangling_refs,
+                }));
+            }
+            for (id, packs) in &report.damaged {
+                printer.warn(format_args!(
+                    "snapshot {} lacks {} of its packs on {} (first: {}); push it again from a \
+                     store that has it",
+                    short(id),
+                    packs.len(),
+                    remote.label(),
+                    packs[0]
+                ));
+            }
+            for id in &report.unreadable {
+                printer.warn(format_args!(
+                    "the record of snapshot {} does not parse",
+                    short(id)
+                ));
+            }
+            for name in &report.dangling_refs {
+                printer.warn(format_args!(
+                    "ref {name} names a snapshot the remote does not have"
+                ));
+            }
+            printer.info(format_args!(
+                "{}: {} snapshots, {} packs; {}",
+                remote.label(),
+                report.snapshots,
+                report.packs,
+                if report.is_clean() {
+                    "everything is there"
+                } else {
+                    "damaged (above)"
+                }
+            ));
+            if !report.is_clean() {
+                return Ok(ExitCode::from(1));
+            }
+        }
         RemoteCommand::Stats { remote } => {
             let remote = store.remote(remote.as_deref())?;
             let stats = store.remote_stats(&remote)?;

@@ -400,7 +400,10 @@ impl Storage for ObjectStorage {
                             break;
                         }
                         file.write_all_at(&bytes, offset).map_err(|e| {
-                            short(key, format!("cannot write what it sent to a local file: {e}"))
+                            short(
+                                key,
+                                format!("cannot write what it sent to a local file: {e}"),
+                            )
                         })?;
                         offset += bytes.len() as u64;
                     }

@@ -243,6 +243,10 @@ impl Store {
     pub fn remote_snapshots(&self, remote: &Remote) -> Result<Vec<(SnapshotId, i64)>> {
         crate::remote::prune::remote_snapshots(remote)
     }
+    /// Checks that every snapshot on `remote` still has the packs its record lists.
+    pub fn remote_verify(&self, remote: &Remote) -> Result<crate::RemoteVerifyReport> {
+        crate::remote::check::remote_verify(remote)
+    }
     pub fn remote_stats(&self, remote: &Remote) -> Result<RemoteStats> {
         crate::remote::prune::remote_stats(remote)
     }

@@ -58,7 +58,7 @@ pub use keys::venv::{VenvRecipe, venv_recipe};
 #[cfg(feature = "remote")]
 pub use remote::{
     PullReport, PushReport, Remote, RemoteFailKind, RemotePruneOptions, RemotePruneReport,
-    RemoteStats, read_secret_key,
+    RemoteStats, RemoteVerifyReport, read_secret_key,
 };
 pub use store::handle::{
     Lease, Progress, ProgressFn, Source, Store, StoreOptions, Warning, default_store_path,

@@ -205,3 +205,42 @@ pub(crate) fn cold_totals(store: &Store) -> Result<ColdTotals> {
     reconcile_packs(store)?;
     Ok(store.open_index()?.cold_totals()?)
 }
+
+/// Makes the complete, checked pack file at `path` (in the store's file system) a pack of the
+/// store: read-only, synced, renamed to its content's name, and its `chunks` (located in it,
+/// whatever pack id they carry) indexed. A pull keeps what it fetched this way, so a later pull
+/// or `pack` finds those chunks here instead of fetching or compressing them again.
+#[cfg(feature = "remote")]
+pub(crate) fn adopt_pack(
+    store: &Store,
+    path: &std::path::Path,
+    chunks: &[(ChunkId, ChunkLoc)],
+) -> Result<PackId> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = fs::File::open(path).map_err(Error::io("open", path))?;
+    file.set_permissions(fs::Permissions::from_mode(0o444))
+        .map_err(Error::io("chmod", path))?;
+    file.sync_all().map_err(Error::io("sync", path))?;
+    let reader = PackReader::open(path).map_err(pack_err)?;
+    let id = reader.content_id().map_err(pack_err)?;
+    let len = reader.len();
+    let dir = store.packs_dir();
+    fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+    let dest = envstore_pack::pack_path(&dir, &id);
+    // An existing pack of that name holds the same bytes (the name is their hash).
+    if let Err(e) = fs::hard_link(path, &dest)
+        && !dest.exists()
+    {
+        return Err(Error::io("publish", &dest)(e));
+    }
+    let _ = fs::remove_file(path);
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("sync", &dir))?;
+    let located: Vec<(ChunkId, ChunkLoc)> = chunks
+        .iter()
+        .map(|(c, loc)| (*c, ChunkLoc { pack: id, ..*loc }))
+        .collect();
+    store.open_index()?.add_pack(&id, len, &located, &[])?;
+    Ok(id)
+}

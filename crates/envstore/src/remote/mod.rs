@@ -4,6 +4,7 @@
 //! store: which remotes it uses (`<store>/remotes`), the remote pack indexes it has seen
 //! (`<store>/remote-cache/`), and how push, pull and remote prune move between the two.
 
+pub(crate) mod check;
 pub(crate) mod config;
 pub(crate) mod fetch;
 pub(crate) mod keys;
@@ -12,7 +13,9 @@ pub(crate) mod open;
 pub(crate) mod prune;
 pub(crate) mod pull;
 pub(crate) mod push;
+pub(crate) mod upload;
 
+pub use check::RemoteVerifyReport;
 pub use config::read_secret_key;
 pub use envstore_remote::FailKind as RemoteFailKind;
 pub use open::Remote;

@@ -55,7 +55,11 @@ impl Shape {
             let tree = &trees[&tid];
             if !expanded {
                 stack.push((tid, true));
-                stack.extend(dirs(tree).filter(|c| !sizes.contains_key(c)).map(|c| (c, false)));
+                stack.extend(
+                    dirs(tree)
+                        .filter(|c| !sizes.contains_key(c))
+                        .map(|c| (c, false)),
+                );
                 continue;
             }
             let (mut files, mut bytes) = (0, 0);
@@ -215,14 +219,20 @@ fn ask(
         .collect();
     check_packs(
         remote,
-        summaries.iter().flatten().flat_map(|s| s.packs.iter().copied()),
+        summaries
+            .iter()
+            .flatten()
+            .flat_map(|s| s.packs.iter().copied()),
         marked,
         uploaded,
         checked,
     )?;
     Ok(summaries
         .into_iter()
-        .map(|s| s.filter(|s| s.packs.iter().all(|p| checked[p])).map(|s| s.packs))
+        .map(|s| {
+            s.filter(|s| s.packs.iter().all(|p| checked[p]))
+                .map(|s| s.packs)
+        })
         .collect())
 }
 

@@ -233,6 +233,8 @@ pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<Pu
     let incoming_path = tmp.path().join("incoming.pack");
     let fetched = fetch_blocks(remote, &blocks, &incoming_path, &mut report)?;
     let mut readers = HashMap::new();
+    // Every chunk of the fetched blocks, checked: the store keeps them (below).
+    let mut incoming = Vec::new();
     if !fetched.is_empty() {
         let reader = PackReader::open(&incoming_path).map_err(pack_err)?;
         for (offset, pack, at) in fetched {
@@ -246,12 +248,14 @@ pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<Pu
             })?;
             for (at, e) in block.header.placed() {
                 if e.kind == EntryKind::Chunk {
-                    have.entry(ChunkId::from_bytes(e.id)).or_insert(ChunkLoc {
+                    let loc = ChunkLoc {
                         pack: INCOMING,
                         block: offset,
                         offset: at,
                         len: e.len,
-                    });
+                    };
+                    have.entry(ChunkId::from_bytes(e.id)).or_insert(loc);
+                    incoming.push((ChunkId::from_bytes(e.id), loc));
                 }
             }
         }
@@ -286,6 +290,15 @@ pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<Pu
         })?;
     report.objects = objects;
     report.object_bytes = bytes;
+    drop(readers);
+    if !incoming.is_empty() {
+        // Kept as a pack of the store: a later pull of a snapshot sharing these chunks (an
+        // edited large file) fetches none of them again. A cache: failing to keep it fails
+        // nothing.
+        if let Err(e) = crate::cold::packs::adopt_pack(store, &incoming_path, &incoming) {
+            store.warn(format!("could not keep the fetched blocks as a pack: {e}"));
+        }
+    }
     for (object, executable, _) in &checked.needs {
         store.objects().ensure_variant(object, *executable)?;
     }
