@@ -409,7 +409,7 @@ pub enum RemoteCommand {
     /// nothing kept needs: marked first, deleted by a later prune after --grace, so a push
     /// running meanwhile is never broken.
     #[command(
-        after_help = "Examples:\n  envstore remote prune ci --older-than 30d --dry-run\n  envstore remote prune ci --older-than 14d"
+        after_help = "Examples:\n  envstore remote prune ci --older-than 30d --dry-run\n  envstore remote prune ci --older-than 14d\n  envstore remote prune ci --max-size 200G"
     )]
     Prune {
         /// A configured remote's name, or a URL
@@ -419,6 +419,10 @@ pub enum RemoteCommand {
         /// How long unneeded packs stay (keep it longer than any push takes)
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration, allow_hyphen_values = true)]
         grace: std::time::Duration,
+        /// Also remove the least recently pushed snapshots no ref names until what the rest
+        /// need fits in SIZE (e.g. 500G); recorded on the remote, `remote stats` shows it
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
+        max_size: Option<u64>,
         #[arg(long)]
         dry_run: bool,
     },

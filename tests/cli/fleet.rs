@@ -192,3 +192,76 @@ fn a_pack_the_remote_lost_is_found_and_a_push_uploads_it_again() {
         b.ok(&["verify"]);
     }
 }
+
+#[test]
+fn remote_prune_max_size_removes_the_least_recently_pushed_unnamed_snapshots_until_it_fits() {
+    let mut backends = vec![file("budget")];
+    backends.extend(s3("budget"));
+    for remote in backends {
+        let a = Env::new();
+        let mut ids = Vec::new();
+        for i in 0..4u64 {
+            let src = a.path(&format!("env{i}"));
+            write(&src.join("lib/data.bin"), &pseudo_random(1 << 20, 100 + i));
+            let mut args = vec!["push", src.to_str().unwrap(), "--to", &remote.url];
+            if i == 0 {
+                args.extend(["--name", "keep"]);
+            }
+            let out = json(&a, &args);
+            ids.push(out["snapshots"][0]["id"].as_str().unwrap().to_owned());
+            // Push times are compared in whole seconds.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        let stats = || json(&a, &["remote", "stats", &remote.url]);
+        let before = stats();
+        let prune = |extra: &[&str]| {
+            let mut args = vec![
+                "remote",
+                "prune",
+                &remote.url,
+                "--older-than",
+                "365d",
+                "--grace",
+                "0s",
+                "--max-size",
+                "2600K",
+            ];
+            args.extend_from_slice(extra);
+            json(&a, &args)
+        };
+        // The dry run names the two oldest unnamed snapshots and changes nothing.
+        let dry = prune(&["--dry-run"]);
+        let removed: Vec<&str> = dry["removed_snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(removed, [&ids[1], &ids[2]], "{}: {dry}", remote.kind);
+        assert_eq!(
+            stats(),
+            before,
+            "{}: a dry run changed the remote",
+            remote.kind
+        );
+
+        prune(&[]);
+        let after = stats();
+        assert_eq!(after["snapshots"], 2, "{}: {after}", remote.kind);
+        assert_eq!(after["max_size"], 2600 << 10, "{}: {after}", remote.kind);
+        // The packs went in two steps (marked, then deleted): the remote now fits.
+        prune(&[]);
+        let fits = stats();
+        assert!(
+            fits["pack_bytes"].as_u64().unwrap() <= 2600 << 10,
+            "{}: {fits}",
+            remote.kind
+        );
+        // What is left still pulls.
+        let b = Env::new();
+        for id in [&ids[0], &ids[3]] {
+            b.ok(&["-q", "pull", id, "--from", &remote.url]);
+        }
+        b.ok(&["verify"]);
+    }
+}

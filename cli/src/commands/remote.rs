@@ -312,15 +312,25 @@ pub fn remote(
                     "pack_bytes": stats.pack_bytes,
                     "partial_files": stats.partial_files,
                     "marked_packs": stats.marked,
+                    "max_size": stats.budget,
+                    "summaries": stats.summaries,
                 }));
             } else {
+                let budget = stats.budget.map_or(String::new(), |b| {
+                    format!(
+                        " of a budget of {} ({:.0}%)",
+                        human_bytes(b),
+                        stats.pack_bytes as f64 * 100.0 / b.max(1) as f64
+                    )
+                });
                 printer.raw(&format!(
-                    "remote          {}\nsnapshots       {}\nrefs            {}\npacks           {} ({})\nmarked packs    {} (deleted by a prune after the grace period)\npartial files   {} (interrupted pushes)\n",
+                    "remote          {}\nsnapshots       {}\nrefs            {}\npacks           {} ({}{budget})\nsummaries       {} (directories and large files a push can skip)\nmarked packs    {} (deleted by a prune after the grace period)\npartial files   {} (interrupted pushes)\n",
                     remote.label(),
                     stats.snapshots,
                     stats.refs.len(),
                     stats.packs,
                     human_bytes(stats.pack_bytes),
+                    stats.summaries,
                     stats.marked,
                     stats.partial_files
                 ));
@@ -330,6 +340,7 @@ pub fn remote(
             remote,
             older_than,
             grace,
+            max_size,
             dry_run,
         } => {
             let remote = store.remote(remote.as_deref())?;
@@ -339,6 +350,7 @@ pub fn remote(
                     older_than,
                     grace,
                     dry_run,
+                    max_size,
                 },
             )?;
             let verb = if dry_run { "would remove" } else { "removed" };
@@ -356,9 +368,23 @@ pub fn remote(
                 report.marked.len(),
                 report.unmarked
             ));
+            if let Some(max) = max_size {
+                printer.info(format_args!(
+                    "{}: what the kept snapshots need is {} of a budget of {}{}",
+                    remote.label(),
+                    human_bytes(report.kept_bytes),
+                    human_bytes(max),
+                    if report.kept_bytes > max {
+                        " (over: what is left is named by refs)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
             if printer.json() {
                 printer.json_value(&json!({
                     "dry_run": dry_run,
+                    "max_size": max_size,
                     "kept_snapshots": report.kept_snapshots,
                     "removed_snapshots": report.removed_snapshots.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
                     "removed_packs": report.removed_packs.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),

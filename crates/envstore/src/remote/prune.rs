@@ -9,7 +9,7 @@
 //! about to publish a record needing it, as long as a push publishes within the grace period of
 //! that check (seconds, against a default of an hour). docs/remote.md has the full argument.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use envstore_remote::format::{self, Marked, Record, Ref};
@@ -28,6 +28,9 @@ pub struct RemotePruneOptions {
     /// How long a pack stays after nothing needs it (and after it was marked).
     pub grace: Duration,
     pub dry_run: bool,
+    /// With a budget, the least recently pushed snapshots no ref names are removed (beyond
+    /// `older_than`) until what the others need fits in this many bytes of packs.
+    pub max_size: Option<u64>,
 }
 
 /// What `remote prune` did (or, with `--dry-run`, would do).
@@ -61,7 +64,27 @@ pub struct RemoteStats {
     pub pack_bytes: u64,
     pub partial_files: u64,
     pub marked: u64,
+    /// Tree and large-object summaries.
+    pub summaries: u64,
+    /// The budget the last `remote prune --max-size` was given.
+    pub budget: Option<u64>,
 }
+
+/// Where `remote prune --max-size` records its budget (`envstore-budget 1`, `max-size <n>`).
+const BUDGET_KEY: &str = "prune/budget";
+
+fn read_budget(remote: &Remote) -> Result<Option<u64>> {
+    let Some(bytes) = remote.storage().get(BUDGET_KEY, 4096)? else {
+        return Ok(None);
+    };
+    Ok(std::str::from_utf8(&bytes).ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("max-size ")?.parse().ok())
+    }))
+}
+
+/// Records read at once.
+const RECORD_BATCH: usize = 32;
 
 fn now() -> i64 {
     SystemTime::now()
@@ -105,6 +128,9 @@ pub(crate) fn remote_stats(remote: &Remote) -> Result<RemoteStats> {
         pack_bytes: listing.complete.values().map(|(s, _)| s).sum(),
         partial_files: listing.partial.len() as u64,
         marked: remote.marked()?.packs.len() as u64,
+        summaries: (remote.storage().list("trees")?.len() + remote.storage().list("objects")?.len())
+            as u64,
+        budget: read_budget(remote)?,
     })
 }
 
@@ -123,35 +149,49 @@ pub(crate) fn remote_prune(
     let mut kept = Vec::new();
     for (id, modified) in remote_snapshots(remote)? {
         if named.contains(&id) || modified >= older {
-            kept.push(id);
+            kept.push((id, modified));
         } else {
             report.removed_snapshots.push(id);
         }
     }
-    // What the kept snapshots need.
-    let keys: Vec<String> = kept.iter().map(format::record_key).collect();
-    let records = remote.storage().get_many(&keys, format::MAX_RECORD)?;
+    // Within a budget: the least recently pushed snapshots no ref names go first, until what
+    // the rest need fits.
+    if let Some(max) = options.max_size {
+        let listing = remote.list_packs()?;
+        let removed = over_budget(remote, &named, &mut kept, &listing, max)?;
+        report.removed_snapshots.extend(removed);
+        if !options.dry_run && read_budget(remote)? != Some(max) {
+            let text = format!("envstore-budget 1\nmax-size {max}\n");
+            remote.storage().put(BUDGET_KEY, text.into_bytes())?;
+        }
+    }
+    // What the kept snapshots need, a few records at a time (memory follows the largest
+    // records, not the remote).
     let mut needed: HashSet<PackId> = HashSet::new();
     let mut kept_trees: HashSet<TreeId> = HashSet::new();
     let mut kept_objects: HashSet<ObjectId> = HashSet::new();
-    for (id, bytes) in kept.iter().zip(records) {
-        let Some(bytes) = bytes else { continue };
-        let record = Record::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
-        needed.extend(record.packs);
-        for (tree, bytes) in &record.trees {
-            kept_trees.insert(*tree);
-            let Ok(tree) = Tree::decode(bytes) else {
-                continue;
-            };
-            for entry in tree.entries() {
-                if let EntryKind::File { object, size, .. } = &entry.kind
-                    && *size >= BIG_OBJECT
-                {
-                    kept_objects.insert(*object);
+    for batch in kept.chunks(RECORD_BATCH) {
+        let keys: Vec<String> = batch.iter().map(|(id, _)| format::record_key(id)).collect();
+        let records = remote.storage().get_many(&keys, format::MAX_RECORD)?;
+        for ((id, _), bytes) in batch.iter().zip(records) {
+            let Some(bytes) = bytes else { continue };
+            let record = Record::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
+            needed.extend(record.packs);
+            for (tree, bytes) in &record.trees {
+                kept_trees.insert(*tree);
+                let Ok(tree) = Tree::decode(bytes) else {
+                    continue;
+                };
+                for entry in tree.entries() {
+                    if let EntryKind::File { object, size, .. } = &entry.kind
+                        && *size >= BIG_OBJECT
+                    {
+                        kept_objects.insert(*object);
+                    }
                 }
             }
+            report.kept_snapshots += 1;
         }
-        report.kept_snapshots += 1;
     }
     if !options.dry_run {
         for id in &report.removed_snapshots {
@@ -160,7 +200,7 @@ pub(crate) fn remote_prune(
     }
     // Key mappings naming a snapshot that is gone (older than the grace period: a push
     // publishes its record before its keys, and this listing may predate both).
-    let kept_set: HashSet<SnapshotId> = kept.iter().copied().collect();
+    let kept_set: HashSet<SnapshotId> = kept.iter().map(|(id, _)| *id).collect();
     let keys = remote.storage().list("keys")?;
     let names: Vec<String> = keys.iter().map(|f| format!("keys/{}", f.name)).collect();
     let mappings = remote.storage().get_many(&names, format::MAX_REF)?;
@@ -244,4 +284,51 @@ pub(crate) fn remote_prune(
         remote.storage().put(format::MARKED_KEY, still.encode())?;
     }
     Ok(report)
+}
+
+/// Moves the least recently pushed of `kept` that no ref names to the returned list until the
+/// packs the rest need fit in `max` bytes (reading each record's pack lines once).
+fn over_budget(
+    remote: &Remote,
+    named: &HashSet<SnapshotId>,
+    kept: &mut Vec<(SnapshotId, i64)>,
+    listing: &crate::remote::open::PackListing,
+    max: u64,
+) -> Result<Vec<SnapshotId>> {
+    let size = |p: &PackId| listing.complete.get(p).map_or(0, |(s, _)| *s);
+    let mut uses: HashMap<PackId, u32> = HashMap::new();
+    let mut packs_of: HashMap<SnapshotId, Vec<PackId>> = HashMap::new();
+    for batch in kept.chunks(RECORD_BATCH) {
+        let keys: Vec<String> = batch.iter().map(|(id, _)| format::record_key(id)).collect();
+        let records = remote.storage().get_many(&keys, format::MAX_RECORD)?;
+        for ((id, _), bytes) in batch.iter().zip(records) {
+            let Some(bytes) = bytes else { continue };
+            let packs = Record::pack_lines(&bytes).map_err(|e| remote.refused(e.to_string()))?;
+            for p in &packs {
+                *uses.entry(*p).or_default() += 1;
+            }
+            packs_of.insert(*id, packs);
+        }
+    }
+    let mut total: u64 = uses.keys().map(size).sum();
+    // Oldest push first (`kept` is newest first).
+    let mut removed = Vec::new();
+    for (id, _) in kept.iter().rev() {
+        if total <= max {
+            break;
+        }
+        if named.contains(id) {
+            continue;
+        }
+        for p in packs_of.get(id).into_iter().flatten() {
+            let n = uses.get_mut(p).expect("counted above");
+            *n -= 1;
+            if *n == 0 {
+                total -= size(p);
+            }
+        }
+        removed.push(*id);
+    }
+    kept.retain(|(id, _)| !removed.contains(id));
+    Ok(removed)
 }
