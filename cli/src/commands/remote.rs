@@ -248,6 +248,44 @@ pub fn remote(
                 }
             }
         }
+        RemoteCommand::Doctor { remote } => {
+            let remote = store.remote(remote.as_deref())?;
+            let probes = store.remote_doctor(&remote);
+            let failed = probes.iter().any(|p| p.outcome.is_err());
+            if printer.json() {
+                printer.json_value(&json!({
+                    "remote": remote.label(),
+                    "ok": !failed,
+                    "steps": probes.iter().map(|p| json!({
+                        "step": p.step,
+                        "ok": p.outcome.is_ok(),
+                        "millis": p.took.as_millis() as u64,
+                        "said": match &p.outcome { Ok(s) => s.clone(), Err(e) => e.to_string() },
+                    })).collect::<Vec<_>>(),
+                }));
+            } else {
+                let mut text = format!("{}\n", remote.label());
+                for p in &probes {
+                    let (word, said) = match &p.outcome {
+                        Ok(s) => ("ok", s.clone()),
+                        Err(e) => ("FAILED", e.to_string()),
+                    };
+                    text.push_str(&format!(
+                        "  {:<17} {:<6} {:>6} ms  {said}\n",
+                        p.step,
+                        word,
+                        p.took.as_millis()
+                    ));
+                }
+                printer.raw(&text);
+            }
+            if let Some(e) = probes.iter().find_map(|p| p.outcome.as_ref().err()) {
+                if let Some(hint) = e.hint() {
+                    printer.hint(&hint);
+                }
+                return Ok(ExitCode::from(1));
+            }
+        }
         RemoteCommand::Verify { remote } => {
             let remote = store.remote(remote.as_deref())?;
             let report = store.remote_verify(&remote)?;

@@ -196,7 +196,19 @@ fn percent_decode(s: &str) -> Vec<u8> {
     out
 }
 
+/// What a missing S3 bucket's 404 says, and what a message about it says instead.
+const NO_BUCKET_CODE: &str = "NoSuchBucket";
+const NO_BUCKET: &str = "the bucket does not exist";
+
+/// A 404 for the bucket, not for the key: an error, never "not there".
+fn no_bucket(e: &object_store::Error) -> bool {
+    format!("{e:?}").contains(NO_BUCKET_CODE)
+}
+
 fn classify(e: &object_store::Error) -> FailKind {
+    if no_bucket(e) {
+        return FailKind::Other;
+    }
     use object_store::Error as E;
     match e {
         E::NotFound { .. } => FailKind::NotFound,
@@ -242,7 +254,11 @@ impl ObjectStorage {
             op,
             key: key.to_owned(),
             kind,
-            message: one_line(&e),
+            message: if no_bucket(&e) {
+                format!("{NO_BUCKET} (create it, or check the URL's bucket name)")
+            } else {
+                s3_said(&one_line(&e)).unwrap_or_else(|| one_line(&e))
+            },
         }
     }
 
@@ -287,6 +303,25 @@ impl ObjectStorage {
     }
 }
 
+/// An S3 error answer's status, code and message (`403 Forbidden: AccessDenied: Access
+/// Denied.`) instead of the whole XML document and the client's wording around it.
+fn s3_said(text: &str) -> Option<String> {
+    let between = |open: &str, close: &str| {
+        let start = text.find(open)? + open.len();
+        let end = text[start..].find(close)? + start;
+        Some(text[start..end].trim().to_owned())
+    };
+    let code = between("<Code>", "</Code>")?;
+    let message = between("<Message>", "</Message>").unwrap_or_default();
+    let status = text
+        .find("status code: ")
+        .map(|i| &text[i + "status code: ".len()..])
+        .and_then(|rest| rest.split(':').next())
+        .map(|s| format!("{}: ", s.trim()))
+        .unwrap_or_default();
+    Some(format!("{status}{code}: {message}"))
+}
+
 /// The error and its causes on one line, without the retry noise's line breaks.
 fn one_line(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -328,7 +363,7 @@ impl Storage for ObjectStorage {
                 self.count(0, 0);
                 Err(self.too_large(key, size, limit))
             }
-            Err(object_store::Error::NotFound { .. }) => {
+            Err(e @ object_store::Error::NotFound { .. }) if !no_bucket(&e) => {
                 self.count(0, 0);
                 Ok(None)
             }
@@ -439,7 +474,7 @@ impl Storage for ObjectStorage {
                             size: meta.size,
                             modified: meta.last_modified.timestamp(),
                         })),
-                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e @ object_store::Error::NotFound { .. }) if !no_bucket(&e) => Ok(None),
                         Err(e) => Err(self.err("look up", key, e)),
                     }
                 })
@@ -519,7 +554,7 @@ impl Storage for ObjectStorage {
         let listed = match listed {
             Ok(listed) => listed,
             // A directory that was never written is an empty one.
-            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) if e.is_not_found() && !e.message.contains(NO_BUCKET) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         Ok(listed
@@ -541,7 +576,8 @@ impl Storage for ObjectStorage {
         let result = runtime().block_on(self.store.delete(&path));
         self.count(0, 0);
         match result {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e @ object_store::Error::NotFound { .. }) if !no_bucket(&e) => Ok(()),
             Err(e) => Err(self.err("delete", key, e)),
         }
     }

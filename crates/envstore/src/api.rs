@@ -243,6 +243,11 @@ impl Store {
     pub fn remote_snapshots(&self, remote: &Remote) -> Result<Vec<(SnapshotId, i64)>> {
         crate::remote::prune::remote_snapshots(remote)
     }
+    /// Tries each thing a remote must do (read, list, write, read back, create-if-absent,
+    /// delete), timing each; a step that fails says why.
+    pub fn remote_doctor(&self, remote: &Remote) -> Vec<crate::RemoteProbe> {
+        crate::remote::doctor::remote_doctor(remote)
+    }
     /// Checks that every snapshot on `remote` still has the packs its record lists.
     pub fn remote_verify(&self, remote: &Remote) -> Result<crate::RemoteVerifyReport> {
         crate::remote::check::remote_verify(remote)

@@ -6,6 +6,7 @@
 
 pub(crate) mod check;
 pub(crate) mod config;
+pub(crate) mod doctor;
 pub(crate) mod fetch;
 pub(crate) mod keys;
 pub(crate) mod negotiate;
@@ -17,6 +18,7 @@ pub(crate) mod upload;
 
 pub use check::RemoteVerifyReport;
 pub use config::read_secret_key;
+pub use doctor::RemoteProbe;
 pub use envstore_remote::FailKind as RemoteFailKind;
 pub use open::Remote;
 pub use prune::{RemotePruneOptions, RemotePruneReport, RemoteStats};
