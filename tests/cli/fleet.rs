@@ -374,3 +374,30 @@ fn remote_doctor_says_what_works_and_names_what_does_not() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_remote_cache_is_shown_by_stats_and_pruned_with_the_store() {
+    let remote = file("cache");
+    let a = Env::new();
+    let src = a.path("env");
+    fleet_env(&src, 3, &[1, 2]);
+    a.ok(&["-q", "push", src.to_str().unwrap(), "--to", &remote.url]);
+    let stats = json(&a, &["stats"]);
+    assert_eq!(stats["remote_cache_files"], 1, "{stats}");
+    assert!(stats["remote_cache_bytes"].as_u64().unwrap() > 0);
+    // A month unused: prune drops it (a dry run only says so).
+    let cache = a.store.join("remote-cache");
+    for entry in fs::read_dir(&cache).unwrap() {
+        let f = fs::File::options()
+            .append(true)
+            .open(entry.unwrap().path())
+            .unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86400);
+        f.set_modified(old).unwrap();
+    }
+    let dry = json(&a, &["prune", "--dry-run"]);
+    assert_eq!(dry["remote_cache_removed"], 1, "{dry}");
+    assert_eq!(json(&a, &["stats"])["remote_cache_files"], 1);
+    json(&a, &["prune"]);
+    assert_eq!(json(&a, &["stats"])["remote_cache_files"], 0);
+}

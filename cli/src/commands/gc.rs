@@ -105,6 +105,8 @@ pub fn prune(
             "packs_rewritten": plan.packs.rewritten.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "pack_bytes_before": plan.packs.bytes_before,
             "pack_bytes_after": plan.packs.bytes_after,
+            "remote_cache_removed": plan.remote_cache_removed.0,
+            "remote_cache_removed_bytes": plan.remote_cache_removed.1,
             "to_pack": plan.to_pack.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "packed": plan.packed.as_ref().map(pack_json),
             "rooted": plan.rooted.iter().map(|(id, dir)| json!({"id": id.to_hex(), "dir": dir})).collect::<Vec<_>>(),
@@ -160,6 +162,13 @@ pub fn prune(
                 plan.packs.rewritten.len(),
                 human_bytes(plan.packs.bytes_before),
                 human_bytes(plan.packs.bytes_after),
+            ));
+        }
+        if plan.remote_cache_removed.0 > 0 {
+            printer.info(format_args!(
+                "{verb} {} cached remote pack indexes ({})",
+                plan.remote_cache_removed.0,
+                human_bytes(plan.remote_cache_removed.1)
             ));
         }
         match &plan.packed {

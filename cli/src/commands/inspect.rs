@@ -299,6 +299,8 @@ pub fn stats(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
             "packs": s.packs, "packed_bytes": s.pack_bytes,
             "chunks": s.chunks, "chunk_bytes": s.chunk_bytes,
             "disk_bytes": s.disk_bytes,
+            "remote_cache_files": s.remote_cache_files,
+            "remote_cache_bytes": s.remote_cache_bytes,
             "dedup_ratio": s.dedup_ratio(), "compression_ratio": s.compression_ratio(),
             "total_ratio": s.total_ratio(),
             "link_modes": links,
@@ -350,6 +352,14 @@ pub fn stats(store: &Store, printer: &Printer) -> anyhow::Result<ExitCode> {
             ),
         ],
         ["on disk", &human_bytes(s.disk_bytes)],
+        [
+            "remote cache",
+            &format!(
+                "{} in {} pack indexes (prune keeps it under 256 MiB)",
+                human_bytes(s.remote_cache_bytes),
+                s.remote_cache_files
+            ),
+        ],
         [
             "ratios",
             &format!(

@@ -87,6 +87,9 @@ pub struct StoreStats {
     /// Distinct chunks in packs, and their uncompressed bytes.
     pub chunks: u64,
     pub chunk_bytes: u64,
+    /// Remote pack indexes cached in `remote-cache/`, and their bytes.
+    pub remote_cache_files: u64,
+    pub remote_cache_bytes: u64,
     /// Which link modes work on the store's file system.
     pub link_support: Vec<(LinkMode, std::result::Result<(), String>)>,
 }
@@ -241,6 +244,7 @@ pub(crate) fn stats(store: &Store) -> Result<StoreStats> {
         Ok(())
     })?;
     stats.disk_bytes = disk_usage(store.root())?;
+    (stats.remote_cache_files, stats.remote_cache_bytes) = crate::store::cache::size(store)?;
     stats.link_support = if store.is_writable() {
         envstore_link::probe(&store.root().join("tmp"))
     } else {

@@ -88,6 +88,9 @@ pub struct PrunePlan {
     pub size_after: u64,
     /// Set when the size bound cannot be met (everything left is pinned or leased).
     pub size_unmet: bool,
+    /// Cached remote pack indexes dropped (unused for a month, or beyond the cache's
+    /// budget): how many, and their bytes.
+    pub remote_cache_removed: (u64, u64),
     /// Key records removed because their snapshot was.
     pub key_records_removed: usize,
     /// Snapshots whose trees cannot be read: kept (prune cannot tell what they need), and

@@ -361,6 +361,7 @@ pub(crate) fn prune_plan(store: &Store, options: &PruneOptions) -> Result<PruneP
     let mut plan = plan_prune(store, options, Mode::DryRun)?;
     sweep_stored(store, &mut plan, Mode::DryRun)?;
     plan.packs = crate::cold::sweep::sweep_packs(store, &plan.kept_ids, Mode::DryRun)?;
+    plan.remote_cache_removed = crate::store::cache::trim(store, Mode::DryRun)?;
     crate::store::mark::warn_if_in_memory(store);
     Ok(plan)
 }
@@ -393,6 +394,7 @@ pub(crate) fn prune(store: &Store, options: &PruneOptions) -> Result<PrunePlan> 
         let _ = store.update_index(|index| index.remove_snapshots(&removed));
     }
     plan.packs = crate::cold::sweep::sweep_packs(store, &plan.kept_ids, Mode::Execute)?;
+    plan.remote_cache_removed = crate::store::cache::trim(store, Mode::Execute)?;
     crate::store::mark::warn_if_in_memory(store);
     if !plan.to_pack.is_empty() {
         let envs = store.root().join("envs");

@@ -8,8 +8,7 @@ use envstore_tree::PackId;
 
 use crate::{Error, Result, Store};
 
-/// Remote pack indexes seen before, by pack id (an index is a function of its pack).
-pub(crate) const CACHE_DIR: &str = "remote-cache";
+pub(crate) use crate::store::cache::CACHE_DIR;
 
 /// An open remote.
 #[derive(Debug)]
@@ -146,6 +145,7 @@ pub(super) fn pack_indexes(
             .and_then(|b| PackIndex::decode(&b, id).ok())
         {
             Some(idx) => {
+                crate::store::cache::touch(&path);
                 out.insert(*id, idx);
             }
             None => fetch.push(*id),

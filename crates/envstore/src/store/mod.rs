@@ -1,6 +1,7 @@
 //! The store itself: the handle, opening, paths, records, the listing of stored files and
 //! reachability. Uses nothing above it.
 
+pub(crate) mod cache;
 pub(crate) mod files;
 pub(crate) mod handle;
 pub(crate) mod mark;
