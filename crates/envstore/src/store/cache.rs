@@ -6,7 +6,7 @@
 //! each; they are what refuses a replayed ref).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::store::Mode;
@@ -47,7 +47,8 @@ pub(crate) fn size(store: &Store) -> Result<(u64, u64)> {
 }
 
 /// Marks a cached index used now, so trimming keeps it longest.
-pub(crate) fn touch(path: &Path) {
+#[cfg(feature = "remote")]
+pub(crate) fn touch(path: &std::path::Path) {
     if let Ok(f) = fs::File::options().append(true).open(path) {
         let _ = f.set_modified(SystemTime::now());
     }
