@@ -401,3 +401,69 @@ fn the_remote_cache_is_shown_by_stats_and_pruned_with_the_store() {
     json(&a, &["prune"]);
     assert_eq!(json(&a, &["stats"])["remote_cache_files"], 0);
 }
+
+/// Every file below `dir` with its bytes.
+fn contents(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path(), fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn remote_prune_dry_run_changes_nothing_and_a_damaged_local_object_is_never_pushed() {
+    let remote = file("dry");
+    let root = std::path::PathBuf::from(remote.url.strip_prefix("file://").unwrap());
+    let a = Env::new();
+    for i in 0..3 {
+        let src = a.path(&format!("env{i}"));
+        fleet_env(&src, i, &[i, i + 1]);
+        a.ok(&["-q", "push", src.to_str().unwrap(), "--to", &remote.url]);
+    }
+    // Push times are whole seconds: let them be older than "0s ago".
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = contents(&root);
+    let args = |extra: &'static [&'static str]| {
+        let mut v = vec!["remote", "prune", remote.url.as_str()];
+        v.extend(["--older-than", "0s", "--grace", "0s"]);
+        v.extend_from_slice(extra);
+        v
+    };
+    let dry = json(&a, &args(&["--dry-run"]));
+    assert_eq!(
+        dry["removed_snapshots"].as_array().unwrap().len(),
+        3,
+        "{dry}"
+    );
+    assert!(contents(&root) == before, "a dry run changed the remote");
+    json(&a, &args(&[]));
+    assert!(contents(&root) != before, "the real prune changed nothing");
+
+    // A local object damaged after ingest: the push refuses it and publishes nothing.
+    let src = a.path("damaged");
+    write(&src.join("lib/data.bin"), &pseudo_random(300 << 10, 77));
+    let id = a.ok(&["-q", "ingest", src.to_str().unwrap()]);
+    let id = id.trim();
+    let objects = a.store.join("objects");
+    let victim = contents(&objects)
+        .into_iter()
+        .find(|(_, bytes)| bytes.len() == 300 << 10)
+        .unwrap()
+        .0;
+    crate::common::chmod(&victim, 0o644);
+    let mut bytes = fs::read(&victim).unwrap();
+    bytes[1000] ^= 1;
+    fs::write(&victim, bytes).unwrap();
+    let err = a.fails(&["push", id, "--to", &remote.url]);
+    assert!(err.contains("damaged"), "{err}");
+    assert!(!root.join("snapshots").join(id).exists());
+}

@@ -205,6 +205,23 @@ fn first_pack(url: &str) -> String {
     format!("packs/{}", pack.name)
 }
 
+/// Regular files below `dir` (none when it does not exist).
+fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                files_under(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
 #[test]
 fn a_damaged_or_tampered_remote_is_refused_and_nothing_is_kept() {
     for remote in backends("tamper") {
@@ -247,6 +264,15 @@ fn a_damaged_or_tampered_remote_is_refused_and_nothing_is_kept() {
                     .count(),
                 0
             );
+            // Nothing of it was kept: no tree, nothing left in tmp/, no pack of fetched blocks.
+            for dir in ["trees", "tmp", "packs"] {
+                assert_eq!(
+                    files_under(&b.store.join(dir)),
+                    0,
+                    "{} {what}: {dir}/ is not empty",
+                    remote.kind
+                );
+            }
             b.ok(&["verify"]);
         }
         tamper(&remote.url, &pack, |b| *b = original.clone());

@@ -16,6 +16,9 @@ pub(crate) mod pull;
 pub(crate) mod push;
 pub(crate) mod upload;
 
+#[cfg(test)]
+mod tests;
+
 pub use check::RemoteVerifyReport;
 pub use config::read_secret_key;
 pub use doctor::RemoteProbe;

@@ -29,6 +29,16 @@ impl Remote {
         })
     }
 
+    /// A remote over a given storage (tests wrap a real one to meddle with it).
+    #[cfg(test)]
+    pub(crate) fn with_storage(url: &RemoteUrl, storage: Box<dyn Storage>) -> Remote {
+        Remote {
+            name: None,
+            url: url.clone(),
+            storage,
+        }
+    }
+
     /// The name, or the URL (without password) when it has none.
     pub fn label(&self) -> String {
         self.name.clone().unwrap_or_else(|| self.url.to_string())
