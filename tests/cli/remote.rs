@@ -381,6 +381,7 @@ fn large_env(root: &Path, seed: u64) {
 fn a_push_killed_at_random_points_never_leaves_a_visible_incomplete_snapshot() {
     let mut remotes = vec![file("killed")];
     remotes.extend(s3("killed"));
+    remotes.extend(webdav("killed"));
     for remote in remotes {
         let a = Env::new();
         let src = a.path("src");
@@ -453,6 +454,7 @@ fn prune(env: &Env, url: &str, grace: &str) -> serde_json::Value {
 fn remote_prune_beside_running_pushes_breaks_nothing() {
     let mut remotes = vec![file("prune")];
     remotes.extend(s3("prune"));
+    remotes.extend(webdav("prune"));
     for remote in remotes {
         let a = Env::new();
         // Something prune may remove: a snapshot nothing names, sharing nothing.
@@ -607,18 +609,65 @@ fn remote_failures_are_clear_errors() {
     assert!(err.contains("not an envstore remote"), "{err}");
 }
 
+/// `curl -s URL` (the SeaweedFS filer's and master's HTTP APIs) as JSON.
+fn curl_json(url: &str) -> serde_json::Value {
+    let out = Command::new("curl")
+        .args(["-s", "-f", url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {url}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The volume servers (`127.0.0.1:PORT`) that hold the first chunk of the object at `key`
+/// (a key below the test bucket), from the filer's metadata and a master's lookup.
+fn volume_servers_of(key: &str) -> Vec<String> {
+    let meta = curl_json(&format!(
+        "http://127.0.0.1:8888/buckets/envstore-test/{key}?metadata=true"
+    ));
+    let file_id = meta["chunks"][0]["file_id"].as_str().unwrap().to_owned();
+    let volume = file_id.split(',').next().unwrap();
+    let found = curl_json(&format!(
+        "http://127.0.0.1:9331/dir/lookup?volumeId={volume}"
+    ));
+    found["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["url"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Runs on its own (tests/run.sh runs it after the others): it kills a SeaweedFS volume
-/// server, which would disturb the other tests' writes.
+/// server, which would disturb the other tests' writes. The server killed is one that holds
+/// the pack being pulled (its other replica is on another server), killed while the pull is
+/// fetching it: the pull must fail over and bring everything back intact.
 #[test]
 fn seaweed_volume_killed_during_a_pull() {
-    let Some(remote) = s3("volume") else { return };
+    let remote = s3("volume").expect("the S3 test cluster (.ci/remotes.sh start DIR)");
     let dir =
         PathBuf::from(std::env::var("ENVSTORE_TEST_SEAWEED_DIR").expect("set by .ci/remotes.sh"));
     let a = Env::new();
     let src = a.path("src");
     large_env(&src, 3);
-    let (id, _) = push(&a, &src, &remote.url, &[]);
-    let pid_file = dir.join("volume2.pid");
+    // Large enough that the fetch is still running when the server goes.
+    let mut big = std::fs::File::create(src.join("lib/weights.bin")).unwrap();
+    for i in 0..192u64 {
+        std::io::Write::write_all(&mut big, &pseudo_random(1 << 20, 1000 + i)).unwrap();
+    }
+    drop(big);
+    let (id, pushed) = push(&a, &src, &remote.url, &[]);
+    let packs = pushed["snapshots"][0]["packs"].as_array().unwrap().clone();
+    let prefix = remote.url.strip_prefix("s3://envstore-test/").unwrap();
+    let first = format!("{prefix}/packs/{}.pack", packs[0].as_str().unwrap());
+    let holders = volume_servers_of(&first);
+    assert!(
+        holders.len() >= 2,
+        "replication 001 keeps two copies: {holders:?}"
+    );
+    let port = holders[0].rsplit(':').next().unwrap();
+    let n = &port[port.len() - 1..];
+    let pid_file = dir.join(format!("volume{n}.pid"));
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
@@ -630,22 +679,48 @@ fn seaweed_volume_killed_during_a_pull() {
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
+    assert!(
+        cmdline.iter().any(|a| a == &format!("-port={port}")),
+        "volume{n}.pid is not the server on {port}: {cmdline:?}"
+    );
     let b = Env::new();
-    let child = b
+    let mut child = b
         .cmd()
         .args(["pull", &id, "--from", &remote.url])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(30));
+    // Kill once the fetch has begun: the temporary pack it streams into exists.
+    let started = Instant::now();
+    let incoming = loop {
+        let found = std::fs::read_dir(b.store.join("tmp")).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path().join("incoming.pack"))
+                .find(|p| p.exists())
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pull ended before fetching"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the pull never fetched"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let fetched_at_kill = std::fs::metadata(&incoming).map_or(0, |m| m.len());
+    let still_running = child.try_wait().unwrap().is_none();
     Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
     let out = child.wait_with_output().unwrap();
     // Bring it back for whatever runs next (it outlives this test; remotes.sh stops it).
-    let log = std::fs::File::create(dir.join("volume2.log")).unwrap();
+    let log = std::fs::File::create(dir.join(format!("volume{n}.log"))).unwrap();
     let restarted = Command::new(&cmdline[0])
         .args(&cmdline[1..])
         .stdout(log.try_clone().unwrap())
@@ -657,6 +732,12 @@ fn seaweed_volume_killed_during_a_pull() {
     assert!(
         out.status.success(),
         "the pull failed with a volume server down: {out:?}"
+    );
+    // In flight at the kill: running, and with less fetched than it went on to fetch.
+    assert!(still_running, "the pull had finished before the kill");
+    assert!(
+        fetched_at_kill < 192 << 20,
+        "the fetch was complete before the kill ({fetched_at_kill} bytes)"
     );
     assert_eq!(tree(&b.materialize(Path::new(&id))), tree(&src));
 }
