@@ -135,7 +135,7 @@ fn a_push_that_finds_a_pack_it_relies_on_gone_at_the_final_check_goes_back_and_u
     // What it published pulls whole into an empty store.
     let (_dir2, other) = testutil::store();
     crate::remote::pull::pull(&other, &plain, &second).unwrap();
-    let verified = crate::verify::pass::verify(&other, None, false).unwrap();
+    let verified = other.verify(None, false).unwrap();
     assert!(verified.ok(false), "{verified:?}");
 }
 
