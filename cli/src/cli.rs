@@ -189,6 +189,10 @@ pub enum Command {
         /// A configured remote's name, or a URL; default: every configured remote in order
         #[arg(long, alias = "remote", value_name = "REMOTE")]
         from: Option<String>,
+        /// Pin each pulled ref here under the same name (kept by prune, usable as a SOURCE
+        /// offline); refs only
+        #[arg(long)]
+        pin: bool,
     },
     /// Configure remotes and look at them: add, ls, rm, stats, prune, trust
     #[command(subcommand)]

@@ -467,3 +467,35 @@ fn remote_prune_dry_run_changes_nothing_and_a_damaged_local_object_is_never_push
     assert!(err.contains("damaged"), "{err}");
     assert!(!root.join("snapshots").join(id).exists());
 }
+
+#[test]
+fn pull_ref_pin_keeps_the_name_here() {
+    let remote = file("pin");
+    let a = Env::new();
+    let src = a.path("env");
+    fleet_env(&src, 5, &[1]);
+    let out = json(
+        &a,
+        &[
+            "push",
+            src.to_str().unwrap(),
+            "--to",
+            &remote.url,
+            "--name",
+            "tools",
+        ],
+    );
+    let id = out["snapshots"][0]["id"].as_str().unwrap().to_owned();
+    let b = Env::new();
+    let err = b.fails(&["pull", &id, "--from", &remote.url, "--pin"]);
+    assert!(err.contains("--pin pins a ref"), "{err}");
+    b.ok(&["-q", "pull", "tools", "--from", &remote.url, "--pin"]);
+    // Offline now (no remote configured): the name is a pin of this store.
+    let path = b.ok(&["materialize", "tools"]);
+    assert!(Path::new(path.trim()).join("pyvenv.cfg").exists());
+    let listed = b.ok(&["ls"]);
+    assert!(listed.contains("tools"), "{listed}");
+    // And prune keeps it.
+    b.ok(&["-q", "prune", "--older-than", "0s"]);
+    b.ok(&["materialize", "tools"]);
+}

@@ -187,7 +187,9 @@ fn run_command(store: &Store, command: Command, printer: &Printer) -> anyhow::Re
             &filter.build()?,
             printer,
         ),
-        Command::Pull { sources, from } => remote::pull(store, &sources, from.as_deref(), printer),
+        Command::Pull { sources, from, pin } => {
+            remote::pull(store, &sources, from.as_deref(), pin, printer)
+        }
         Command::Remote(command) => remote::remote(store, command, printer),
         Command::Key(command) => remote::key(command, printer),
         Command::Completions { .. } => unreachable!("handled before opening the store"),

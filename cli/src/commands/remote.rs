@@ -85,8 +85,19 @@ pub fn pull(
     store: &Store,
     sources: &[String],
     from: Option<&str>,
+    pin: bool,
     printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
+    if pin
+        && let Some(id) = sources
+            .iter()
+            .find(|s| s.len() == 64 && s.parse::<envstore::SnapshotId>().is_ok())
+    {
+        bail!(
+            "--pin pins a ref under its name, and {id} is a snapshot id: pull it, then \
+             `envstore pin NAME {id}`"
+        );
+    }
     let remotes = store.remotes(from)?;
     if remotes.is_empty() {
         return Err(envstore::Error::NoRemotes.into());
@@ -140,6 +151,16 @@ pub fn pull(
             ));
         }
         printer.detail(format_args!("{}: {}", remote.label(), remote.counters()));
+        if pin {
+            match store.pin(spec, &report.id)? {
+                Some(old) if old != report.id => printer.info(format_args!(
+                    "pinned {spec} -> {} (was {})",
+                    short(&report.id),
+                    short(&old)
+                )),
+                _ => printer.info(format_args!("pinned {spec} -> {}", short(&report.id))),
+            }
+        }
         if !printer.json() {
             printer.data(&report.id.to_hex());
         }
