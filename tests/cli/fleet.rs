@@ -499,3 +499,45 @@ fn pull_ref_pin_keeps_the_name_here() {
     b.ok(&["-q", "prune", "--older-than", "0s"]);
     b.ok(&["materialize", "tools"]);
 }
+
+#[test]
+fn concurrent_pushes_of_overlapping_environments_all_land_whole() {
+    let mut backends = vec![file("overlap")];
+    backends.extend(s3("overlap"));
+    backends.extend(webdav("overlap"));
+    for remote in backends {
+        // Six runners at once, each with its own store, environments sharing most packages
+        // (and so the same summaries and, often, the same packs).
+        let pushed: Vec<(String, std::path::PathBuf, Env)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..6u64)
+                .map(|i| {
+                    let url = remote.url.clone();
+                    scope.spawn(move || {
+                        let env = Env::new();
+                        let src = env.path("env");
+                        fleet_env(&src, i, &[1, 2, 3, 4, 10 + i % 3]);
+                        write(&src.join("lib/own.bin"), &pseudo_random(300 << 10, 50 + i));
+                        let out = json(&env, &["push", src.to_str().unwrap(), "--to", &url]);
+                        let id = out["snapshots"][0]["id"].as_str().unwrap().to_owned();
+                        (id, src, env)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let check = json(&pushed[0].2, &["remote", "verify", &remote.url]);
+        assert_eq!(check["snapshots"], 6, "{}: {check}", remote.kind);
+        assert_eq!(check["damaged"].as_array().unwrap().len(), 0, "{check}");
+        for (id, src, _) in &pushed {
+            let b = Env::new();
+            b.ok(&["-q", "pull", id, "--from", &remote.url]);
+            let path = b.materialize(Path::new(id));
+            assert_eq!(
+                crate::common::snapshot_of(&path, &crate::common::is_bytecode),
+                crate::common::snapshot_of(src, &crate::common::is_bytecode),
+                "{}",
+                remote.kind
+            );
+        }
+    }
+}
