@@ -42,8 +42,10 @@ PER_ENV = 24
 BATCH = 50  # environments per push command while growing
 
 
-def package(root: Path, p: int):
-    d = root / "lib/python3.11/site-packages"
+POOL_DIR = None  # packages written once, linked into each environment (growing is then fast)
+
+
+def write_package(d: Path, p: int):
     m = d / f"pkg{p}"
     m.mkdir(parents=True, exist_ok=True)
     rng = random.Random(p)
@@ -53,6 +55,21 @@ def package(root: Path, p: int):
     info.mkdir(exist_ok=True)
     for f in ("METADATA", "RECORD", "WHEEL", "INSTALLER"):
         (info / f).write_text(f"pkg{p} {f}\n")
+
+
+def package(root: Path, p: int):
+    d = root / "lib/python3.11/site-packages"
+    d.mkdir(parents=True, exist_ok=True)
+    if POOL_DIR is None or p >= POOL:
+        write_package(d, p)
+        return
+    src = POOL_DIR / str(p)
+    if not src.exists():
+        write_package(src, p)
+    for top in src.iterdir():
+        (d / top.name).mkdir()
+        for f in top.iterdir():
+            os.link(f, d / top.name / f.name)
 
 
 def make_env(root: Path, seed: int, extra: int | None = None):
@@ -154,6 +171,8 @@ def main():
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     bucket = base.removeprefix("s3://").split("/")[0]
     work = Path(tempfile.mkdtemp(prefix="envstore-fleet-", dir=CACHE))
+    global POOL_DIR
+    POOL_DIR = work / "pool"
     rows = []
     try:
         ids, have = [], 0

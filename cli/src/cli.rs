@@ -385,6 +385,9 @@ pub enum RemoteCommand {
         name: String,
         /// s3://BUCKET/PREFIX, http(s)://[USER:PASSWORD@]HOST/PATH or file:///DIR
         url: String,
+        /// In the user's remotes file (~/.config/envstore/remotes), read by every store
+        #[arg(long)]
+        user: bool,
     },
     /// List the configured remotes and trusted keys; with NAME, that remote's refs and snapshots
     #[command(after_help = "Examples:\n  envstore remote ls\n  envstore remote ls ci --json")]
@@ -393,7 +396,12 @@ pub enum RemoteCommand {
         remote: Option<String>,
     },
     /// Forget a remote (nothing on the remote is touched)
-    Rm { name: String },
+    Rm {
+        name: String,
+        /// From the user's remotes file instead of the store's
+        #[arg(long)]
+        user: bool,
+    },
     /// Check what works on a remote: read, list, write, read back, create-if-absent, delete
     ///
     /// Prints each step with how long it took; a failing step says why (refused credentials, a
@@ -440,9 +448,19 @@ pub enum RemoteCommand {
         dry_run: bool,
     },
     /// Trust a public key (NAME:HEX from `envstore key generate`): refs must then be signed
-    Trust { key: String },
+    Trust {
+        key: String,
+        /// In the user's remotes file, for every store
+        #[arg(long)]
+        user: bool,
+    },
     /// Stop trusting a key (by name or NAME:HEX)
-    Untrust { key: String },
+    Untrust {
+        key: String,
+        /// In the user's remotes file
+        #[arg(long)]
+        user: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -80,7 +80,9 @@ impl Env {
 
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(bin());
+        // The user's remotes file of this test alone (never the developer's).
         cmd.env("ENVSTORE_DIR", &self.store)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env_remove("ENVSTORE_LINK_MODE");
         cmd
     }

@@ -541,3 +541,62 @@ fn concurrent_pushes_of_overlapping_environments_all_land_whole() {
         }
     }
 }
+
+#[test]
+fn a_remote_in_the_users_file_serves_every_store() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let remote = file("user");
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config");
+    let run = |env: &Env, args: &[&str]| {
+        let out = env
+            .cmd()
+            .args(args)
+            .env("XDG_CONFIG_HOME", &config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let a = Env::new();
+    let (code, _, err) = run(&a, &["remote", "add", "--user", "fleet", &remote.url]);
+    assert_eq!(code, Some(0), "{err}");
+    let file = config.join("envstore/remotes");
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let src = a.path("env");
+    fleet_env(&src, 9, &[2]);
+    // Store A pushes through the user's remote by name.
+    let (code, _, err) = run(
+        &a,
+        &[
+            "-q",
+            "push",
+            src.to_str().unwrap(),
+            "--to",
+            "fleet",
+            "--name",
+            "tools",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    // Another store of the same user knows it without `remote add`, and falls through to it.
+    let b = Env::new();
+    let (_, listed, _) = run(&b, &["remote", "ls"]);
+    assert!(listed.contains("fleet"), "{listed}");
+    let (code, path, err) = run(&b, &["materialize", "tools"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(Path::new(path.trim()).join("pyvenv.cfg").exists());
+    // It is not the store's to remove; --user removes it.
+    let (code, _, err) = run(&b, &["remote", "rm", "fleet"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = run(&b, &["remote", "rm", "--user", "fleet"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, listed, _) = run(&a, &["remote", "ls"]);
+    assert!(!listed.contains("fleet"), "{listed}");
+}

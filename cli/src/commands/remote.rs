@@ -194,8 +194,8 @@ pub fn remote(
     printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        RemoteCommand::Add { name, url } => {
-            let entry = store.remote_add(&name, &url)?;
+        RemoteCommand::Add { name, url, user } => {
+            let entry = store.remote_add(scope(user), &name, &url)?;
             printer.info(format_args!(
                 "added remote {} at {} (create-if-absent: {})",
                 entry.name,
@@ -207,19 +207,19 @@ pub fn remote(
                 }
             ));
         }
-        RemoteCommand::Rm { name } => {
-            store.remote_rm(&name)?;
+        RemoteCommand::Rm { name, user } => {
+            store.remote_rm(scope(user), &name)?;
             printer.info(format_args!(
                 "removed remote {name} (its content was not touched)"
             ));
         }
-        RemoteCommand::Trust { key } => {
-            store.trust_key(&key, true)?;
+        RemoteCommand::Trust { key, user } => {
+            store.trust_key(scope(user), &key, true)?;
             printer
                 .info("trusted; refs pulled into this store must now be signed by a trusted key");
         }
-        RemoteCommand::Untrust { key } => {
-            store.trust_key(&key, false)?;
+        RemoteCommand::Untrust { key, user } => {
+            store.trust_key(scope(user), &key, false)?;
             printer.info(format_args!("no longer trusting {key}"));
         }
         RemoteCommand::Ls { remote: None } => {
@@ -460,6 +460,14 @@ pub fn remote(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn scope(user: bool) -> envstore::ConfigScope {
+    if user {
+        envstore::ConfigScope::User
+    } else {
+        envstore::ConfigScope::Store
+    }
 }
 
 pub fn key(command: KeyCommand, printer: &Printer) -> anyhow::Result<ExitCode> {

@@ -202,16 +202,21 @@ impl Store {
     }
     /// Adds remote `name` at `url`, after checking it answers, that it is an envstore remote
     /// or empty, and whether it honours create-if-absent.
-    pub fn remote_add(&self, name: &str, url: &str) -> Result<RemoteEntry> {
-        crate::remote::config::remote_add(self, name, url)
+    pub fn remote_add(
+        &self,
+        scope: crate::ConfigScope,
+        name: &str,
+        url: &str,
+    ) -> Result<RemoteEntry> {
+        crate::remote::config::remote_add(self, scope, name, url)
     }
     /// Removes remote `name` from the configuration (the remote itself is not touched).
-    pub fn remote_rm(&self, name: &str) -> Result<()> {
-        crate::remote::config::remote_rm(self, name)
+    pub fn remote_rm(&self, scope: crate::ConfigScope, name: &str) -> Result<()> {
+        crate::remote::config::remote_rm(self, scope, name)
     }
     /// Trusts (or, with `trust == false`, stops trusting) a public key for signed refs.
-    pub fn trust_key(&self, key: &str, trust: bool) -> Result<()> {
-        crate::remote::config::trust_key(self, key, trust)
+    pub fn trust_key(&self, scope: crate::ConfigScope, key: &str, trust: bool) -> Result<()> {
+        crate::remote::config::trust_key(self, scope, key, trust)
     }
     /// The remotes `spec` names: a configured name or a URL; `None` means every configured
     /// remote, in order.

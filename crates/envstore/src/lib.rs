@@ -57,8 +57,8 @@ pub use keys::ensure::{EnsureSpec, Ensured};
 pub use keys::venv::{VenvRecipe, venv_recipe};
 #[cfg(feature = "remote")]
 pub use remote::{
-    PullReport, PushReport, Remote, RemoteFailKind, RemoteProbe, RemotePruneOptions,
-    RemotePruneReport, RemoteStats, RemoteVerifyReport, read_secret_key,
+    ConfigScope, PullReport, PushReport, Remote, RemoteFailKind, RemoteProbe, RemotePruneOptions,
+    RemotePruneReport, RemoteStats, RemoteVerifyReport, read_secret_key, user_config_path,
 };
 pub use store::handle::{
     Lease, Progress, ProgressFn, Source, Store, StoreOptions, Warning, default_store_path,

@@ -20,7 +20,7 @@ pub(crate) mod upload;
 mod tests;
 
 pub use check::RemoteVerifyReport;
-pub use config::read_secret_key;
+pub use config::{ConfigScope, read_secret_key, user_config_path};
 pub use doctor::RemoteProbe;
 pub use envstore_remote::FailKind as RemoteFailKind;
 pub use open::Remote;
