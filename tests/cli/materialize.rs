@@ -289,3 +289,33 @@ fn json_output_is_one_object_on_stdout() {
     assert_eq!(value["created"], false);
     assert_eq!(value["files"], 7);
 }
+
+/// A `pip install` into a materialized environment (simulated: a new file in one of its
+/// directories, which must be made writable first by anyone but root) is noticed on the next
+/// hit: a warning, and a fresh copy at the same path.
+#[test]
+fn a_hit_never_hands_out_an_environment_written_to_since() {
+    let env = Env::new();
+    let src = env.path("src");
+    sample_env(&src);
+    let path = env.materialize(&src);
+    let sp = path.join("lib/python3.11/site-packages");
+    crate::common::chmod(&sp, 0o755);
+    std::fs::write(sp.join("injected.py"), b"print('hi')\n").unwrap();
+    crate::common::chmod(&sp, 0o555);
+
+    let out = env.run(&["materialize", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("was written to after it was laid out")
+            && stderr.contains("lib/python3.11/site-packages"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), path.to_str().unwrap());
+    assert!(!sp.join("injected.py").exists());
+    env.ok(&["verify"]);
+    // Untouched now: the next hit says nothing.
+    let out = env.run(&["materialize", src.to_str().unwrap()]);
+    assert!(out.stderr.is_empty(), "{out:?}");
+}

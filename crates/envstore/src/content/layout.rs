@@ -68,11 +68,7 @@ pub(crate) fn lay_out<'a>(
     // From here on the temporary tree is removed by remove_tree (it copes with read-only
     // directories), never by TempDir's drop.
     let tmp = tmp.keep();
-    let filled = fill(&ctx, &tmp, &root).and_then(|()| {
-        // Read-only to the last directory: nobody installs into a content-named path.
-        fs::set_permissions(&tmp, Permissions::from_mode(READ_ONLY_DIR))
-            .map_err(Error::io("chmod", &tmp))
-    });
+    let filled = fill(&ctx, &tmp, &root).and_then(|()| seal_dir(&tmp));
     if let Err(e) = filled {
         let _ = remove_tree(&tmp, &envs);
         return Err(e);
@@ -113,6 +109,18 @@ pub(crate) fn lay_out<'a>(
     Ok((created, report))
 }
 
+/// Once a directory's content is in place (post-order): read-only (nobody installs into a
+/// content-named path) and the fixed mtime, so that a later write into it shows
+/// (`content::drift`).
+fn seal_dir(dir: &Path) -> Result<()> {
+    fs::set_permissions(dir, Permissions::from_mode(READ_ONLY_DIR))
+        .map_err(Error::io("chmod", dir))?;
+    let t = envstore_tree::fixed_mtime();
+    fs::File::open(dir)
+        .and_then(|d| d.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t)))
+        .map_err(Error::io("set the time of", dir))
+}
+
 fn fill(ctx: &Ctx<'_, '_>, dir: &Path, tree: &Tree) -> Result<()> {
     tree.entries().par_iter().try_for_each(|entry| {
         // Names are valid single components (checked by the decoder and true of anything read
@@ -151,9 +159,7 @@ fn fill(ctx: &Ctx<'_, '_>, dir: &Path, tree: &Tree) -> Result<()> {
                 fs::create_dir(&dest).map_err(Error::io("create", &dest))?;
                 let sub = (ctx.trees)(tree)?;
                 fill(ctx, &dest, &sub)?;
-                // Made read-only once its content is in place (post-order).
-                fs::set_permissions(&dest, Permissions::from_mode(READ_ONLY_DIR))
-                    .map_err(Error::io("chmod", &dest))
+                seal_dir(&dest)
             }
             EntryKind::Symlink { target, relocated } => {
                 let target = if *relocated {

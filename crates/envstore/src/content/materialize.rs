@@ -65,8 +65,8 @@ fn materialize_dir(
     if let Some(lease) = lease.as_deref_mut() {
         *lease = Some(store.lease(&id)?);
     }
-    if store.materialized(&id)? {
-        return Ok(existing(store, id));
+    if let Some(done) = hand_out(store, &id)? {
+        return Ok(done);
     }
     store.require_writable("store and lay out a new environment")?;
     let _lock = store.lock_shared()?;
@@ -78,8 +78,8 @@ fn materialize_dir(
         if let Some(lease) = lease {
             *lease = Some(store.lease(&id)?);
         }
-        if store.materialized(&id)? {
-            return Ok(existing(store, id));
+        if let Some(done) = hand_out(store, &id)? {
+            return Ok(done);
         }
     }
     let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> { Ok(Cow::Owned(store.trees.get(t)?)) };
@@ -88,8 +88,8 @@ fn materialize_dir(
 }
 
 fn materialize_stored(store: &Store, id: &SnapshotId, policy: LinkPolicy) -> Result<Materialized> {
-    if store.materialized(id)? {
-        return Ok(existing(store, *id));
+    if let Some(done) = hand_out(store, id)? {
+        return Ok(done);
     }
     store.require_writable("lay out an environment")?;
     let _lock = store.lock_shared()?;
@@ -102,6 +102,37 @@ fn materialize_stored(store: &Store, id: &SnapshotId, policy: LinkPolicy) -> Res
     let lookup = |t: &TreeId| -> Result<Cow<'_, Tree>> { Ok(Cow::Owned(store.trees.get(t)?)) };
     let (created, link) = lay_out(store, id, &lookup, policy)?;
     Ok(laid_out(store, *id, created, link, None))
+}
+
+/// The materialization of `id` when there is one to hand out. One written to since it was laid
+/// out (a `pip install` into it) is not: it is moved aside, with a warning, and `None` makes
+/// the caller lay out a fresh one. A read-only store can only warn.
+fn hand_out(store: &Store, id: &SnapshotId) -> Result<Option<Materialized>> {
+    if !store.materialized(id)? {
+        return Ok(None);
+    }
+    let env = store.env_path(id);
+    let Some(changed) = crate::content::drift::first_change(&env) else {
+        return Ok(Some(existing(store, *id)));
+    };
+    let shown = changed.strip_prefix(&env).unwrap_or(&changed).display();
+    if !store.is_writable() {
+        store.warn(format!(
+            "environment {} was written to after it was laid out ({shown}/ changed); \
+             handing it out as it is (this store is read-only)",
+            id.short()
+        ));
+        return Ok(Some(existing(store, *id)));
+    }
+    store.warn(format!(
+        "environment {} was written to after it was laid out ({shown}/ changed): laying \
+         out a fresh copy (the written one is removed; install into a copy or a venv of \
+         your own instead)",
+        id.short()
+    ));
+    let _lock = store.lock_shared()?;
+    crate::store::files::remove_tree(&env, &store.envs_dir())?;
+    Ok(None)
 }
 
 /// A materialization that was there already: record the use and return it.

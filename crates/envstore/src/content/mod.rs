@@ -2,6 +2,7 @@
 //! Uses store/ and cold/.
 
 pub(crate) mod archive;
+pub(crate) mod drift;
 pub(crate) mod ingest;
 pub(crate) mod layout;
 pub(crate) mod materialize;
