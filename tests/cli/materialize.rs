@@ -312,7 +312,10 @@ fn a_hit_never_hands_out_an_environment_written_to_since() {
             && stderr.contains("lib/python3.11/site-packages"),
         "{stderr}"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), path.to_str().unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        path.to_str().unwrap()
+    );
     assert!(!sp.join("injected.py").exists());
     env.ok(&["verify"]);
     // Untouched now: the next hit says nothing.
