@@ -299,6 +299,17 @@ fn a_hit_never_hands_out_an_environment_written_to_since() {
     let src = env.path("src");
     sample_env(&src);
     let path = env.materialize(&src);
+    // Python running as root writes bytecode caches even into read-only directories: that
+    // alone is not a change.
+    let pkg = path.join("lib/python3.11/site-packages/pkg");
+    crate::common::chmod(&pkg, 0o755);
+    std::fs::create_dir(pkg.join("__pycache__")).unwrap();
+    std::fs::write(pkg.join("__pycache__/core.cpython-311.pyc"), b"\0").unwrap();
+    crate::common::chmod(&pkg, 0o555);
+    let out = env.run(&["materialize", src.to_str().unwrap()]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    assert!(pkg.join("__pycache__").exists());
+    // An install writes files beside the others.
     let sp = path.join("lib/python3.11/site-packages");
     crate::common::chmod(&sp, 0o755);
     std::fs::write(sp.join("injected.py"), b"print('hi')\n").unwrap();

@@ -112,20 +112,24 @@ fn hand_out(store: &Store, id: &SnapshotId) -> Result<Option<Materialized>> {
         return Ok(None);
     }
     let env = store.env_path(id);
-    let Some(changed) = crate::content::drift::first_change(&env) else {
+    let Some(changed) = crate::content::drift::first_change(store, id, &env) else {
         return Ok(Some(existing(store, *id)));
     };
-    let shown = changed.strip_prefix(&env).unwrap_or(&changed).display();
+    let shown = match changed.strip_prefix(&env) {
+        Ok(rel) if rel.as_os_str().is_empty() => "its top directory".to_owned(),
+        Ok(rel) => format!("{}/", rel.display()),
+        Err(_) => changed.display().to_string(),
+    };
     if !store.is_writable() {
         store.warn(format!(
-            "environment {} was written to after it was laid out ({shown}/ changed); \
+            "environment {} was written to after it was laid out ({shown} changed); \
              handing it out as it is (this store is read-only)",
             id.short()
         ));
         return Ok(Some(existing(store, *id)));
     }
     store.warn(format!(
-        "environment {} was written to after it was laid out ({shown}/ changed): laying \
+        "environment {} was written to after it was laid out ({shown} changed): laying \
          out a fresh copy (the written one is removed; install into a copy or a venv of \
          your own instead)",
         id.short()
