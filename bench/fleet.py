@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import CACHE, build_envstore, log  # noqa: E402
-from remote import aws_cli, ensure_servers  # noqa: E402
+from remote import aws_cli, ensure_servers, s3_target  # noqa: E402
 
 POOL = 300
 PER_ENV = 24
@@ -165,11 +165,7 @@ def main():
     exe = str(args.envstore or build_envstore())
     servers = ensure_servers()
     aws = aws_cli()
-    base = os.environ["ENVSTORE_TEST_S3"]
-    prefix = f"fleet-{os.getpid()}-{int(time.time())}"
-    url = f"{base}/{prefix}"
-    endpoint = os.environ["AWS_ENDPOINT_URL"]
-    bucket = base.removeprefix("s3://").split("/")[0]
+    url, endpoint, bucket, prefix = s3_target("fleet")
     work = Path(tempfile.mkdtemp(prefix="envstore-fleet-", dir=CACHE))
     global POOL_DIR
     POOL_DIR = work / "pool"

@@ -65,6 +65,15 @@ def ensure_servers():
     return d
 
 
+def s3_target(kind):
+    """Where a run writes: (url of a fresh prefix, endpoint, bucket, prefix), from
+    ENVSTORE_TEST_S3 and AWS_ENDPOINT_URL (ensure_servers sets them when none are)."""
+    base = os.environ["ENVSTORE_TEST_S3"]
+    prefix = f"{kind}-{os.getpid()}-{int(time.time())}"
+    bucket = base.removeprefix("s3://").split("/")[0]
+    return f"{base}/{prefix}", os.environ["AWS_ENDPOINT_URL"], bucket, prefix
+
+
 def aws_cli():
     exe = shutil.which("aws")
     if exe:
@@ -89,11 +98,7 @@ def main():
     envs = pip_envs() if args.workload == "pip" else synthetic_envs()
     servers = ensure_servers()
     aws = aws_cli()
-    base = os.environ["ENVSTORE_TEST_S3"]
-    prefix = f"bench-{os.getpid()}-{int(time.time())}"
-    url = f"{base}/{prefix}"
-    endpoint = os.environ["AWS_ENDPOINT_URL"]
-    bucket = base.removeprefix("s3://").split("/")[0]
+    url, endpoint, bucket, prefix = s3_target("bench")
     work = Path(tempfile.mkdtemp(prefix="envstore-remote-", dir=CACHE))
     exclude = ["--exclude", ".complete"]
     try:
