@@ -12,10 +12,13 @@
 set -euo pipefail
 cmd=${1:?start|stop}; dir=${2:?DIR}
 mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
-masters=127.0.0.1:9331,127.0.0.1:9332,127.0.0.1:9333
+# ENVSTORE_PORT_OFFSET moves every port (a second cluster beside CI's, for a benchmark).
+O=${ENVSTORE_PORT_OFFSET:-0}
+M1=$((9331 + O)); V1=$((8081 + O)); FILER_PORT=$((8888 + O))
+masters=127.0.0.1:$M1,127.0.0.1:$((M1 + 1)),127.0.0.1:$((M1 + 2))
 ipf=(-ip=127.0.0.1 -ip.bind=127.0.0.1)
-S3_PORT=${ENVSTORE_S3_PORT:-8333}
-DAV_PORT=${ENVSTORE_DAV_PORT:-8099}
+S3_PORT=${ENVSTORE_S3_PORT:-$((8333 + O))}
+DAV_PORT=${ENVSTORE_DAV_PORT:-$((8099 + O))}
 
 stop() {
     for f in "$dir"/*.pid; do
@@ -48,23 +51,23 @@ start() {
 JSON
     for n in 1 2 3; do
         mkdir -p "$dir/m$n" "$dir/v$n"
-        weed master "${ipf[@]}" -port=933$n -mdir="$dir/m$n" -peers=$masters \
+        weed master "${ipf[@]}" -port=$((M1 + n - 1)) -mdir="$dir/m$n" -peers=$masters \
             -defaultReplication=001 -volumeSizeLimitMB=256 >"$dir/master$n.log" 2>&1 &
         echo $! >"$dir/master$n.pid"
     done
-    for n in 1 2 3; do wait_port "master $n" 933$n 60; done
+    for n in 1 2 3; do wait_port "master $n" $((M1 + n - 1)) 60; done
     for n in 1 2 3; do
-        weed volume "${ipf[@]}" -port=808$n -dir="$dir/v$n" -mserver=$masters -max=0 \
+        weed volume "${ipf[@]}" -port=$((V1 + n - 1)) -dir="$dir/v$n" -mserver=$masters -max=0 \
             >"$dir/volume$n.log" 2>&1 &
         echo $! >"$dir/volume$n.pid"
     done
-    for n in 1 2 3; do wait_port "volume $n" 808$n 60; done
+    for n in 1 2 3; do wait_port "volume $n" $((V1 + n - 1)) 60; done
     mkdir -p "$dir/filer"
-    (cd "$dir/filer" && exec weed filer "${ipf[@]}" -port=8888 -master=$masters -s3 -s3.port="$S3_PORT" \
+    (cd "$dir/filer" && exec weed filer "${ipf[@]}" -port=$FILER_PORT -master=$masters -s3 -s3.port="$S3_PORT" \
         -s3.config="$dir/s3.json" -s3.port.iceberg=0 -s3.port.lance=0 -defaultReplicaPlacement=001) \
         >"$dir/filer.log" 2>&1 &
     echo $! >"$dir/filer.pid"
-    wait_port filer 8888 60
+    wait_port filer $FILER_PORT 60
     wait_port "S3 gateway" "$S3_PORT" 60
     for b in envstore-test envstore-bench; do
         ok=
