@@ -12,6 +12,8 @@ out=${1:?usage: .ci/build-wheels.sh OUTDIR}
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+echo "build-wheels: a release build linked by zig: ~5-10 minutes on 2 cores; zig keeps its" \
+     "caches under ~/.cache/zig, cargo its build under target/" >&2
 tools=$(mktemp -d "${TMPDIR:-/tmp}/envstore-wheels.XXXXXX")
 trap 'rm -rf "$tools"' EXIT
 python3 -m venv "$tools/venv"
