@@ -539,3 +539,51 @@ fn venv_meets_the_acceptance_criteria_with_a_real_installer() {
     assert_eq!(json(&env, &["keys"]).as_array().unwrap().len(), keys_before);
     assert_eq!(fs::read_dir(env.store.join("tmp")).unwrap().count(), 0);
 }
+
+/// `python3` from PATH, the same interpreter by its real path, and a venv made from it: one
+/// interpreter, one key, one environment (issue 27).
+#[test]
+fn venv_keys_on_the_interpreter_not_on_how_it_was_spelled() {
+    let env = Env::new();
+    let project = env.path("project");
+    write(&project.join("requirements.txt"), b"# nothing to install\n");
+    let other_venv = env.path("other-venv");
+    let made = Command::new("python3")
+        .args(["-m", "venv", "--without-pip", other_venv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let real = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_owned();
+    let venv_python = other_venv.join("bin/python");
+    let mut ids = Vec::new();
+    for python in [
+        None,
+        Some(real.as_str()),
+        Some(venv_python.to_str().unwrap()),
+    ] {
+        let mut args = vec!["--json", "venv", "-r", "requirements.txt"];
+        if let Some(p) = python {
+            args.extend(["--python", p]);
+        }
+        let out = env
+            .cmd()
+            .current_dir(&project)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{python:?}: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ids.push((python, v["key"].clone(), v["path"].clone()));
+    }
+    assert!(
+        ids.iter().all(|(_, k, p)| *k == ids[0].1 && *p == ids[0].2),
+        "{ids:#?}"
+    );
+}

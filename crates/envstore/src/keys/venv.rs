@@ -21,13 +21,24 @@ pub struct VenvRecipe {
     /// The installer and its version (`uv 0.9.2 (...)`), or `venv+pip`.
     pub installer: String,
     requirements: Vec<PathBuf>,
-    /// The interpreter's real path, as it reported it.
+    /// The base interpreter's real path, as it reported it (venvs are made from it).
     executable: PathBuf,
     uv: Option<PathBuf>,
 }
 
-/// Version 1 of the recipe: part of every venv key, so a change of recipe is a new key.
-const RECIPE: &str = "envstore-venv-1";
+/// The recipe's version: part of every venv key, so a change of recipe is a new key. (2: keyed
+/// on the resolved base interpreter, not on how it was spelled.)
+const RECIPE: &str = "envstore-venv-2";
+
+/// What the interpreter is, whatever it was called (`python3` through a pyenv shim, a venv's
+/// `bin/python`, `/usr/bin/python3.11`): the real path of the base interpreter (a venv's is
+/// the one it was made from), its version, implementation and ABI. One interpreter, one key.
+const IDENTITY: &str = "import os, sys, sysconfig\n\
+    base = getattr(sys, '_base_executable', None) or sys.executable\n\
+    print(os.path.realpath(base))\n\
+    print(sys.version.replace(chr(10), ' '))\n\
+    print(sys.implementation.cache_tag)\n\
+    print(sysconfig.get_config_var('SOABI'))";
 
 /// The recipe for a venv of `requirements` made with `python` (default `python3` from PATH).
 /// Runs the interpreter once to learn what it is (`-I -S`: no site import, most of its
@@ -44,12 +55,7 @@ pub fn venv_recipe(
         reason,
     };
     let probe = Command::new(python)
-        .args([
-            "-I",
-            "-S",
-            "-c",
-            "import sys; print(sys.executable); print(sys.version)",
-        ])
+        .args(["-I", "-S", "-c", IDENTITY])
         .output()
         .map_err(|e| failed(format!("it cannot be run: {e}")))?;
     if !probe.status.success() {
