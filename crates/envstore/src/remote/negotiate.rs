@@ -163,7 +163,7 @@ pub(super) struct Found {
     /// The candidates (the base's packs) checked present, pack and index, and usable: where
     /// a push looks for the objects of trees the remote does not have whole.
     pub(super) base: HashSet<PackId>,
-    /// Summaries asked for, and how many were there.
+    /// Summaries asked for.
     pub(super) asked: u64,
 }
 
