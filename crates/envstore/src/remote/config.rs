@@ -90,21 +90,9 @@ fn save_remote_config(
             store.write_file_atomic_mode(path, config.to_text().as_bytes(), 0o600)
         }
         ConfigScope::User => {
-            use std::io::Write as _;
-            use std::os::unix::fs::PermissionsExt as _;
             let dir = path.parent().expect("a file in a directory");
             std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".tmp-")
-                .permissions(std::fs::Permissions::from_mode(0o600))
-                .tempfile_in(dir)
-                .map_err(Error::io("create a temporary file in", dir))?;
-            tmp.write_all(config.to_text().as_bytes())
-                .and_then(|()| tmp.as_file().sync_all())
-                .map_err(Error::io("write", tmp.path()))?;
-            tmp.persist(path)
-                .map_err(|e| Error::io("write", path)(e.error))?;
-            Ok(())
+            crate::store::handle::write_atomic(path, config.to_text().as_bytes(), 0o600)
         }
     }
 }

@@ -287,23 +287,11 @@ impl Store {
         bytes: &[u8],
         mode: u32,
     ) -> Result<()> {
-        let dir = path.parent().expect("store files have a parent");
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .permissions(std::fs::Permissions::from_mode(mode))
-            .tempfile_in(dir)
-            .map_err(Error::io("create a temporary file in", dir))?;
-        tmp.write_all(bytes)
-            .map_err(Error::io("write", tmp.path()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(Error::io("sync", tmp.path()))?;
+        // In the store, a directory in the way is ours to remove (never outside it).
         if envstore_fs::dir_state(path).is_ok_and(|s| s == DirState::Dir) {
             envstore_fs::remove_all(path).map_err(Error::io("remove", path))?;
         }
-        tmp.persist(path)
-            .map_err(|e| Error::io("write", path)(e.error))?;
-        Ok(())
+        write_atomic(path, bytes, mode)
     }
 
     /// Whether this process can write the store.
@@ -374,4 +362,23 @@ impl Store {
             "the pack lock (another pack, prune or repair is working on packs)",
         )?)
     }
+}
+
+/// Writes `path` by rename from a temp file beside it, with `mode`: readers see the old or the
+/// new content, never half, and a link at `path` is replaced, not written through.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().expect("a file in a directory");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(Error::io("create a temporary file in", dir))?;
+    tmp.write_all(bytes)
+        .map_err(Error::io("write", tmp.path()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(Error::io("sync", tmp.path()))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("write", path)(e.error))?;
+    Ok(())
 }
