@@ -4,14 +4,11 @@
 //! such a snapshot afterwards uploads what is gone (its summaries' packs are checked one by
 //! one), so the answer to a finding is to push it again from a store that has it.
 
-use envstore_remote::format::{self, Record};
+use envstore_remote::format::Record;
 use envstore_tree::{PackId, SnapshotId};
 
 use crate::Result;
 use crate::remote::open::Remote;
-
-/// Records read at once (each up to a few MiB for a large environment).
-const BATCH: usize = 32;
 
 /// What `remote verify` found.
 #[derive(Debug, Default, Clone)]
@@ -41,25 +38,21 @@ pub(crate) fn remote_verify(remote: &Remote) -> Result<RemoteVerifyReport> {
         packs: listing.complete.len() as u64,
         ..RemoteVerifyReport::default()
     };
-    for batch in snapshots.chunks(BATCH) {
-        let keys: Vec<String> = batch.iter().map(|(id, _)| format::record_key(id)).collect();
-        let records = remote.storage().get_many(&keys, format::MAX_RECORD)?;
-        for ((id, _), bytes) in batch.iter().zip(records) {
-            let Some(bytes) = bytes else { continue };
-            match Record::pack_lines(&bytes) {
-                Ok(packs) => {
-                    let missing: Vec<PackId> = packs
-                        .into_iter()
-                        .filter(|p| !listing.complete.contains_key(p))
-                        .collect();
-                    if !missing.is_empty() {
-                        report.damaged.push((*id, missing));
-                    }
+    remote.for_each_record(snapshots.iter().map(|(id, _)| id), |id, bytes| {
+        match Record::pack_lines(&bytes) {
+            Ok(packs) => {
+                let missing: Vec<PackId> = packs
+                    .into_iter()
+                    .filter(|p| !listing.complete.contains_key(p))
+                    .collect();
+                if !missing.is_empty() {
+                    report.damaged.push((*id, missing));
                 }
-                Err(_) => report.unreadable.push(*id),
             }
+            Err(_) => report.unreadable.push(*id),
         }
-    }
+        Ok(())
+    })?;
     let have: std::collections::HashSet<SnapshotId> = snapshots.iter().map(|(id, _)| *id).collect();
     for (name, r) in crate::remote::prune::remote_refs(remote)? {
         if !have.contains(&r.snapshot) {

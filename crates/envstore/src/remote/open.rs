@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use envstore_remote::format::{self, Marked, PackIndex};
 use envstore_remote::{Counters, RemoteError, RemoteUrl, Storage};
-use envstore_tree::PackId;
+use envstore_tree::{PackId, SnapshotId};
 
 use crate::{Error, Result, Store};
 
@@ -82,6 +82,27 @@ impl Remote {
             None => Ok(Marked::default()),
             Some(bytes) => Marked::decode(&bytes).map_err(|e| self.refused(e.to_string())),
         }
+    }
+
+    /// Reads the records of `snapshots` a few at a time (memory follows the largest records,
+    /// not the remote) and hands each one there to `f`; missing ones are skipped.
+    pub(super) fn for_each_record<'a>(
+        &self,
+        snapshots: impl IntoIterator<Item = &'a SnapshotId>,
+        mut f: impl FnMut(&SnapshotId, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        const BATCH: usize = 32;
+        let snapshots: Vec<&SnapshotId> = snapshots.into_iter().collect();
+        for batch in snapshots.chunks(BATCH) {
+            let keys: Vec<String> = batch.iter().map(|id| format::record_key(id)).collect();
+            let records = self.storage.get_many(&keys, format::MAX_RECORD)?;
+            for (id, bytes) in batch.iter().zip(records) {
+                if let Some(bytes) = bytes {
+                    f(id, bytes)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn refused(&self, reason: String) -> Error {

@@ -83,9 +83,6 @@ fn read_budget(remote: &Remote) -> Result<Option<u64>> {
     }))
 }
 
-/// Records read at once.
-const RECORD_BATCH: usize = 32;
-
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -165,34 +162,29 @@ pub(crate) fn remote_prune(
             remote.storage().put(BUDGET_KEY, text.into_bytes())?;
         }
     }
-    // What the kept snapshots need, a few records at a time (memory follows the largest
-    // records, not the remote).
+    // What the kept snapshots need.
     let mut needed: HashSet<PackId> = HashSet::new();
     let mut kept_trees: HashSet<TreeId> = HashSet::new();
     let mut kept_objects: HashSet<ObjectId> = HashSet::new();
-    for batch in kept.chunks(RECORD_BATCH) {
-        let keys: Vec<String> = batch.iter().map(|(id, _)| format::record_key(id)).collect();
-        let records = remote.storage().get_many(&keys, format::MAX_RECORD)?;
-        for ((id, _), bytes) in batch.iter().zip(records) {
-            let Some(bytes) = bytes else { continue };
-            let record = Record::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
-            needed.extend(record.packs);
-            for (tree, bytes) in &record.trees {
-                kept_trees.insert(*tree);
-                let Ok(tree) = Tree::decode(bytes) else {
-                    continue;
-                };
-                for entry in tree.entries() {
-                    if let EntryKind::File { object, size, .. } = &entry.kind
-                        && *size >= BIG_OBJECT
-                    {
-                        kept_objects.insert(*object);
-                    }
+    remote.for_each_record(kept.iter().map(|(id, _)| id), |id, bytes| {
+        let record = Record::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
+        needed.extend(record.packs);
+        for (tree, bytes) in &record.trees {
+            kept_trees.insert(*tree);
+            let Ok(tree) = Tree::decode(bytes) else {
+                continue;
+            };
+            for entry in tree.entries() {
+                if let EntryKind::File { object, size, .. } = &entry.kind
+                    && *size >= BIG_OBJECT
+                {
+                    kept_objects.insert(*object);
                 }
             }
-            report.kept_snapshots += 1;
         }
-    }
+        report.kept_snapshots += 1;
+        Ok(())
+    })?;
     if !options.dry_run {
         for id in &report.removed_snapshots {
             remote.storage().delete(&format::record_key(id))?;
@@ -298,18 +290,14 @@ fn over_budget(
     let size = |p: &PackId| listing.complete.get(p).map_or(0, |(s, _)| *s);
     let mut uses: HashMap<PackId, u32> = HashMap::new();
     let mut packs_of: HashMap<SnapshotId, Vec<PackId>> = HashMap::new();
-    for batch in kept.chunks(RECORD_BATCH) {
-        let keys: Vec<String> = batch.iter().map(|(id, _)| format::record_key(id)).collect();
-        let records = remote.storage().get_many(&keys, format::MAX_RECORD)?;
-        for ((id, _), bytes) in batch.iter().zip(records) {
-            let Some(bytes) = bytes else { continue };
-            let packs = Record::pack_lines(&bytes).map_err(|e| remote.refused(e.to_string()))?;
-            for p in &packs {
-                *uses.entry(*p).or_default() += 1;
-            }
-            packs_of.insert(*id, packs);
+    remote.for_each_record(kept.iter().map(|(id, _)| id), |id, bytes| {
+        let packs = Record::pack_lines(&bytes).map_err(|e| remote.refused(e.to_string()))?;
+        for p in &packs {
+            *uses.entry(*p).or_default() += 1;
         }
-    }
+        packs_of.insert(*id, packs);
+        Ok(())
+    })?;
     let mut total: u64 = uses.keys().map(size).sum();
     // Oldest push first (`kept` is newest first).
     let mut removed = Vec::new();
