@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import CACHE, build_envstore, log  # noqa: E402
-from remote import aws_cli, ensure_servers, s3_target  # noqa: E402
+from remote import aws_cli, cleanup, ensure_servers, s3_target  # noqa: E402
 
 POOL = 300
 PER_ENV = 24
@@ -201,12 +201,7 @@ def main():
         if args.check and not ok:
             sys.exit("bench: a fresh push costs more as the remote grows")
     finally:
-        subprocess.run(["chmod", "-R", "u+w", str(work)], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
-        if servers:
-            subprocess.run(["bash", str(Path(__file__).resolve().parent.parent / ".ci" / "remotes.sh"), "stop", servers],
-                           capture_output=True)
-            shutil.rmtree(servers, ignore_errors=True)
+        cleanup(work, servers)
 
 
 if __name__ == "__main__":

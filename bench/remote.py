@@ -65,6 +65,16 @@ def ensure_servers():
     return d
 
 
+def cleanup(work, servers):
+    """Removes a run's work directory (stores are read-only inside) and stops the servers
+    ensure_servers started, if it did."""
+    subprocess.run(["chmod", "-R", "u+w", str(work)], capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
+    if servers:
+        subprocess.run(["bash", str(ROOT / ".ci" / "remotes.sh"), "stop", servers], capture_output=True)
+        shutil.rmtree(servers, ignore_errors=True)
+
+
 def s3_target(kind):
     """Where a run writes: (url of a fresh prefix, endpoint, bucket, prefix), from
     ENVSTORE_TEST_S3 and AWS_ENDPOINT_URL (ensure_servers sets them when none are)."""
@@ -163,11 +173,7 @@ def main():
         if args.check and not ok:
             sys.exit("bench: bytes moved exceed 1.1x the unique compressed chunk bytes")
     finally:
-        subprocess.run(["chmod", "-R", "u+w", str(work)], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
-        if servers:
-            subprocess.run(["bash", str(ROOT / ".ci" / "remotes.sh"), "stop", servers], capture_output=True)
-            shutil.rmtree(servers, ignore_errors=True)
+        cleanup(work, servers)
 
 
 if __name__ == "__main__":
