@@ -241,8 +241,9 @@ def redirect():
 
 def _build_dirs(config_settings):
     """The persistent build directories this build may use: ``build-dir`` (or ``builddir``)
-    from the config settings, else ``[tool.scikit-build] build-dir`` from pyproject.toml. A
-    placeholder (``build/{wheel_tag}``) is cut off: the scan below finds the directory."""
+    from the config settings, else ``[tool.scikit-build] build-dir`` from pyproject.toml, else
+    meson-python's default for editable installs (``build/cp311``). A placeholder
+    (``build/{wheel_tag}``) is cut off: the scan below finds the directory."""
     candidates = []
     for key in ("build-dir", "build_dir", "builddir"):
         value = (config_settings or {}).get(key)
@@ -257,6 +258,9 @@ def _build_dirs(config_settings):
             candidates.append(value)
     except (OSError, ImportError, ValueError):
         pass
+    if not candidates and backend_name() == "mesonpy":
+        # meson-python's own default for editable installs: build/<interpreter tag>.
+        candidates.append("build/{tag}")
     dirs = []
     for value in candidates:
         head = value.split("{", 1)[0]
