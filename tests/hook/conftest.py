@@ -2,6 +2,7 @@
 repository (what `pip install envstore` would fetch), and fresh target venvs."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def check_pins(wheels):
+    """The demo projects pin envstore exactly (the safe opt-in the docs give): the wheel under
+    test must be that version."""
+    (wheel,) = wheels.glob("envstore-*.whl")
+    version = wheel.name.split("-")[1]
+    for project in ("project", "meson_project"):
+        text = (Path(__file__).parent / project / "pyproject.toml").read_text()
+        assert f'"envstore=={version}"' in text, f"{project}/pyproject.toml does not pin envstore=={version}"
+    return wheels
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +33,7 @@ def wheelhouse(tmp_path_factory):
     given = os.environ.get("ENVSTORE_TEST_WHEELHOUSE")
     if given:
         assert list(Path(given).glob("envstore-*.whl")), f"no envstore wheel in {given}"
-        return Path(given)
+        return check_pins(Path(given))
     out = tmp_path_factory.mktemp("wheelhouse")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), "."],
@@ -29,7 +41,7 @@ def wheelhouse(tmp_path_factory):
         check=True,
     )
     assert list(out.glob("envstore-*.whl")), "maturin built no wheel"
-    return out
+    return check_pins(out)
 
 
 class Build:
@@ -60,12 +72,19 @@ class Build:
     def pip_install(self, project=None, *extra):
         return self._run([str(self.python), "-m", "pip", "install", "-v", *extra, "."], project)
 
-    def uv_install(self, project=None):
+    def uv_install(self, project=None, *extra):
         uv = shutil.which("uv")
         if uv is None:
             pytest.fail("uv is not installed (pip install uv)")
-        cmd = [uv, "pip", "install", "-v", "--python", str(self.python), "--reinstall-package", "envstore-demo", "."]
+        package = "envstore-meson-demo" if (project or self.project).name == "meson_project" else "envstore-demo"
+        cmd = [uv, "pip", "install", "-v", "--python", str(self.python), "--reinstall-package", package, *extra, "."]
         return self._run(cmd, project)
+
+    def install(self, frontend, *extra):
+        """`pip install` or `uv pip install` of the project, with extra flags (`-e`)."""
+        if frontend == "pip":
+            return self.pip_install(None, *extra)
+        return self.uv_install(None, *extra)
 
     def _run(self, cmd, project):
         result = subprocess.run(
@@ -75,12 +94,29 @@ class Build:
         assert result.returncode == 0, log
         return log
 
-    def works(self):
+    def works(self, activated=False):
+        """The demo's three functions at 3, from a fresh interpreter of the target venv (with
+        the venv's bin first on PATH when `activated`, as `source venv/bin/activate` does)."""
+        env = None
+        if activated:
+            env = dict(os.environ, PATH=f"{self.venv / 'bin'}:{os.environ['PATH']}", VIRTUAL_ENV=str(self.venv))
         out = subprocess.run(
-            [str(self.python), "-c", "import _demo; print(_demo.a(3), _demo.b(3), _demo.c(3))"],
-            capture_output=True, text=True, check=True,
+            [str(self.python), "-c", "import _demo; print('demo:', _demo.a(3), _demo.b(3), _demo.c(3))"],
+            capture_output=True, text=True, env=env,
         )
-        return out.stdout.split()
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        # An editable install that rebuilds on import says so on stdout first.
+        (line,) = [line for line in out.stdout.splitlines() if line.startswith("demo: ")]
+        return line.split()[1:]
+
+    def stock(self):
+        """Turns the project into a stock one: its backend without envstore."""
+        pyproject = self.project / "pyproject.toml"
+        text = pyproject.read_text()
+        backend = "mesonpy" if "mesonpy" in text else "scikit_build_core.build"
+        text = re.sub(r'"envstore[^"]*", ', "", text)
+        text = text.replace('build-backend = "envstore.build"', f'build-backend = "{backend}"')
+        pyproject.write_text(text)
 
     def envstore(self, *args):
         out = subprocess.run([str(self.bin), *args], env=self.env, capture_output=True, text=True, check=True)
