@@ -323,6 +323,91 @@ fn doctor_says_whether_the_hook_is_on_and_what_the_build_directory_uses() {
     assert!(findings(&e).contains("the hook is not active"));
 }
 
+/// The findings of `doctor DIR`, one per line.
+fn doctor_findings(e: &Env, project: &Path) -> String {
+    let out = json(e, &["doctor", project.to_str().unwrap()]);
+    out["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn doctor_describes_environments_by_content_and_names_a_frontend_switch() {
+    let e = Env::new();
+    // pip builds in bare prefixes; uv in a virtualenv.
+    let pip = e.path("pip-overlay");
+    write(
+        &pip.join("lib/python3.11/site-packages/pybind11-3.0.1.dist-info/METADATA"),
+        b"x",
+    );
+    write(
+        &pip.join("lib/python3.11/site-packages/scikit_build_core-0.11.6.dist-info/METADATA"),
+        b"x",
+    );
+    write(
+        &pip.join("lib/python3.11/site-packages/pybind11/__init__.py"),
+        b"x",
+    );
+    let uv = e.path("uv-venv");
+    write(&uv.join("pyvenv.cfg"), b"home = /usr/bin\n");
+    write(
+        &uv.join("lib/python3.11/site-packages/pybind11-3.0.1.dist-info/METADATA"),
+        b"x",
+    );
+    write(
+        &uv.join("lib/python3.11/site-packages/cmake-4.1.2.dist-info/METADATA"),
+        b"x",
+    );
+    let (pip_path, uv_path) = (e.materialize(&pip), e.materialize(&uv));
+    let project = e.path("proj");
+    write(
+        &project.join("pyproject.toml"),
+        b"[build-system]\nrequires = [\"envstore\", \"scikit-build-core\"]\nbuild-backend = \"envstore.build\"\n",
+    );
+    let build = project.join("build/cp311");
+    cmake_build_dir(&build, &pip_path);
+    e.ok(&["roots", "--add", "--scan", build.to_str().unwrap()]);
+    let text = doctor_findings(&e, &project);
+    assert!(
+        text.contains("pip's prefixes: scikit-build-core 0.11.6, pybind11 3.0.1"),
+        "{text}"
+    );
+    // The opt-in as README once showed it: unpinned, so a squatter on the index would win.
+    assert!(
+        text.contains("requires \"envstore\" without an exact version")
+            && text.contains("envstore=="),
+        "{text}"
+    );
+    assert!(!text.contains("frontend changed"), "{text}");
+
+    // The same build directory built again by uv: named as a frontend switch.
+    cmake_build_dir(&build, &uv_path);
+    e.ok(&["roots", "--add", "--scan", build.to_str().unwrap()]);
+    let text = doctor_findings(&e, &project);
+    assert!(
+        text.contains("a virtualenv (uv, or python -m build): cmake 4.1.2, pybind11 3.0.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "the frontend changed: it was built in pip's prefixes and now in a virtualenv"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("new requirements resolved"), "{text}");
+
+    // Pinned: no warning.
+    write(
+        &project.join("pyproject.toml"),
+        b"[build-system]\nrequires = [\"envstore==0.1.0\", \"scikit-build-core\"]\nbuild-backend = \"envstore.build\"\n",
+    );
+    assert!(!doctor_findings(&e, &project).contains("exact version"));
+}
+
 #[test]
 fn prune_all_empties_the_store_but_what_is_in_use() {
     let e = Env::new();

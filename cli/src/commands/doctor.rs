@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use envstore::{EnvState, ProjectFile, Store};
+use envstore::{Content, EnvState, ProjectFile, Store};
 use serde_json::json;
 
 use crate::printer::Printer;
@@ -29,7 +29,30 @@ pub fn doctor(store: &Store, dir: Option<&Path>, printer: &Printer) -> anyhow::R
         && p.build_dir.is_none()
         && p.backend.starts_with("scikit_build_core")
     {
-        findings.push("no [tool.scikit-build] build-dir: every build starts in a fresh directory and compiles everything, hook or not".into());
+        findings.push("no [tool.scikit-build] build-dir: every build starts in a fresh directory and compiles everything, hook or not. Add to pyproject.toml:\n    [tool.scikit-build]\n    build-dir = \"build/{wheel_tag}\"".into());
+    }
+    if let Some(p) = report.project.project()
+        && p.hook
+        && p.backend.starts_with("mesonpy")
+    {
+        findings.push("meson-python builds wheels in a fresh directory unless given one, so every `pip install .` compiles everything, hook or not: pass `-Cbuild-dir=build` (editable installs use build/cp3XX already)".into());
+    }
+    if let Some(p) = report.project.project()
+        && !p.pinned()
+    {
+        let requirement = p.requirement.as_deref().unwrap_or("envstore");
+        findings.push(format!(
+            "[build-system] requires \"{requirement}\" without an exact version{}: envstore is \
+             not published on the public index yet, and pip and uv still ask that index and \
+             take its highest version, so whoever registers the name there runs code in this \
+             build. Pin it: \"envstore=={}\" (docs/integration.md, \"Opting in safely\")",
+            if p.uv_source {
+                " (uv takes it from [tool.uv.sources]; pip does not read that table)"
+            } else {
+                ""
+            },
+            env!("CARGO_PKG_VERSION")
+        ));
     }
     let mut dirs_json = Vec::new();
     for build in &report.build_dirs {
@@ -44,25 +67,49 @@ pub fn doctor(store: &Store, dir: Option<&Path>, printer: &Printer) -> anyhow::R
                     "gone from the store (pruned or removed): the next build stores it again at the same path if the same content comes back"
                 }
             };
-            envs.push(json!({"id": used.id.to_hex(), "state": state, "root": used.root}));
+            let holds = used.content.as_ref().map(holds);
+            envs.push(json!({
+                "id": used.id.to_hex(),
+                "state": state,
+                "root": used.root,
+                "layout": used.content.as_ref().map(|c| c.layout.frontend()),
+                "packages": used.content.as_ref().map(|c| &c.packages),
+            }));
             findings.push(format!(
-                "{} uses {} ({state}{})",
+                "{} uses {} ({}{state}{})",
                 build.dir.display(),
                 used.id.short(),
+                holds.map(|h| format!("{h}; ")).unwrap_or_default(),
                 match used.root {
-                    Some(true) => ", kept by a live root",
-                    Some(false) => ", its root is dead",
-                    None => ", no root: prune may remove it (`envstore root add` or build again with the hook)",
+                    Some(true) => ", kept by a live root".to_owned(),
+                    Some(false) => format!(
+                        ", its root is dead: `envstore roots --add --scan {}` records it again, \
+                         or the next build with the hook does",
+                        build.dir.display()
+                    ),
+                    None => ", no root: prune may remove it (`envstore roots --add --scan DIR` or build again with the hook)".to_owned(),
                 }
             ));
         }
-        for id in &build.dropped {
+        if let Some((before, now)) = build.switched {
             findings.push(format!(
-                "{} used {} before and no longer does: the build environment changed (new \
-                 requirements resolved), so the last configure saw new paths",
+                "{}: the frontend changed: it was built in {} and now in {}. Their build \
+                 environments differ in layout, so they are different environments and the \
+                 switch recompiled everything; keep one frontend per build directory (or one \
+                 build directory per frontend: build-dir = \"build/{{wheel_tag}}-pip\")",
                 build.dir.display(),
-                id.short()
+                before.frontend(),
+                now.frontend()
             ));
+        } else {
+            for id in &build.dropped {
+                findings.push(format!(
+                    "{} used {} before and no longer does: the build environment changed (new \
+                     requirements resolved), so the last configure saw new paths",
+                    build.dir.display(),
+                    id.short()
+                ));
+            }
         }
         if let Some(home) = &build.moved_from {
             findings.push(format!(
@@ -99,4 +146,31 @@ pub fn doctor(store: &Store, dir: Option<&Path>, printer: &Printer) -> anyhow::R
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An environment in words: its layout and what it holds, the build tools first
+/// (`pip's prefixes: cmake 4.1.2, ninja 1.13.0, pybind11 3.0.1`).
+fn holds(content: &Content) -> String {
+    const TOOLS: &[&str] = &[
+        "cmake",
+        "ninja",
+        "meson",
+        "meson-python",
+        "scikit-build-core",
+    ];
+    const SHOWN: usize = 6;
+    let mut packages: Vec<&(String, String)> = content.packages.iter().collect();
+    packages.sort_by_key(|(name, _)| (!TOOLS.contains(&name.as_str()), name.clone()));
+    let mut words: Vec<String> = packages
+        .iter()
+        .take(SHOWN)
+        .map(|(name, version)| format!("{name} {version}"))
+        .collect();
+    if packages.len() > SHOWN {
+        words.push(format!("{} more", packages.len() - SHOWN));
+    }
+    if words.is_empty() {
+        words.push("no Python packages".to_owned());
+    }
+    format!("{}: {}", content.layout.frontend(), words.join(", "))
 }

@@ -35,7 +35,7 @@ pub use cold::pack::PackReport;
 pub use cold::sweep::PackSweep;
 pub use content::layout::LinkReport;
 pub use content::{IngestReport, Materialized};
-pub use doctor::{BuildDir, DoctorReport, EnvState, EnvUse, Project, ProjectFile};
+pub use doctor::{BuildDir, Content, DoctorReport, EnvState, EnvUse, Layout, Project, ProjectFile};
 pub use envstore_archive::Format as ArchiveFormat;
 pub use envstore_index::SnapshotMeta;
 pub use envstore_keys::{Change as KeyChange, KeyRecord};

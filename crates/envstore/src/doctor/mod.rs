@@ -2,6 +2,7 @@
 //! directories use and do they still exist, and what would make the next build recompile.
 //! A report of facts; the front end words them. On top of gc/ (it reads roots).
 
+pub(crate) mod content;
 pub(crate) mod project;
 pub(crate) mod scan;
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use envstore_tree::SnapshotId;
 
+pub use content::{Content, Layout};
 pub use project::{Project, ProjectFile};
 
 use crate::{Result, Store};
@@ -37,6 +39,10 @@ pub struct BuildDir {
     pub dropped: Vec<SnapshotId>,
     /// Where CMakeCache.txt says it was made, when that is elsewhere (the directory moved).
     pub moved_from: Option<PathBuf>,
+    /// The layouts before and now, when every dropped environment has one layout and every
+    /// used one another: the frontend changed (pip's prefixes and uv's virtualenv differ, so
+    /// switching recompiles everything).
+    pub switched: Option<(Layout, Layout)>,
 }
 
 /// One environment a build directory uses.
@@ -46,6 +52,8 @@ pub struct EnvUse {
     pub state: EnvState,
     /// Whether a root keeps it: `Some(true)` live, `Some(false)` dead, `None` no root.
     pub root: Option<bool>,
+    /// What it holds, when it is still in the store.
+    pub content: Option<Content>,
 }
 
 /// Where an environment a build directory names stands in the store.
@@ -56,6 +64,19 @@ pub enum EnvState {
     Stored,
     /// Gone from the store (pruned or removed).
     Gone,
+}
+
+/// The layout all these environments share, if they are all described and share one.
+fn one_layout(contents: impl Iterator<Item = Option<Content>>) -> Option<Layout> {
+    let mut found = None;
+    for content in contents {
+        let layout = content?.layout;
+        if found.is_some_and(|f| f != layout) {
+            return None;
+        }
+        found = Some(layout);
+    }
+    found
 }
 
 /// How deep below the project directory build files are looked for.
@@ -87,9 +108,10 @@ pub(crate) fn doctor(store: &Store, dir: &Path) -> Result<DoctorReport> {
                         .find(|(s, _)| s == id)
                         .map(|(_, l)| l.is_live())
                 }),
+                content: content::describe(store, id),
             })
-            .collect();
-        let dropped = root
+            .collect::<Vec<_>>();
+        let dropped: Vec<SnapshotId> = root
             .map(|r| {
                 r.states
                     .iter()
@@ -99,11 +121,15 @@ pub(crate) fn doctor(store: &Store, dir: &Path) -> Result<DoctorReport> {
             })
             .unwrap_or_default();
         let moved_from = scan::cmake_home(&build).filter(|home| *home != build);
+        let before = one_layout(dropped.iter().map(|id| content::describe(store, id)));
+        let now = one_layout(envs.iter().map(|e| e.content.clone()));
+        let switched = before.zip(now).filter(|(b, n)| b != n);
         build_dirs.push(BuildDir {
             dir: build,
             envs,
             dropped,
             moved_from,
+            switched,
         });
     }
     let temporary = scan::temporary_envs(&dir, SCAN_DEPTH);
