@@ -37,7 +37,7 @@ def main():
                 shutil.copytree(ROOT / "tests/hook/project", case / "project")
                 pyproject = case / "project/pyproject.toml"
                 if not hook:
-                    text = pyproject.read_text().replace('"envstore", ', "").replace('"envstore.build"', '"scikit_build_core.build"')
+                    text = re.sub(r'"envstore[^"]*", ', "", pyproject.read_text()).replace('"envstore.build"', '"scikit_build_core.build"')
                     pyproject.write_text(text)
                 subprocess.run([sys.executable, "-m", "venv", str(case / "venv")], check=True)
                 python = case / "venv/bin/python"

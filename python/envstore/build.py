@@ -1,9 +1,10 @@
 """A PEP 517 build backend that builds against a stable copy of the build environment.
 
-Opt in from ``pyproject.toml``::
+Opt in from ``pyproject.toml`` (pinned exactly while envstore is not on the public index; see
+docs/integration.md, "Opting in safely")::
 
     [build-system]
-    requires = ["envstore", "scikit-build-core", "pybind11"]
+    requires = ["envstore==0.1.0", "scikit-build-core", "pybind11"]
     build-backend = "envstore.build"
 
 For ``build_wheel`` and ``build_editable`` the prefixes of the build environment that pip (or
