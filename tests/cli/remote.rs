@@ -149,6 +149,47 @@ fn push_then_pull_into_an_empty_store_is_byte_identical_and_moves_only_new_chunk
 }
 
 #[test]
+fn a_pull_of_more_objects_than_one_batch_fetches_each_block_once() {
+    // A pull plans and writes 8,192 objects at a time; 20,000 files span three batches. One
+    // content is both a plain file early in the walk and an executable late in it.
+    use std::os::unix::fs::PermissionsExt as _;
+    let a = Env::new();
+    let src = a.path("src");
+    for i in 0..20_000 {
+        write(
+            &src.join(format!("d{}/f{i}.py", i / 500)),
+            format!("x = {i}\n").as_bytes(),
+        );
+    }
+    write(&src.join("d0/same"), b"#!/bin/sh\necho same\n");
+    let late = src.join("d39/same");
+    write(&late, b"#!/bin/sh\necho same\n");
+    std::fs::set_permissions(&late, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let remote = file("batches");
+    let (id, _) = push(&a, &src, &remote.url, &["--name", "main"]);
+
+    let b = Env::new();
+    let got = pull(&b, "main", &remote.url);
+    assert_eq!(got["objects"], 20_001, "{got}");
+    // Every block at most once, though later batches need chunks of blocks fetched earlier.
+    let packs = remote.url.strip_prefix("file://").unwrap().to_owned() + "/packs";
+    let on_remote: u64 = std::fs::read_dir(&packs)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let fetched = got["fetched_bytes"].as_u64().unwrap();
+    assert!(
+        fetched > 0 && fetched <= on_remote,
+        "fetched {fetched} of {on_remote} bytes"
+    );
+    let path = b.materialize(Path::new(&id));
+    assert_eq!(tree(&path), tree(&src), "byte-identical, modes included");
+    b.ok(&["verify"]);
+}
+
+#[test]
 fn two_pushes_of_one_snapshot_at_once_both_succeed() {
     for remote in backends("concurrent") {
         let envs: Vec<Env> = (0..3).map(|_| Env::new()).collect();

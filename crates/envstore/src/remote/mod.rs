@@ -4,6 +4,7 @@
 //! store: which remotes it uses (`<store>/remotes`), the remote pack indexes it has seen
 //! (`<store>/remote-cache/`), and how push, pull and remote prune move between the two.
 
+pub(crate) mod blocks;
 pub(crate) mod check;
 pub(crate) mod config;
 pub(crate) mod doctor;

@@ -5,26 +5,18 @@
 //! written. The record comes last, so a refused or interrupted pull leaves no snapshot.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
 use std::time::SystemTime;
 
-use envstore_index::{ChunkLoc, SnapshotMeta};
-use envstore_pack::{EntryKind, PACK_MAGIC, PackReader, decode_recipe, pack_path};
+use envstore_index::SnapshotMeta;
+use envstore_pack::{EntryKind, decode_recipe};
 use envstore_remote::config::valid_name;
 use envstore_remote::format::{self, Record, Ref};
 use envstore_tree::{ChunkId, EntryKind as TreeEntry, ObjectId, PackId, SnapshotId, Tree, TreeId};
 
-use crate::cold::packs::{cold_lookup, pack_err};
-use crate::cold::rehydrate::Plan;
+use crate::remote::blocks::{BATCH, Brought, RemoteChunks, bring};
 use crate::remote::open::{CACHE_DIR, Remote};
 use crate::store::files::unix_secs;
 use crate::{Error, Result, Store};
-
-/// The temporary pack's id in a plan (no real pack hashes to it).
-const INCOMING: PackId = PackId::from_bytes([0xff; 32]);
-/// The most one request asks for (neighbouring blocks are fetched together up to this);
-/// what comes back is streamed to disk, so this bounds the time of a request, not memory.
-const MAX_RANGE: u64 = 16 << 20;
 
 /// What `pull` did.
 #[derive(Debug, Clone)]
@@ -137,92 +129,45 @@ pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<Pu
         })?;
     remote.check_marker(false)?;
     let record = Record::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
+    drop(bytes);
     let checked = check_trees(store, remote, id, record.trees)?;
 
-    // What the store lacks, and which of that its own packs can rebuild.
-    let missing: Vec<(ObjectId, bool, u64)> = checked
-        .needs
-        .iter()
-        .filter(|(o, _, _)| !store.objects().contains(o))
-        .copied()
-        .collect();
-    let mut seen = HashSet::new();
-    let missing: Vec<_> = missing
-        .into_iter()
-        .filter(|(o, _, _)| seen.insert(*o))
-        .collect();
-    let index = store.open_index()?;
-    let local = cold_lookup(&index, &missing.iter().map(|m| m.0).collect::<Vec<_>>())?;
-    let mut plan: Plan = Vec::new();
-    let mut remote_objects = Vec::new();
-    for ((object, executable, size), locs) in missing.into_iter().zip(local) {
-        match locs {
-            Some(locs) => plan.push((object, executable, locs)),
-            None => remote_objects.push((object, executable, size)),
-        }
-    }
-
-    // Their chunks: from the store's packs where it has them, else fetched.
+    // Where the remote keeps each chunk (sized once: this map grows with the snapshot).
     let indexes = crate::remote::open::pack_indexes(store, remote, &record.packs)?;
-    let mut chunk_at: HashMap<ChunkId, (PackId, u64, u64)> = HashMap::new();
-    let mut recipes: HashMap<ObjectId, (u64, Vec<ChunkId>)> = HashMap::new();
-    for (pack, idx) in &indexes {
-        for block in &idx.blocks {
+    let packs: Vec<PackId> = indexes.keys().copied().collect();
+    let count = indexes
+        .values()
+        .flat_map(|idx| &idx.blocks)
+        .flat_map(|b| &b.entries)
+        .filter(|e| e.kind == EntryKind::Chunk)
+        .count();
+    let mut chunks = RemoteChunks {
+        packs,
+        chunk_at: HashMap::with_capacity(count),
+        recipes: HashMap::new(),
+    };
+    for (n, pack) in chunks.packs.iter().enumerate() {
+        for block in &indexes[pack].blocks {
             let mut r = block.recipes.iter();
+            let len = u32::try_from(block.len)
+                .map_err(|_| remote.refused(format!("a block of pack {pack} is too long")))?;
             for e in &block.entries {
                 match e.kind {
                     EntryKind::Chunk => {
-                        chunk_at
-                            .insert(ChunkId::from_bytes(e.id), (*pack, block.offset, block.len));
+                        chunks
+                            .chunk_at
+                            .insert(ChunkId::from_bytes(e.id), (n as u32, len, block.offset));
                     }
                     EntryKind::Recipe => {
                         if let Some(recipe) = r.next().and_then(|b| decode_recipe(b)) {
-                            recipes.insert(ObjectId::from_bytes(e.id), recipe);
+                            chunks.recipes.insert(ObjectId::from_bytes(e.id), recipe);
                         }
                     }
                 }
             }
         }
     }
-    let mut object_chunks = Vec::with_capacity(remote_objects.len());
-    for (object, _, size) in &remote_objects {
-        let chunks = match recipes.get(object) {
-            Some((recipe_size, chunks)) if recipe_size == size => chunks.clone(),
-            Some(_) => {
-                return Err(remote.refused(format!(
-                    "the recipe of object {object} has another size than its trees say"
-                )));
-            }
-            None => vec![ChunkId::from(*object)],
-        };
-        object_chunks.push(chunks);
-    }
-    let all: Vec<ChunkId> = object_chunks.iter().flatten().copied().collect();
-    let local_locs = index.chunk_locs(&all)?;
-    drop(index);
-    let mut have: HashMap<ChunkId, ChunkLoc> = HashMap::new();
-    let mut blocks = Vec::new();
-    for (chunk, loc) in all.iter().zip(local_locs) {
-        if have.contains_key(chunk) {
-            continue;
-        }
-        match loc {
-            Some(loc) => {
-                report.local_chunks += 1;
-                have.insert(*chunk, loc);
-            }
-            None => match chunk_at.get(chunk) {
-                Some(at) => blocks.push(*at),
-                None => {
-                    return Err(remote.refused(format!(
-                        "the packs snapshot {id} lists do not hold chunk {chunk}"
-                    )));
-                }
-            },
-        }
-    }
-    blocks.sort();
-    blocks.dedup();
+    drop(indexes);
     let tmp = tempfile::Builder::new()
         .prefix("pull-")
         .tempdir_in(store.root().join("tmp"))
@@ -230,75 +175,43 @@ pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<Pu
             "create a temporary directory in",
             &store.root().join("tmp"),
         ))?;
-    let incoming_path = tmp.path().join("incoming.pack");
-    let fetched = fetch_blocks(remote, &blocks, &incoming_path, &mut report)?;
-    let mut readers = HashMap::new();
-    // Every chunk of the fetched blocks, checked: the store keeps them (below).
-    let mut incoming = Vec::new();
-    if !fetched.is_empty() {
-        let reader = PackReader::open(&incoming_path).map_err(pack_err)?;
-        for (offset, pack, at) in fetched {
-            // Header, checksum and every chunk's id: a block that fails is refused whole.
-            let block = reader.block_at(offset).map_err(|e| {
-                let why = match e {
-                    envstore_pack::PackError::Corrupt { reason, .. } => reason,
-                    other => other.to_string(),
-                };
-                remote.refused(format!("the block at byte {at} of pack {pack}: {why}"))
-            })?;
-            for (at, e) in block.header.placed() {
-                if e.kind == EntryKind::Chunk {
-                    let loc = ChunkLoc {
-                        pack: INCOMING,
-                        block: offset,
-                        offset: at,
-                        len: e.len,
-                    };
-                    have.entry(ChunkId::from_bytes(e.id)).or_insert(loc);
-                    incoming.push((ChunkId::from_bytes(e.id), loc));
-                }
-            }
-        }
-        readers.insert(INCOMING, reader);
-    }
-    for ((object, executable, _), chunks) in remote_objects.iter().zip(object_chunks) {
-        let locs = chunks
+    let mut brought = Brought::default();
+    // What the store lacks, a batch at a time (an object written by one batch is found in
+    // the store by the next, so one needed both plain and executable is written once).
+    for batch in checked.needs.chunks(BATCH) {
+        let mut seen = HashSet::new();
+        let missing: Vec<(ObjectId, bool, u64)> = batch
             .iter()
-            .map(|c| {
-                have.get(c).copied().ok_or_else(|| {
-                    remote.refused(format!(
-                        "a fetched block does not hold chunk {c}, which its pack index lists"
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        plan.push((*object, *executable, locs));
+            .filter(|(o, _, _)| !store.objects().contains(o) && seen.insert(*o))
+            .copied()
+            .collect();
+        bring(
+            store,
+            remote,
+            id,
+            &missing,
+            &chunks,
+            tmp.path(),
+            &mut brought,
+        )?;
     }
-    for (_, _, locs) in &plan {
-        for loc in locs {
-            if let std::collections::hash_map::Entry::Vacant(e) = readers.entry(loc.pack) {
-                let path = pack_path(&store.packs_dir(), &loc.pack);
-                e.insert(PackReader::open(&path).map_err(pack_err)?);
-            }
-        }
-    }
-    report.fetched_chunks = have.values().filter(|l| l.pack == INCOMING).count() as u64;
-    let (objects, bytes) = crate::cold::rehydrate::write_from_packs(store, &plan, &readers)
-        .map_err(|e| match e {
-            Error::Object(e) => remote.refused(format!("an object did not rebuild: {e}")),
-            other => other,
-        })?;
-    report.objects = objects;
-    report.object_bytes = bytes;
-    drop(readers);
-    if !incoming.is_empty() {
-        // Kept as a pack of the store: a later pull of a snapshot sharing these chunks (an
-        // edited large file) fetches none of them again. A cache: failing to keep it fails
-        // nothing.
-        if let Err(e) = crate::cold::packs::adopt_pack(store, &incoming_path, &incoming) {
-            store.warn(format!("could not keep the fetched blocks as a pack: {e}"));
-        }
-    }
+    let Brought {
+        objects,
+        object_bytes,
+        blocks,
+        fetched_bytes,
+        fetched_chunks,
+        local_chunks,
+    } = brought;
+    report = PullReport {
+        objects,
+        object_bytes,
+        blocks,
+        fetched_bytes,
+        fetched_chunks,
+        local_chunks,
+        ..report
+    };
     for (object, executable, _) in &checked.needs {
         store.objects().ensure_variant(object, *executable)?;
     }
@@ -376,54 +289,4 @@ fn check_trees(
         }
     }
     Ok(Checked { trees, needs, meta })
-}
-
-/// Fetches `blocks` (pack, offset, length; sorted) into a temporary pack at `path`,
-/// coalescing neighbours into one range and streaming what comes back to disk.
-/// Returns each block's offset in the temporary pack, with its pack and offset there.
-fn fetch_blocks(
-    remote: &Remote,
-    blocks: &[(PackId, u64, u64)],
-    path: &std::path::Path,
-    report: &mut PullReport,
-) -> Result<Vec<(u64, PackId, u64)>> {
-    if blocks.is_empty() {
-        return Ok(Vec::new());
-    }
-    // (pack, start, end, blocks in it)
-    let mut ranges: Vec<(PackId, u64, u64, Vec<u64>)> = Vec::new();
-    for &(pack, offset, len) in blocks {
-        match ranges.last_mut() {
-            Some((p, start, end, lens))
-                if *p == pack && *end == offset && *end - *start + len <= MAX_RANGE =>
-            {
-                *end += len;
-                lens.push(len);
-            }
-            _ => ranges.push((pack, offset, offset + len, vec![len])),
-        }
-    }
-    let mut file = std::fs::File::create(path).map_err(Error::io("create", path))?;
-    file.write_all(PACK_MAGIC)
-        .map_err(Error::io("write", path))?;
-    let mut at = PACK_MAGIC.len() as u64;
-    let mut offsets = Vec::new();
-    for (pack, start, _, lens) in &ranges {
-        let mut there = *start;
-        for len in lens {
-            offsets.push((at, *pack, there));
-            at += len;
-            there += len;
-            report.blocks += 1;
-        }
-    }
-    let requests: Vec<(String, std::ops::Range<u64>)> = ranges
-        .iter()
-        .map(|(p, s, e, _)| (format::pack_key(p), *s..*e))
-        .collect();
-    remote
-        .storage()
-        .get_ranges_into(&requests, &file, PACK_MAGIC.len() as u64)?;
-    report.fetched_bytes += at - PACK_MAGIC.len() as u64;
-    Ok(offsets)
 }
