@@ -285,6 +285,7 @@ def register_roots(config_settings):
             return
         found = _envstore(exe, "roots", "--add", "--scan", *dirs)
         for entry in found:
-            _log(f"root: {entry['dir']} uses {len(entry['snapshots'])} environments")
+            count = len(entry["snapshots"])
+            _log(f"root: {entry['dir']} uses {count} environment{'' if count == 1 else 's'}")
     except Exception as error:  # noqa: BLE001 - the contract: a build never fails because of the hook
         _log(f"could not record the build directory as a root: {error}")
