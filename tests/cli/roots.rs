@@ -279,16 +279,7 @@ fn doctor_says_whether_the_hook_is_on_and_what_the_build_directory_uses() {
     );
     let build = project.join("build/cp311");
     cmake_build_dir(&build, &path);
-    let findings = |e: &Env| -> String {
-        let out = json(e, &["doctor", project.to_str().unwrap()]);
-        out["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f.as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let findings = |e: &Env| doctor_findings(e, &project);
     let text = findings(&e);
     assert!(text.contains("the hook is active"), "{text}");
     assert!(
@@ -339,29 +330,23 @@ fn doctor_findings(e: &Env, project: &Path) -> String {
 fn doctor_describes_environments_by_content_and_names_a_frontend_switch() {
     let e = Env::new();
     // pip builds in bare prefixes; uv in a virtualenv.
+    let site = "lib/python3.11/site-packages";
     let pip = e.path("pip-overlay");
-    write(
-        &pip.join("lib/python3.11/site-packages/pybind11-3.0.1.dist-info/METADATA"),
-        b"x",
-    );
-    write(
-        &pip.join("lib/python3.11/site-packages/scikit_build_core-0.11.6.dist-info/METADATA"),
-        b"x",
-    );
-    write(
-        &pip.join("lib/python3.11/site-packages/pybind11/__init__.py"),
-        b"x",
-    );
+    for name in [
+        "pybind11-3.0.1.dist-info/METADATA",
+        "scikit_build_core-0.11.6.dist-info/METADATA",
+        "pybind11/__init__.py",
+    ] {
+        write(&pip.join(site).join(name), b"x");
+    }
     let uv = e.path("uv-venv");
     write(&uv.join("pyvenv.cfg"), b"home = /usr/bin\n");
-    write(
-        &uv.join("lib/python3.11/site-packages/pybind11-3.0.1.dist-info/METADATA"),
-        b"x",
-    );
-    write(
-        &uv.join("lib/python3.11/site-packages/cmake-4.1.2.dist-info/METADATA"),
-        b"x",
-    );
+    for name in [
+        "pybind11-3.0.1.dist-info/METADATA",
+        "cmake-4.1.2.dist-info/METADATA",
+    ] {
+        write(&uv.join(site).join(name), b"x");
+    }
     let (pip_path, uv_path) = (e.materialize(&pip), e.materialize(&uv));
     let project = e.path("proj");
     write(
@@ -369,9 +354,13 @@ fn doctor_describes_environments_by_content_and_names_a_frontend_switch() {
         b"[build-system]\nrequires = [\"envstore\", \"scikit-build-core\"]\nbuild-backend = \"envstore.build\"\n",
     );
     let build = project.join("build/cp311");
-    cmake_build_dir(&build, &pip_path);
-    e.ok(&["roots", "--add", "--scan", build.to_str().unwrap()]);
-    let text = doctor_findings(&e, &project);
+    // A build in `build` against `env`, recorded as the hook records it; then doctor's words.
+    let built_with = |env: &Path| {
+        cmake_build_dir(&build, env);
+        e.ok(&["roots", "--add", "--scan", build.to_str().unwrap()]);
+        doctor_findings(&e, &project)
+    };
+    let text = built_with(&pip_path);
     assert!(
         text.contains("pip's prefixes: scikit-build-core 0.11.6, pybind11 3.0.1"),
         "{text}"
@@ -385,9 +374,7 @@ fn doctor_describes_environments_by_content_and_names_a_frontend_switch() {
     assert!(!text.contains("frontend changed"), "{text}");
 
     // The same build directory built again by uv: named as a frontend switch.
-    cmake_build_dir(&build, &uv_path);
-    e.ok(&["roots", "--add", "--scan", build.to_str().unwrap()]);
-    let text = doctor_findings(&e, &project);
+    let text = built_with(&uv_path);
     assert!(
         text.contains("a virtualenv (uv, or python -m build): cmake 4.1.2, pybind11 3.0.1"),
         "{text}"

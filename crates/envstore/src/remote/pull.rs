@@ -35,6 +35,21 @@ pub struct PullReport {
     pub local_chunks: u64,
 }
 
+impl PullReport {
+    fn of(id: &SnapshotId, already: bool, b: Brought) -> PullReport {
+        PullReport {
+            id: *id,
+            already,
+            objects: b.objects,
+            object_bytes: b.object_bytes,
+            blocks: b.blocks,
+            fetched_bytes: b.fetched_bytes,
+            fetched_chunks: b.fetched_chunks,
+            local_chunks: b.local_chunks,
+        }
+    }
+}
+
 /// A snapshot's trees, checked, and what it needs: distinct (object, exec) pairs with sizes.
 struct Checked {
     trees: HashMap<TreeId, Tree>,
@@ -105,20 +120,9 @@ pub(super) fn remote_name(
 pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<PullReport> {
     store.require_writable("pull into it")?;
     let _lock = store.lock_shared()?;
-    let mut report = PullReport {
-        id: *id,
-        already: false,
-        objects: 0,
-        object_bytes: 0,
-        blocks: 0,
-        fetched_bytes: 0,
-        fetched_chunks: 0,
-        local_chunks: 0,
-    };
     if store.has_snapshot(id) {
-        report.already = true;
         crate::store::records::touch(store, id);
-        return Ok(report);
+        return Ok(PullReport::of(id, true, Brought::default()));
     }
     let bytes = remote
         .storage()
@@ -195,23 +199,6 @@ pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<Pu
             &mut brought,
         )?;
     }
-    let Brought {
-        objects,
-        object_bytes,
-        blocks,
-        fetched_bytes,
-        fetched_chunks,
-        local_chunks,
-    } = brought;
-    report = PullReport {
-        objects,
-        object_bytes,
-        blocks,
-        fetched_bytes,
-        fetched_chunks,
-        local_chunks,
-        ..report
-    };
     for (object, executable, _) in &checked.needs {
         store.objects().ensure_variant(object, *executable)?;
     }
@@ -222,7 +209,7 @@ pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<Pu
     meta.source = format!("pulled from {}", remote.url);
     store.write_file_atomic(&store.snapshot_file(id), meta.to_text().as_bytes())?;
     let _ = store.update_index(|index| index.put_snapshots(&[(*id, meta)]));
-    Ok(report)
+    Ok(PullReport::of(id, false, brought))
 }
 
 /// Checks the record's trees against their ids and that, with the store's own trees, they
