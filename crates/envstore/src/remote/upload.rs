@@ -20,6 +20,9 @@ use crate::{Error, Result, Store};
 /// in memory once while it is uploaded, so this bounds a push's memory; large enough that a
 /// push makes few requests.
 const PACK_TARGET: u64 = 16 << 20;
+/// A pack is also closed after the block that brings it to this many entries, so its index
+/// (held until the pack is uploaded) stays small however small the files are.
+const PACK_ENTRIES: usize = 1 << 16;
 /// Objects at least this large are read as a stream (as `pack` does).
 const STREAM_OBJECT: u64 = 16 << 20;
 /// What a push uploaded: the summaries to publish, and the packs its record lists.
@@ -134,8 +137,9 @@ pub(super) struct Outgoing<'s> {
     /// Chunks already in a pack of this attempt, and that pack's slot.
     new_chunks: HashMap<ChunkId, u32>,
     slots: Slots,
-    /// The slot of the pack being written.
+    /// The slot of the pack being written, and the entries queued for it.
     open_slot: Option<u32>,
+    pack_entries: usize,
     pub(super) tally: Tally,
 }
 
@@ -151,6 +155,7 @@ impl<'s> Outgoing<'s> {
             new_chunks: HashMap::new(),
             slots: Slots::default(),
             open_slot: None,
+            pack_entries: 0,
             tally: Tally::default(),
         }
     }
@@ -311,9 +316,12 @@ impl<'s> Outgoing<'s> {
             None => *self.open_slot.insert(self.slots.reserve()),
         };
         self.block.push(kind, id, bytes);
+        self.pack_entries += 1;
         if self.block.full() {
             self.seal()?;
-            if self.writer.as_ref().is_some_and(|w| w.len() >= PACK_TARGET) {
+            if self.pack_entries >= PACK_ENTRIES
+                || self.writer.as_ref().is_some_and(|w| w.len() >= PACK_TARGET)
+            {
                 self.finish_pack()?;
             }
         }
@@ -387,6 +395,7 @@ impl<'s> Outgoing<'s> {
                 .write_file_atomic(&cache.join(format!("{}.idx", written.id)), &index);
         }
         self.recipes.clear();
+        self.pack_entries = 0;
         if let Some(slot) = self.open_slot.take() {
             self.slots.name(slot, written.id);
         }
