@@ -426,7 +426,7 @@ pub enum RemoteCommand {
     },
     /// Delete what no ref and no recent push needs from a remote
     ///
-    /// Snapshots no ref names and pushed longer ago than --older-than are removed, then packs
+    /// Snapshots no ref names and last pushed or pulled longer ago than --older-than are removed, then packs
     /// nothing kept needs: marked first, deleted by a later prune after --grace, so a push
     /// running meanwhile is never broken.
     #[command(
@@ -440,7 +440,7 @@ pub enum RemoteCommand {
         /// How long unneeded packs stay (keep it longer than any push takes)
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration, allow_hyphen_values = true)]
         grace: std::time::Duration,
-        /// Also remove the least recently pushed snapshots no ref names until what the rest
+        /// Also remove the least recently pushed or pulled snapshots no ref names until what the rest
         /// need fits in SIZE (e.g. 500G); recorded on the remote, `remote stats` shows it
         #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
         max_size: Option<u64>,

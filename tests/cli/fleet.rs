@@ -194,7 +194,8 @@ fn a_pack_the_remote_lost_is_found_and_a_push_uploads_it_again() {
 }
 
 #[test]
-fn remote_prune_max_size_removes_the_least_recently_pushed_unnamed_snapshots_until_it_fits() {
+fn remote_prune_max_size_removes_the_least_recently_pushed_or_pulled_unnamed_snapshots_until_it_fits()
+ {
     let mut backends = vec![file("budget")];
     backends.extend(s3("budget"));
     for remote in backends {
@@ -212,6 +213,9 @@ fn remote_prune_max_size_removes_the_least_recently_pushed_unnamed_snapshots_unt
             // Push times are compared in whole seconds.
             std::thread::sleep(std::time::Duration::from_millis(1100));
         }
+        // Another machine pulls the oldest unnamed one: it is now the most recently used.
+        let b = Env::new();
+        json(&b, &["pull", &ids[1], "--from", &remote.url]);
         let stats = || json(&a, &["remote", "stats", &remote.url]);
         let before = stats();
         let prune = |extra: &[&str]| {
@@ -229,7 +233,8 @@ fn remote_prune_max_size_removes_the_least_recently_pushed_unnamed_snapshots_unt
             args.extend_from_slice(extra);
             json(&a, &args)
         };
-        // The dry run names the two oldest unnamed snapshots and changes nothing.
+        // The dry run names the two least recently used unnamed snapshots (the pulled one
+        // stays, though pushed before them) and changes nothing.
         let dry = prune(&["--dry-run"]);
         let removed: Vec<&str> = dry["removed_snapshots"]
             .as_array()
@@ -237,7 +242,7 @@ fn remote_prune_max_size_removes_the_least_recently_pushed_unnamed_snapshots_unt
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        assert_eq!(removed, [&ids[1], &ids[2]], "{}: {dry}", remote.kind);
+        assert_eq!(removed, [&ids[2], &ids[3]], "{}: {dry}", remote.kind);
         assert_eq!(
             stats(),
             before,
@@ -259,7 +264,7 @@ fn remote_prune_max_size_removes_the_least_recently_pushed_unnamed_snapshots_unt
         );
         // What is left still pulls.
         let b = Env::new();
-        for id in [&ids[0], &ids[3]] {
+        for id in [&ids[0], &ids[1]] {
             b.ok(&["-q", "pull", id, "--from", &remote.url]);
         }
         b.ok(&["verify"]);
@@ -372,6 +377,22 @@ fn remote_doctor_says_what_works_and_names_what_does_not() {
     assert!(
         stderr.contains("403") && stderr.contains("hint"),
         "{stderr}"
+    );
+    // A pull with them works (telling the remote it was pulled is refused, quietly).
+    let id = env.ingest(&src);
+    env.ok(&["-q", "push", &id, "--to", &s3.url]);
+    let fresh = Env::new();
+    let out = fresh
+        .cmd()
+        .args(["pull", &id, "--from", &s3.url])
+        .env("AWS_ACCESS_KEY_ID", "envstore-reader")
+        .env("AWS_SECRET_ACCESS_KEY", "envstore-reader-secret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{out:?}"
     );
 }
 

@@ -8,6 +8,8 @@
 //! <prefix>/refs/<name>          a ref: a name for a snapshot, optionally signed (Ref)
 //! <prefix>/prune/marked         packs remote prune marked for deletion (Marked)
 //! <prefix>/trees/<id>           the packs holding everything below a tree (summary::TreePacks)
+//! <prefix>/used/<id>            written by a pull (at most daily per client): its time is when
+//!                               the snapshot was last pulled, for `remote prune`
 //! ```
 
 use std::fmt::Write as _;
@@ -39,6 +41,11 @@ pub fn record_key(id: &SnapshotId) -> String {
 pub fn ref_key(name: &str) -> String {
     format!("refs/{name}")
 }
+pub const USED_DIR: &str = "used";
+pub fn used_key(id: &SnapshotId) -> String {
+    format!("{USED_DIR}/{}", id.to_hex())
+}
+pub const USED_MARKER: &[u8] = b"envstore-used 1\n";
 pub const MARKED_KEY: &str = "prune/marked";
 
 /// Why something read from a remote was refused.

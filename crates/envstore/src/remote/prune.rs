@@ -143,8 +143,20 @@ pub(crate) fn remote_prune(
     let refs = remote_refs(remote)?;
     report.refs = refs.len() as u64;
     let named: HashSet<SnapshotId> = refs.iter().map(|(_, r)| r.snapshot).collect();
+    // When each snapshot was last pushed or pulled, newest first.
+    let used: HashMap<SnapshotId, i64> = remote
+        .storage()
+        .list(format::USED_DIR)?
+        .into_iter()
+        .filter_map(|f| Some((f.name.parse().ok()?, f.modified)))
+        .collect();
+    let mut snapshots = remote_snapshots(remote)?;
+    for (id, time) in &mut snapshots {
+        *time = (*time).max(used.get(id).copied().unwrap_or(i64::MIN));
+    }
+    snapshots.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
     let mut kept = Vec::new();
-    for (id, modified) in remote_snapshots(remote)? {
+    for (id, modified) in snapshots {
         if named.contains(&id) || modified >= older {
             kept.push((id, modified));
         } else {
@@ -188,6 +200,11 @@ pub(crate) fn remote_prune(
     if !options.dry_run {
         for id in &report.removed_snapshots {
             remote.storage().delete(&format::record_key(id))?;
+        }
+        // Pull times of snapshots that are gone (removed now, or by hand).
+        let kept_ids: HashSet<&SnapshotId> = kept.iter().map(|(id, _)| id).collect();
+        for id in used.keys().filter(|id| !kept_ids.contains(id)) {
+            remote.storage().delete(&format::used_key(id))?;
         }
     }
     // Key mappings naming a snapshot that is gone (older than the grace period: a push
@@ -278,7 +295,7 @@ pub(crate) fn remote_prune(
     Ok(report)
 }
 
-/// Moves the least recently pushed of `kept` that no ref names to the returned list until the
+/// Moves the least recently pushed or pulled of `kept` that no ref names to the returned list until the
 /// packs the rest need fit in `max` bytes (reading each record's pack lines once).
 fn over_budget(
     remote: &Remote,
@@ -299,7 +316,7 @@ fn over_budget(
         Ok(())
     })?;
     let mut total: u64 = uses.keys().map(size).sum();
-    // Oldest push first (`kept` is newest first).
+    // Least recently pushed or pulled first (`kept` is newest first).
     let mut removed = Vec::new();
     for (id, _) in kept.iter().rev() {
         if total <= max {

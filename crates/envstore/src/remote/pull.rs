@@ -209,7 +209,35 @@ pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<Pu
     meta.source = format!("pulled from {}", remote.url);
     store.write_file_atomic(&store.snapshot_file(id), meta.to_text().as_bytes())?;
     let _ = store.update_index(|index| index.put_snapshots(&[(*id, meta)]));
+    mark_used(store, remote, id);
     Ok(PullReport::of(id, false, brought))
+}
+
+/// How often one store tells a remote it pulled a snapshot.
+const USED_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Tells `remote` that snapshot `id` was just pulled (`used/<id>`, whose time `remote prune`
+/// reads), so a budget removes what nobody pulls before what everybody does. At most once a
+/// day per store, and best effort: a read-only identity's refusal is not an error of the pull.
+fn mark_used(store: &Store, remote: &Remote, id: &SnapshotId) {
+    let key = format::used_key(id);
+    let seen = store.root().join(CACHE_DIR).join(format!(
+        "used-{}",
+        blake3::hash(format!("{}\0{key}", remote.url.to_config_string()).as_bytes()).to_hex()
+    ));
+    let recent = std::fs::metadata(&seen)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < USED_EVERY));
+    if recent {
+        return;
+    }
+    if remote
+        .storage()
+        .put(&key, format::USED_MARKER.to_vec())
+        .is_ok()
+    {
+        let _ = store.write_file_atomic(&seen, b"");
+    }
 }
 
 /// Checks the record's trees against their ids and that, with the store's own trees, they
