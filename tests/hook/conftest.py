@@ -125,7 +125,11 @@ class Build:
 
 @pytest.fixture(scope="session")
 def envstore_bin(wheelhouse, tmp_path_factory):
-    """The envstore binary from the wheel, for inspecting stores from the tests."""
+    """The envstore binary from the wheel, for inspecting stores from the tests (or the one
+    ENVSTORE_TEST_BIN names, as in the Rust tests: a build of the working tree)."""
+    given = os.environ.get("ENVSTORE_TEST_BIN")
+    if given:
+        return Path(given)
     out = tmp_path_factory.mktemp("wheel")
     wheel = next(wheelhouse.glob("envstore-*.whl"))
     subprocess.run([sys.executable, "-m", "zipfile", "-e", str(wheel), str(out)], check=True)

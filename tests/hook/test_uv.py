@@ -23,3 +23,19 @@ def test_second_uv_install_compiles_nothing(build):
     assert build.works() == ["7", "8", "9"]
     cache = next(build.project.glob("build/*/CMakeCache.txt")).read_text()
     assert "builds-v0" not in cache, "nothing in the CMake cache points at the temporary venv"
+
+
+def test_switching_one_build_directory_between_pip_and_uv_recompiles_and_doctor_says_so(build):
+    """pip's build environment (two prefixes) and uv's (a virtualenv) differ in layout, so they
+    are different environments at different paths: switching one build directory between the
+    two recompiles everything (docs/integration.md says so), and `envstore doctor` names the
+    switch instead of blaming new requirements."""
+    first = build.pip_install()
+    assert compiled(first) == 6, first
+    switched = build.uv_install()
+    assert compiled(switched) == 6, switched
+    said = build.envstore("doctor", str(build.project))
+    assert "the frontend changed: it was built in pip's prefixes and now in a virtualenv" in said, said
+    assert "new requirements resolved" not in said, said
+    # What each environment holds, by name.
+    assert "scikit-build-core" in said and "pybind11" in said, said

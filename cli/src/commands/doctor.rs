@@ -148,8 +148,8 @@ pub fn doctor(store: &Store, dir: Option<&Path>, printer: &Printer) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-/// An environment in words: its layout and what it holds, the build tools first
-/// (`pip's prefixes: cmake 4.1.2, ninja 1.13.0, pybind11 3.0.1`).
+/// An environment in words: its layout and what it holds, the build tools and the packages
+/// whose headers builds include first (`pip's prefixes: cmake 4.1.2, ninja 1.13.0`).
 fn holds(content: &Content) -> String {
     const TOOLS: &[&str] = &[
         "cmake",
@@ -157,10 +157,17 @@ fn holds(content: &Content) -> String {
         "meson",
         "meson-python",
         "scikit-build-core",
+        "pybind11",
+        "nanobind",
+        "numpy",
+        "cython",
     ];
     const SHOWN: usize = 6;
     let mut packages: Vec<&(String, String)> = content.packages.iter().collect();
-    packages.sort_by_key(|(name, _)| (!TOOLS.contains(&name.as_str()), name.clone()));
+    packages.sort_by_key(|(name, _)| {
+        let rank = TOOLS.iter().position(|t| t == name).unwrap_or(TOOLS.len());
+        (rank, name.clone())
+    });
     let mut words: Vec<String> = packages
         .iter()
         .take(SHOWN)
