@@ -2,7 +2,10 @@
 //! packs where they hold it, else from blocks fetched into a temporary pack, checked (header,
 //! checksum, every chunk's id) and then kept as a pack of the store; every object is written
 //! and checked against its id. Memory follows the batch, not the snapshot: plans, chunk
-//! locations and the fetched pack's entries of one batch are dropped before the next.
+//! locations and the fetched pack's entries of one batch are dropped before the next. A pull
+//! refused in a later batch keeps what earlier batches checked and wrote (objects and packs
+//! that hash to their names, referenced by no snapshot: the next pull uses them, or prune
+//! removes them); it still leaves no snapshot and no trees.
 
 use std::collections::HashMap;
 use std::io::Write as _;
