@@ -295,8 +295,8 @@ pub(crate) fn remote_prune(
     Ok(report)
 }
 
-/// Moves the least recently pushed or pulled of `kept` that no ref names to the returned list until the
-/// packs the rest need fit in `max` bytes (reading each record's pack lines once).
+/// Moves the least recently pushed or pulled of `kept` that no ref names to the returned list
+/// until the packs the rest need fit in `max` bytes (reading each record's pack lines once).
 fn over_budget(
     remote: &Remote,
     named: &HashSet<SnapshotId>,
