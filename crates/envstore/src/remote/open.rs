@@ -105,6 +105,16 @@ impl Remote {
         Ok(())
     }
 
+    /// A file in the store's `remote-cache/` about `key` on this remote (`kind-<hash of the
+    /// remote's URL and the key>`): what this store remembers of that key.
+    pub(super) fn memo_path(&self, store: &Store, kind: &str, key: &str) -> std::path::PathBuf {
+        let of = format!("{}\0{key}", self.url.to_config_string());
+        store
+            .root()
+            .join(CACHE_DIR)
+            .join(format!("{kind}-{}", blake3::hash(of.as_bytes()).to_hex()))
+    }
+
     pub(super) fn refused(&self, reason: String) -> Error {
         Error::RemoteRefused {
             remote: self.label(),

@@ -14,7 +14,7 @@ use envstore_remote::format::{self, Record, Ref};
 use envstore_tree::{ChunkId, EntryKind as TreeEntry, ObjectId, PackId, SnapshotId, Tree, TreeId};
 
 use crate::remote::blocks::{BATCH, Brought, RemoteChunks, bring};
-use crate::remote::open::{CACHE_DIR, Remote};
+use crate::remote::open::Remote;
 use crate::store::files::unix_secs;
 use crate::{Error, Result, Store};
 
@@ -94,10 +94,7 @@ pub(super) fn remote_name(
         reason,
     };
     r.check(&trusted).map_err(untrusted)?;
-    let seen_path = store.root().join(CACHE_DIR).join(format!(
-        "ref-{}",
-        blake3::hash(format!("{}\0{key}", remote.url.to_config_string()).as_bytes()).to_hex()
-    ));
+    let seen_path = remote.memo_path(store, "ref", key);
     let seen = envstore_fs::read_bounded(&seen_path, 64)
         .ok()
         .and_then(|b| String::from_utf8(b).ok()?.trim().parse::<u64>().ok());
@@ -221,10 +218,7 @@ const USED_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600
 /// day per store, and best effort: a read-only identity's refusal is not an error of the pull.
 fn mark_used(store: &Store, remote: &Remote, id: &SnapshotId) {
     let key = format::used_key(id);
-    let seen = store.root().join(CACHE_DIR).join(format!(
-        "used-{}",
-        blake3::hash(format!("{}\0{key}", remote.url.to_config_string()).as_bytes()).to_hex()
-    ));
+    let seen = remote.memo_path(store, "used", &key);
     let recent = std::fs::metadata(&seen)
         .and_then(|m| m.modified())
         .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < USED_EVERY));
