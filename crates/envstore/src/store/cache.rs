@@ -2,8 +2,10 @@
 //! index is a function of its pack, so one cache serves every remote) and, per remote and
 //! ref, the newest signed `seq` seen. Deleting it is always safe, but it must not grow without
 //! bound on a long-lived machine: `prune` drops the indexes not used for a month, then the
-//! least recently used until the rest fit in 256 MiB. The `ref-*` files stay (a few bytes
-//! each; they are what refuses a replayed ref).
+//! least recently used until the rest fit in 256 MiB, and with them the `used-*` memos (when
+//! this store last told a remote it pulled a snapshot: empty files, one per snapshot pulled, so
+//! they go by age like the indexes). The `ref-*` files stay (a few bytes each; they are what
+//! refuses a replayed ref).
 
 use std::fs;
 use std::path::PathBuf;
@@ -16,7 +18,8 @@ pub(crate) const CACHE_DIR: &str = "remote-cache";
 const UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 const BUDGET: u64 = 256 << 20;
 
-/// The cached indexes: path, bytes, last use (modification time, set on every use).
+/// The cached indexes and `used-*` memos: path, bytes, last use (modification time, set on
+/// every use).
 fn indexes(store: &Store) -> Result<Vec<(PathBuf, u64, SystemTime)>> {
     let dir = store.root().join(CACHE_DIR);
     let entries = match fs::read_dir(&dir) {
@@ -28,7 +31,8 @@ fn indexes(store: &Store) -> Result<Vec<(PathBuf, u64, SystemTime)>> {
     for entry in entries {
         let entry = entry.map_err(Error::io("list", &dir))?;
         let name = entry.file_name();
-        if !name.to_string_lossy().ends_with(".idx") {
+        let name = name.to_string_lossy();
+        if !(name.ends_with(".idx") || name.starts_with("used-")) {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
@@ -40,7 +44,7 @@ fn indexes(store: &Store) -> Result<Vec<(PathBuf, u64, SystemTime)>> {
     Ok(out)
 }
 
-/// Files and bytes of the cached indexes (for `stats`).
+/// Files and bytes of the cached indexes and memos (for `stats`).
 pub(crate) fn size(store: &Store) -> Result<(u64, u64)> {
     let all = indexes(store)?;
     Ok((all.len() as u64, all.iter().map(|(_, len, _)| len).sum()))
