@@ -4,7 +4,8 @@
 #![no_main]
 
 use envstore_remote::config::Config;
-use envstore_remote::format::{Marked, PackIndex, Record, Ref};
+use envstore_remote::format::{Marked, PackIndex, Ref};
+use envstore_remote::record::Record;
 use envstore_remote::summary::{Of, Summary};
 use envstore_tree::{ObjectId, PackId, SnapshotId, TreeId};
 use libfuzzer_sys::fuzz_target;

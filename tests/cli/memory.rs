@@ -1,5 +1,6 @@
-//! Memory that does not grow with the environment (issue 16): a 200k-file tree is ingested,
-//! materialized for the first time and again (warm), verified and pruned (dry run), each as a
+//! Memory that does not grow with the environment (issues 16 and 25): a 200k-file tree is
+//! ingested, materialized for the first time and again (warm), verified, pruned (dry run),
+//! pushed to a remote and pulled into another store, each as a
 //! child process whose peak RSS is read from `wait4`'s rusage. Not timed: only memory is
 //! asserted. The build before issue 16 fails it (`ENVSTORE_TEST_BIN=<old envstore>`): 94-96 MiB
 //! for ingest and materialize, 142 MiB for prune, 235 MiB for verify.
@@ -90,5 +91,21 @@ fn a_200k_file_environment_is_stored_and_materialized_in_64_mib() {
             over.push(format!("envstore {args:?}: {kib} KiB"));
         }
     }
+    // Push to a remote and pull into a fresh store (issue 25): the chunks, trees and files
+    // they track live in tables and files on disk. (Before: 96 MiB each.)
+    let id = env.ok(&["-q", "ingest", tree]).trim().to_owned();
+    let remote = format!("file://{}", env.path("remote").display());
+    let other = Env::new();
+    for (env, args) in [
+        (&env, ["push", &id, "--to", &remote]),
+        (&other, ["pull", &id, "--from", &remote]),
+    ] {
+        let kib = peak_rss_kib(env, &args);
+        eprintln!("envstore {}: peak RSS {} KiB", args[0], kib);
+        if kib >= LIMIT_KIB {
+            over.push(format!("envstore {args:?}: {kib} KiB"));
+        }
+    }
+    other.ok(&["verify"]);
     assert!(over.is_empty(), "over {LIMIT_KIB} KiB: {over:?}");
 }

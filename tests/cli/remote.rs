@@ -190,6 +190,68 @@ fn a_pull_of_more_objects_than_one_batch_fetches_each_block_once() {
 }
 
 #[test]
+fn push_and_pull_with_their_tables_on_disk_round_trip() {
+    // What a push and a pull know of chunks (the base's, those a push wrote, where the remote
+    // keeps each) grows with the files, so it lives in tables on disk beyond a small buffer.
+    // With a buffer of 16 entries every one of them spills and merges many times.
+    let small = |env: &Env, args: &[&str]| -> serde_json::Value {
+        let out = env
+            .cmd()
+            .env("ENVSTORE_SORT_BUFFER", "16")
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "envstore {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let make = |src: &Path| {
+        for i in 0..600 {
+            write(
+                &src.join(format!("d{}/f{i}.py", i / 50)),
+                format!("x = {}\n", i % 550).as_bytes(),
+            );
+        }
+        write(&src.join("big.bin"), &pseudo_random(3 << 20, 5));
+    };
+    let a = Env::new();
+    let src = a.path("src");
+    make(&src);
+    let remote = file("tables");
+    let s = src.to_str().unwrap();
+    let first = small(&a, &["push", s, "--to", &remote.url, "--name", "main"]);
+    let id = first["snapshots"][0]["id"].as_str().unwrap().to_owned();
+    // 550 distinct small contents and the big file's chunks, each uploaded once: as many
+    // as a push that keeps everything in memory uploads.
+    let new_chunks = first["snapshots"][0]["new_chunks"].as_u64().unwrap();
+    let plain = json(&a, &["push", s, "--to", &file("tables-plain").url]);
+    assert_eq!(plain["snapshots"][0]["new_chunks"], new_chunks, "{first}");
+    assert!(new_chunks > 550, "{first}");
+    // An edit: the base's chunks come from its packs' indexes (a table on disk too).
+    let edited = a.path("edited");
+    make(&edited);
+    write(&edited.join("d3/f170.py"), b"x = 'edited'\n");
+    write(&edited.join("d11/new.py"), b"x = 'new'\n");
+    let e = edited.to_str().unwrap();
+    let second = small(&a, &["push", e, "--to", &remote.url, "--name", "main"]);
+    let id2 = second["snapshots"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(second["snapshots"][0]["new_chunks"], 2, "{second}");
+
+    let b = Env::new();
+    for (spec, dir) in [(&id, &src), (&id2, &edited)] {
+        let got = small(&b, &["pull", spec, "--from", &remote.url]);
+        assert_eq!(got[0]["id"], spec.as_str(), "{got}");
+        let path = b.materialize(Path::new(spec));
+        assert_eq!(tree(&path), tree(dir), "byte-identical");
+    }
+    b.ok(&["verify"]);
+}
+
+#[test]
 fn two_pushes_of_one_snapshot_at_once_both_succeed() {
     for remote in backends("concurrent") {
         let envs: Vec<Env> = (0..3).map(|_| Env::new()).collect();

@@ -13,6 +13,9 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+mod table;
+pub use table::{STRIDE, Table, TableBuilder};
+
 /// One id: 32 bytes, ordered as bytes (which is the order of their hex names).
 pub type Id = [u8; 32];
 

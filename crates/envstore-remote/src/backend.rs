@@ -14,7 +14,7 @@ use std::{
 use futures::{StreamExt, TryStreamExt};
 use object_store::{
     BackoffConfig, ClientOptions, CopyMode, CopyOptions, ObjectStore, ObjectStoreExt, PutMode,
-    PutOptions, PutPayload, RetryConfig, aws::AmazonS3Builder, http::HttpBuilder,
+    PutOptions, PutPayload, RetryConfig, WriteMultipart, aws::AmazonS3Builder, http::HttpBuilder,
     local::LocalFileSystem, path::Path as Key, prefix::PrefixStore,
 };
 
@@ -22,6 +22,11 @@ use crate::{Counters, FailKind, Listed, RemoteError, RemoteUrl, Result, Storage,
 
 /// How many transfers run at once.
 const CONCURRENCY: usize = 8;
+/// Files larger than this are uploaded in parts of `PART` bytes (S3's smallest part), one
+/// in flight while the next fills: memory stays near two parts whatever the file's size.
+const STREAM_PUT_OVER: u64 = 16 << 20;
+const PART: usize = 5 << 20;
+const PARTS_IN_FLIGHT: usize = 1;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -458,6 +463,52 @@ impl Storage for ObjectStorage {
         })
     }
 
+    fn get_into(&self, key: &str, file: &std::fs::File, limit: u64) -> Result<Option<u64>> {
+        use std::os::unix::fs::FileExt as _;
+        let path = self.key(key)?;
+        let result = runtime().block_on(async {
+            let got = self.store.get(&path).await?;
+            if got.meta.size > limit {
+                return Ok(Err(got.meta.size));
+            }
+            let mut body = got.into_stream();
+            let mut received = 0u64;
+            while let Some(bytes) = body.next().await {
+                let bytes = bytes?;
+                if received + bytes.len() as u64 > limit {
+                    return Ok(Err(received + bytes.len() as u64));
+                }
+                if let Err(e) = file.write_all_at(&bytes, received) {
+                    return Ok(Ok(Err(e)));
+                }
+                received += bytes.len() as u64;
+            }
+            Ok(Ok(Ok(received)))
+        });
+        match result {
+            Ok(Ok(Ok(len))) => {
+                self.count(len, 0);
+                Ok(Some(len))
+            }
+            Ok(Ok(Err(e))) => Err(RemoteError {
+                remote: self.describe.clone(),
+                op: "read",
+                key: key.to_owned(),
+                kind: FailKind::Other,
+                message: format!("cannot write what it sent to a local file: {e}"),
+            }),
+            Ok(Err(size)) => {
+                self.count(0, 0);
+                Err(self.too_large(key, size, limit))
+            }
+            Err(e @ object_store::Error::NotFound { .. }) if !no_bucket(&e) => {
+                self.count(0, 0);
+                Ok(None)
+            }
+            Err(e) => Err(self.err("read", key, e)),
+        }
+    }
+
     fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Listed>>> {
         let paths = keys
             .iter()
@@ -492,6 +543,53 @@ impl Storage for ObjectStorage {
             .map_err(|e| self.err("write", key, e))?;
         self.count(0, len);
         Ok(())
+    }
+
+    fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        let unreadable = |e: std::io::Error| RemoteError {
+            remote: self.describe.clone(),
+            op: "write",
+            key: key.to_owned(),
+            kind: FailKind::Other,
+            message: format!("cannot read {}: {e}", path.display()),
+        };
+        let mut file = std::fs::File::open(path).map_err(unreadable)?;
+        let len = file.metadata().map_err(unreadable)?.len();
+        // HTTP (WebDAV) has no multipart upload: through memory, as `put`.
+        if len <= STREAM_PUT_OVER || self.copy_to_create {
+            let mut data = Vec::with_capacity(len as usize);
+            std::io::Read::read_to_end(&mut file, &mut data).map_err(unreadable)?;
+            return self.put(key, data);
+        }
+        let dest = self.key(key)?;
+        let result: std::result::Result<std::io::Result<()>, object_store::Error> = runtime()
+            .block_on(async {
+                let upload = self.store.put_multipart(&dest).await?;
+                let mut parts = WriteMultipart::new_with_chunk_size(upload, PART);
+                let mut buf = vec![0; 256 << 10];
+                loop {
+                    let n = match std::io::Read::read(&mut file, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) => {
+                            let _ = parts.abort().await;
+                            return Ok(Err(e));
+                        }
+                    };
+                    parts.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                    parts.write(&buf[..n]);
+                }
+                parts.finish().await?;
+                Ok(Ok(()))
+            });
+        match result {
+            Ok(Ok(())) => {
+                self.count(0, len);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(unreadable(e)),
+            Err(e) => Err(self.err("write", key, e)),
+        }
     }
 
     fn put_if_absent(&self, key: &str, data: Vec<u8>) -> Result<bool> {

@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 
 use envstore_pack::{Entry, EntryKind};
-use envstore_tree::{PackId, SnapshotId, TreeId};
+use envstore_tree::{PackId, SnapshotId};
 
 use crate::{hex, sign::PublicKey, unhex};
 
@@ -27,7 +27,6 @@ pub const MAX_INDEX: u64 = 64 << 20;
 pub const MAX_RECORD: u64 = 512 << 20;
 pub const MAX_REF: u64 = 4096;
 pub const MAX_MARKED: u64 = 64 << 20;
-const MAX_TREES_RAW: u64 = 1 << 30;
 
 pub fn pack_key(id: &PackId) -> String {
     format!("packs/{}.pack", id.to_hex())
@@ -56,7 +55,7 @@ pub struct FormatError {
     pub reason: String,
 }
 
-fn bad(what: &str, reason: impl Into<String>) -> FormatError {
+pub(crate) fn bad(what: &str, reason: impl Into<String>) -> FormatError {
     FormatError {
         what: what.to_owned(),
         reason: reason.into(),
@@ -212,163 +211,6 @@ impl PackIndex {
             return Err(bad(&what, "it does not cover the pack exactly"));
         }
         Ok(PackIndex { pack, len, blocks })
-    }
-}
-
-/// `snapshots/<id>`: a snapshot on the remote. Text lines, then the snapshot's trees as one
-/// zstd frame. Published last: a record means every pack it lists (and so every chunk and
-/// recipe its objects need) is there.
-///
-/// ```text
-/// envstore-remote-snapshot 1
-/// files <n>
-/// dirs <n>
-/// symlinks <n>
-/// bytes <n>
-/// pack <hex>                      (one line per pack holding something it needs)
-/// trees <count> <raw length> <compressed length>
-/// <zstd frame: (id:[32] len:u32 tree encoding){count}>
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub bytes: u64,
-    pub packs: Vec<PackId>,
-    pub trees: Vec<(TreeId, Vec<u8>)>,
-}
-
-const RECORD_HEADER: &str = "envstore-remote-snapshot 1";
-
-impl Record {
-    pub fn encode(&self) -> std::io::Result<Vec<u8>> {
-        let mut raw = Vec::new();
-        for (id, bytes) in &self.trees {
-            raw.extend_from_slice(id.as_bytes());
-            raw.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            raw.extend_from_slice(bytes);
-        }
-        let compressed = zstd::bulk::compress(&raw, 3)?;
-        let mut text = format!(
-            "{RECORD_HEADER}\nfiles {}\ndirs {}\nsymlinks {}\nbytes {}\n",
-            self.files, self.dirs, self.symlinks, self.bytes
-        );
-        for p in &self.packs {
-            let _ = writeln!(text, "pack {p}");
-        }
-        let _ = writeln!(
-            text,
-            "trees {} {} {}",
-            self.trees.len(),
-            raw.len(),
-            compressed.len()
-        );
-        let mut out = text.into_bytes();
-        out.extend_from_slice(&compressed);
-        Ok(out)
-    }
-
-    /// The packs a record lists, read from its text lines alone (the trees are not decoded).
-    pub fn pack_lines(bytes: &[u8]) -> Result<Vec<PackId>, FormatError> {
-        let what = "a remote record";
-        let mut packs = Vec::new();
-        let mut lines = bytes.split(|&b| b == b'\n');
-        if lines.next() != Some(RECORD_HEADER.as_bytes()) {
-            return Err(bad(what, format!("expected {RECORD_HEADER:?}")));
-        }
-        for l in lines {
-            if l.starts_with(b"trees ") {
-                return Ok(packs);
-            }
-            if let Some(hex) = l.strip_prefix(b"pack ") {
-                let pack = std::str::from_utf8(hex)
-                    .ok()
-                    .and_then(|h| h.parse().ok())
-                    .ok_or_else(|| bad(what, "bad pack id"))?;
-                packs.push(pack);
-            }
-        }
-        Err(bad(what, "cut short"))
-    }
-
-    /// Decodes a record. The trees are not checked against their ids here: the caller does
-    /// (and must) before storing them.
-    pub fn decode(bytes: &[u8], id: &SnapshotId) -> Result<Record, FormatError> {
-        let what = format!("the remote record of {id}");
-        let mut rest = bytes;
-        let mut line = || -> Result<&str, FormatError> {
-            let end = rest
-                .iter()
-                .position(|&b| b == b'\n')
-                .ok_or_else(|| bad(&what, "cut short"))?;
-            let (l, r) = rest.split_at(end);
-            rest = &r[1..];
-            std::str::from_utf8(l).map_err(|_| bad(&what, "not UTF-8"))
-        };
-        if line()? != RECORD_HEADER {
-            return Err(bad(&what, format!("expected {RECORD_HEADER:?}")));
-        }
-        let mut record = Record {
-            files: 0,
-            dirs: 0,
-            symlinks: 0,
-            bytes: 0,
-            packs: Vec::new(),
-            trees: Vec::new(),
-        };
-        let num = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| bad(&what, format!("bad number {v:?}")))
-        };
-        let (count, raw_len, compressed_len) = loop {
-            let l = line()?;
-            let (key, value) = l.split_once(' ').unwrap_or((l, ""));
-            match key {
-                "files" => record.files = num(value)?,
-                "dirs" => record.dirs = num(value)?,
-                "symlinks" => record.symlinks = num(value)?,
-                "bytes" => record.bytes = num(value)?,
-                "pack" => record.packs.push(
-                    value
-                        .parse()
-                        .map_err(|_| bad(&what, format!("bad pack id {value:?}")))?,
-                ),
-                "trees" => {
-                    let v: Vec<&str> = value.split(' ').collect();
-                    if v.len() != 3 {
-                        return Err(bad(&what, "bad trees line"));
-                    }
-                    break (num(v[0])?, num(v[1])?, num(v[2])?);
-                }
-                _ => {}
-            }
-        };
-        if compressed_len != rest.len() as u64 || raw_len > MAX_TREES_RAW {
-            return Err(bad(&what, "the trees do not have the length announced"));
-        }
-        // Streamed, so memory follows the data actually sent, not the length it announces.
-        let mut raw = Vec::new();
-        let decoder = zstd::stream::read::Decoder::new(rest)
-            .map_err(|e| bad(&what, format!("the trees do not decompress: {e}")))?;
-        std::io::Read::read_to_end(&mut std::io::Read::take(decoder, raw_len + 1), &mut raw)
-            .map_err(|e| bad(&what, format!("the trees do not decompress: {e}")))?;
-        if raw.len() as u64 != raw_len {
-            return Err(bad(&what, "the trees do not have the length announced"));
-        }
-        let mut c = Cursor {
-            bytes: &raw,
-            what: &what,
-        };
-        for _ in 0..count.min(raw_len / 36) {
-            let tree = TreeId::from_bytes(c.id()?);
-            let len = c.u32()?;
-            record.trees.push((tree, c.take(len as usize)?.to_vec()));
-        }
-        if record.trees.len() as u64 != count || !c.bytes.is_empty() {
-            return Err(bad(&what, "the tree count does not match"));
-        }
-        Ok(record)
     }
 }
 
@@ -562,24 +404,6 @@ mod tests {
                 PackIndex::decode(&bytes[..cut], &idx.pack).is_err(),
                 "{cut}"
             );
-        }
-    }
-
-    #[test]
-    fn record_round_trip() {
-        let r = Record {
-            files: 1,
-            dirs: 2,
-            symlinks: 3,
-            bytes: 4,
-            packs: vec![PackId::from_bytes(id(5))],
-            trees: vec![(TreeId::from_bytes(id(6)), b"tree".to_vec())],
-        };
-        let sid = SnapshotId::from_bytes(id(6));
-        let bytes = r.encode().unwrap();
-        assert_eq!(Record::decode(&bytes, &sid).unwrap(), r);
-        for cut in 0..bytes.len() {
-            assert!(Record::decode(&bytes[..cut], &sid).is_err(), "{cut}");
         }
     }
 

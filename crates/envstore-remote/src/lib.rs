@@ -13,6 +13,7 @@ use std::{fmt, ops::Range};
 mod backend;
 pub mod config;
 pub mod format;
+pub mod record;
 pub mod sign;
 pub mod summary;
 mod url;
@@ -104,11 +105,41 @@ pub trait Storage: Send + Sync + fmt::Debug {
         file: &std::fs::File,
         at: u64,
     ) -> Result<()>;
+    /// The object at `key` streamed into `file` from its start (which must be empty), so
+    /// memory does not grow with it; its length, or `None` when there is none. Bounded by
+    /// `limit` like [`Storage::get`]. The default goes through memory.
+    fn get_into(&self, key: &str, file: &std::fs::File, limit: u64) -> Result<Option<u64>> {
+        use std::os::unix::fs::FileExt as _;
+        let Some(bytes) = self.get(key, limit)? else {
+            return Ok(None);
+        };
+        file.write_all_at(&bytes, 0).map_err(|e| RemoteError {
+            remote: self.describe().to_owned(),
+            op: "read",
+            key: key.to_owned(),
+            kind: FailKind::Other,
+            message: format!("cannot write what it sent to a local file: {e}"),
+        })?;
+        Ok(Some(bytes.len() as u64))
+    }
     /// Size and modification time of the objects at `keys`, asked concurrently, in the order
     /// asked (`None` for a missing one): one HEAD each.
     fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Listed>>>;
     /// Writes `data` at `key`, replacing what was there.
     fn put(&self, key: &str, data: Vec<u8>) -> Result<()>;
+    /// Writes the file at `path` to `key`, replacing what was there. Backends that can
+    /// (S3, a directory) stream a large file in parts, so memory does not grow with it; the
+    /// default, and WebDAV (which has no multipart upload), read it into memory.
+    fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        let data = std::fs::read(path).map_err(|e| RemoteError {
+            remote: self.describe().to_owned(),
+            op: "write",
+            key: key.to_owned(),
+            kind: FailKind::Other,
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        self.put(key, data)
+    }
     /// Writes `data` at `key` only when nothing is there: `Ok(true)` when written, `Ok(false)`
     /// when something was. Backends that cannot do this atomically ignore the condition on some
     /// servers (Garage, nginx PUT); callers must stay correct either way (see

@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 
+use envstore_idset::{Table, TableBuilder};
 use envstore_index::ChunkLoc;
-use envstore_pack::{EntryKind, PACK_MAGIC, PackReader, pack_path};
+use envstore_pack::{EntryKind, PACK_MAGIC, PackReader, decode_recipe, pack_path};
 use envstore_remote::format;
 use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId};
 
@@ -41,12 +42,74 @@ pub(super) struct Brought {
 }
 
 /// Where the remote keeps what a snapshot needs, from the indexes of the packs its record
-/// lists: each chunk's block (its pack's place in `packs`, its length and offset: compact,
-/// as this map grows with the snapshot), and each chunked object's recipe.
+/// lists: each chunk's block (its pack's place in `packs`, its length and offset), in a table
+/// on disk, as it grows with the snapshot; and each chunked object's recipe (these grow with
+/// the bytes of large files only).
 pub(super) struct RemoteChunks {
-    pub(super) packs: Vec<PackId>,
-    pub(super) chunk_at: HashMap<ChunkId, (u32, u32, u64)>,
-    pub(super) recipes: HashMap<ObjectId, (u64, Vec<ChunkId>)>,
+    packs: Vec<PackId>,
+    chunk_at: Table<48>,
+    recipes: HashMap<ObjectId, (u64, Vec<ChunkId>)>,
+}
+
+impl RemoteChunks {
+    /// Reads the indexes of `packs`, one at a time, into a table in `tmp`.
+    pub(super) fn build(
+        store: &Store,
+        remote: &Remote,
+        packs: &[PackId],
+        tmp: &Path,
+    ) -> Result<RemoteChunks> {
+        let table_err = |e: std::io::Error| Error::io("write a temporary table in", tmp)(e);
+        let mut table = TableBuilder::<48>::new(tmp, envstore_idset::buffer());
+        let mut recipes = HashMap::new();
+        let mut listed = Vec::with_capacity(packs.len());
+        crate::remote::open::for_each_pack_index(store, remote, packs, |pack, index| {
+            let n = listed.len() as u32;
+            listed.push(*pack);
+            for block in &index.blocks {
+                let mut r = block.recipes.iter();
+                let len = u32::try_from(block.len)
+                    .map_err(|_| remote.refused(format!("a block of pack {pack} is too long")))?;
+                for e in &block.entries {
+                    match e.kind {
+                        EntryKind::Chunk => {
+                            let mut at = [0; 16];
+                            at[..4].copy_from_slice(&n.to_le_bytes());
+                            at[4..8].copy_from_slice(&len.to_le_bytes());
+                            at[8..].copy_from_slice(&block.offset.to_le_bytes());
+                            table.insert(&e.id, &at).map_err(&table_err)?;
+                        }
+                        EntryKind::Recipe => {
+                            if let Some(recipe) = r.next().and_then(|b| decode_recipe(b)) {
+                                recipes.insert(ObjectId::from_bytes(e.id), recipe);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(RemoteChunks {
+            packs: listed,
+            chunk_at: table.finish().map_err(&table_err)?,
+            recipes,
+        })
+    }
+
+    /// Where the remote keeps `chunk`: its pack, and its block's offset and length.
+    fn chunk_at(&self, chunk: &ChunkId, tmp: &Path) -> Result<Option<(PackId, u64, u64)>> {
+        let Some(r) = self
+            .chunk_at
+            .get(chunk.as_bytes())
+            .map_err(Error::io("read a temporary table in", tmp))?
+        else {
+            return Ok(None);
+        };
+        let n = u32::from_le_bytes(r[32..36].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(r[36..40].try_into().expect("4 bytes"));
+        let offset = u64::from_le_bytes(r[40..].try_into().expect("8 bytes"));
+        Ok(Some((self.packs[n as usize], offset, u64::from(len))))
+    }
 }
 
 /// Brings `batch` (objects the store lacks: id, executable, size) into the store.
@@ -96,10 +159,8 @@ pub(super) fn bring(
                 report.local_chunks += 1;
                 have.insert(*chunk, loc);
             }
-            None => match chunks.chunk_at.get(chunk) {
-                Some(&(pack, len, offset)) => {
-                    blocks.push((chunks.packs[pack as usize], offset, u64::from(len)));
-                }
+            None => match chunks.chunk_at(chunk, tmp)? {
+                Some(block) => blocks.push(block),
                 None => {
                     return Err(remote.refused(format!(
                         "the packs snapshot {id} lists do not hold chunk {chunk}"

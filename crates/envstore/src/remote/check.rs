@@ -4,7 +4,7 @@
 //! such a snapshot afterwards uploads what is gone (its summaries' packs are checked one by
 //! one), so the answer to a finding is to push it again from a store that has it.
 
-use envstore_remote::format::Record;
+use envstore_remote::record::Record;
 use envstore_tree::{PackId, SnapshotId};
 
 use crate::Result;

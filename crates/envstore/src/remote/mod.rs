@@ -9,6 +9,8 @@ pub(crate) mod check;
 pub(crate) mod config;
 pub(crate) mod doctor;
 pub(crate) mod fetch;
+pub(crate) mod homes;
+pub(crate) mod incoming;
 pub(crate) mod keys;
 pub(crate) mod negotiate;
 pub(crate) mod open;

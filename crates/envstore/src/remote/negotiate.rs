@@ -7,11 +7,13 @@
 use std::collections::{HashMap, HashSet};
 
 use envstore_remote::format;
+use envstore_remote::record::RecordWriter;
 use envstore_remote::summary::{MAX_SUMMARY, Of, Summary};
 use envstore_tree::{EntryKind, ObjectId, PackId, SnapshotId, Tree, TreeId};
 
+use crate::remote::incoming::{Counts, count_trees};
 use crate::remote::open::Remote;
-use crate::{Result, Store};
+use crate::{Error, Result, Store};
 
 /// A tree is *big*, and gets a summary, when its subtree holds at least this many files or
 /// bytes (or it is a root): a package, a `.dist-info`, an `include/` directory. Smaller trees
@@ -24,62 +26,24 @@ const BIG_BYTES: u64 = 256 << 10;
 /// (a shared library beside a new one) is found without reading any pack index.
 pub(super) const BIG_OBJECT: u64 = 256 << 10;
 
-/// A snapshot's distinct trees, decoded, with the size of each subtree.
-pub(super) struct Shape {
+/// A snapshot's distinct trees, with what each subtree holds. The trees themselves stay in
+/// the store and are read when needed: held all at once they grow with the files.
+pub(super) struct Shape<'s> {
+    store: &'s Store,
     pub(super) root: TreeId,
-    pub(super) trees: HashMap<TreeId, Tree>,
-    /// Files and bytes of each subtree (every occurrence counted).
-    sizes: HashMap<TreeId, (u64, u64)>,
+    /// Each distinct tree's counts (every occurrence counted).
+    sizes: HashMap<TreeId, Counts>,
 }
 
-impl Shape {
-    pub(super) fn load(store: &Store, id: &SnapshotId) -> Result<Shape> {
+impl<'s> Shape<'s> {
+    pub(super) fn load(store: &'s Store, id: &SnapshotId) -> Result<Shape<'s>> {
         let root = id.root();
-        let mut trees = HashMap::new();
-        let mut stack = vec![root];
-        while let Some(tid) = stack.pop() {
-            if trees.contains_key(&tid) {
-                continue;
-            }
-            let tree = store.trees().get(&tid)?;
-            stack.extend(dirs(&tree));
-            trees.insert(tid, tree);
-        }
-        // Subtree sizes, children before parents.
-        let mut sizes: HashMap<TreeId, (u64, u64)> = HashMap::with_capacity(trees.len());
-        let mut stack = vec![(root, false)];
-        while let Some((tid, expanded)) = stack.pop() {
-            if sizes.contains_key(&tid) {
-                continue;
-            }
-            let tree = &trees[&tid];
-            if !expanded {
-                stack.push((tid, true));
-                stack.extend(
-                    dirs(tree)
-                        .filter(|c| !sizes.contains_key(c))
-                        .map(|c| (c, false)),
-                );
-                continue;
-            }
-            let (mut files, mut bytes) = (0, 0);
-            for entry in tree.entries() {
-                match &entry.kind {
-                    EntryKind::File { size, .. } => {
-                        files += 1;
-                        bytes += size;
-                    }
-                    EntryKind::Dir { tree } => {
-                        let (f, b) = sizes[tree];
-                        files += f;
-                        bytes += b;
-                    }
-                    EntryKind::Symlink { .. } => {}
-                }
-            }
-            sizes.insert(tid, (files, bytes));
-        }
-        Ok(Shape { root, trees, sizes })
+        let sizes = count_trees(root, |t| Ok(store.trees().get(t)?), |_, _, _| Ok(()))?;
+        Ok(Shape { store, root, sizes })
+    }
+
+    fn tree(&self, tid: &TreeId) -> Result<Tree> {
+        Ok(self.store.trees().get(tid)?)
     }
 
     /// Whether `tree` gets a summary of its own.
@@ -88,17 +52,17 @@ impl Shape {
             || self
                 .sizes
                 .get(tree)
-                .is_some_and(|&(files, bytes)| files >= BIG_FILES || bytes >= BIG_BYTES)
+                .is_some_and(|c| c[0] >= BIG_FILES || c[3] >= BIG_BYTES)
     }
 
     /// The distinct big trees directly below `tree` (small ones have none below them).
-    fn big_children(&self, tree: &TreeId) -> impl Iterator<Item = TreeId> + '_ {
-        dirs(&self.trees[tree]).filter(|c| self.big(c))
+    fn big_children(&self, tree: &TreeId) -> Result<Vec<TreeId>> {
+        Ok(dirs(&self.tree(tree)?).filter(|c| self.big(c)).collect())
     }
 
     /// The big trees the push must summarize (those not in `present`), children before
     /// parents.
-    pub(super) fn post_order(&self, present: &HashMap<TreeId, Vec<PackId>>) -> Vec<TreeId> {
+    pub(super) fn post_order(&self, present: &HashMap<TreeId, Vec<PackId>>) -> Result<Vec<TreeId>> {
         let mut order = Vec::new();
         let mut seen = HashSet::new();
         let mut stack = vec![(self.root, false)];
@@ -111,32 +75,46 @@ impl Shape {
                 continue;
             }
             stack.push((tid, true));
-            stack.extend(self.big_children(&tid).map(|c| (c, false)));
+            stack.extend(self.big_children(&tid)?.into_iter().map(|c| (c, false)));
         }
-        order
+        Ok(order)
     }
-}
 
-impl Shape {
     /// The files of big tree `big` and of the small trees below it (the objects a push looks
     /// up one by one when the remote lacks `big`), with the big trees directly below.
-    pub(super) fn region(&self, big: &TreeId, mut visit: impl FnMut(Part)) {
+    pub(super) fn region(
+        &self,
+        big: &TreeId,
+        mut visit: impl FnMut(Part) -> Result<()>,
+    ) -> Result<()> {
         let mut stack = vec![*big];
         while let Some(tid) = stack.pop() {
-            for entry in self.trees[&tid].entries() {
+            for entry in self.tree(&tid)?.entries() {
                 match &entry.kind {
                     EntryKind::File {
                         object,
                         size,
                         executable,
                         ..
-                    } => visit(Part::File(*object, *executable, *size)),
+                    } => visit(Part::File(*object, *executable, *size))?,
                     EntryKind::Dir { tree } if !self.big(tree) => stack.push(*tree),
-                    EntryKind::Dir { tree } => visit(Part::Big(*tree)),
+                    EntryKind::Dir { tree } => visit(Part::Big(*tree))?,
                     EntryKind::Symlink { .. } => {}
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Every distinct tree, in order of id, into a record.
+    pub(super) fn write_trees<W: std::io::Write>(&self, out: &mut RecordWriter<W>) -> Result<()> {
+        let mut ids: Vec<TreeId> = self.sizes.keys().copied().collect();
+        ids.sort_unstable();
+        for tid in ids {
+            out.add(&tid, &self.tree(&tid)?.encode())
+                .map_err(Error::io("compress the trees of", self.store.root()))?;
+        }
+        Ok(())
     }
 }
 
@@ -269,7 +247,12 @@ pub(super) fn negotiate(
                 Some(packs) => {
                     found.present.insert(*tree, packs);
                 }
-                None => next.extend(shape.big_children(tree).filter(|c| visited.insert(*c))),
+                None => next.extend(
+                    shape
+                        .big_children(tree)?
+                        .into_iter()
+                        .filter(|c| visited.insert(*c)),
+                ),
             }
         }
         level = next;
@@ -277,7 +260,7 @@ pub(super) fn negotiate(
     // Then the large objects of the trees it lacks, in one round.
     let mut large = Vec::new();
     let mut seen = HashSet::new();
-    for big in shape.post_order(&found.present) {
+    for big in shape.post_order(&found.present)? {
         shape.region(&big, |part| {
             if let Part::File(object, _, size) = part
                 && size >= BIG_OBJECT
@@ -285,7 +268,8 @@ pub(super) fn negotiate(
             {
                 large.push(Of::Object(object));
             }
-        });
+            Ok(())
+        })?;
     }
     let answers = ask(remote, &large, marked, uploaded, checked)?;
     found.asked += large.len() as u64;

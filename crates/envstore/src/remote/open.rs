@@ -170,14 +170,19 @@ impl Remote {
     }
 }
 
-/// The indexes of `packs` on `remote`: from the cache, else fetched, checked and cached.
-pub(super) fn pack_indexes(
+/// Indexes fetched at once: they are read one pack at a time so memory follows the largest
+/// index (a few MiB at most: a push closes a pack at 65,536 entries), not the snapshot.
+const INDEX_BATCH: usize = 4;
+
+/// Hands the index of each of `packs` on `remote` to `f`, one at a time: from the cache,
+/// else fetched (a few at once), checked and cached.
+pub(super) fn for_each_pack_index(
     store: &Store,
     remote: &Remote,
     packs: &[PackId],
-) -> Result<HashMap<PackId, PackIndex>> {
+    mut f: impl FnMut(&PackId, PackIndex) -> Result<()>,
+) -> Result<()> {
     let dir = store.root().join(CACHE_DIR);
-    let mut out = HashMap::new();
     let mut fetch = Vec::new();
     for id in packs {
         let path = dir.join(format!("{id}.idx"));
@@ -187,27 +192,30 @@ pub(super) fn pack_indexes(
         {
             Some(idx) => {
                 crate::store::cache::touch(&path);
-                out.insert(*id, idx);
+                f(id, idx)?;
             }
             None => fetch.push(*id),
         }
     }
-    let keys: Vec<String> = fetch.iter().map(format::index_key).collect();
-    let fetched = remote.storage.get_many(&keys, format::MAX_INDEX)?;
-    for (id, bytes) in fetch.into_iter().zip(fetched) {
-        let Some(bytes) = bytes else {
-            return Err(Error::RemoteMissing {
-                remote: remote.label(),
-                what: format!("the index of pack {id} (removed meanwhile? retry)"),
-            });
-        };
-        let idx = PackIndex::decode(&bytes, &id).map_err(|e| remote.refused(e.to_string()))?;
-        if store.is_writable() {
-            let _ = store.write_file_atomic(&dir.join(format!("{id}.idx")), &bytes);
+    for batch in fetch.chunks(INDEX_BATCH) {
+        let keys: Vec<String> = batch.iter().map(format::index_key).collect();
+        let fetched = remote.storage.get_many(&keys, format::MAX_INDEX)?;
+        for (id, bytes) in batch.iter().zip(fetched) {
+            let Some(bytes) = bytes else {
+                return Err(Error::RemoteMissing {
+                    remote: remote.label(),
+                    what: format!("the index of pack {id} (removed meanwhile? retry)"),
+                });
+            };
+            let idx = PackIndex::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
+            if store.is_writable() {
+                let _ = store.write_file_atomic(&dir.join(format!("{id}.idx")), &bytes);
+            }
+            drop(bytes);
+            f(id, idx)?;
         }
-        out.insert(id, idx);
     }
-    Ok(out)
+    Ok(())
 }
 
 impl From<RemoteError> for Error {

@@ -12,7 +12,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use envstore_remote::format::{self, Marked, Record, Ref};
+use envstore_remote::format::{self, Marked, Ref};
+use envstore_remote::record::{Record, RecordHead};
 use envstore_remote::summary::Of;
 use envstore_tree::{EntryKind, ObjectId, PackId, SnapshotId, Tree, TreeId};
 
@@ -179,11 +180,15 @@ pub(crate) fn remote_prune(
     let mut kept_trees: HashSet<TreeId> = HashSet::new();
     let mut kept_objects: HashSet<ObjectId> = HashSet::new();
     remote.for_each_record(kept.iter().map(|(id, _)| id), |id, bytes| {
-        let record = Record::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
-        needed.extend(record.packs);
-        for (tree, bytes) in &record.trees {
-            kept_trees.insert(*tree);
-            let Ok(tree) = Tree::decode(bytes) else {
+        // A tree at a time: a large snapshot's trees are many times its compressed record.
+        let refused = |e: envstore_remote::format::FormatError| remote.refused(e.to_string());
+        let mut rest = &bytes[..];
+        let head = RecordHead::read(&mut rest, id).map_err(refused)?;
+        needed.extend(head.packs.iter().copied());
+        for tree in head.trees(rest, rest.len() as u64, id).map_err(refused)? {
+            let (tree, bytes) = tree.map_err(refused)?;
+            kept_trees.insert(tree);
+            let Ok(tree) = Tree::decode(&bytes) else {
                 continue;
             };
             for entry in tree.entries() {

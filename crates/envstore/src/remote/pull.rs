@@ -4,18 +4,18 @@
 //! temporary pack outside the store's packs), and every object against its id as it is
 //! written. The record comes last, so a refused or interrupted pull leaves no snapshot.
 
-use std::collections::{HashMap, HashSet};
-use std::time::SystemTime;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufReader, Seek as _};
 
-use envstore_index::SnapshotMeta;
-use envstore_pack::{EntryKind, decode_recipe};
 use envstore_remote::config::valid_name;
-use envstore_remote::format::{self, Record, Ref};
-use envstore_tree::{ChunkId, EntryKind as TreeEntry, ObjectId, PackId, SnapshotId, Tree, TreeId};
+use envstore_remote::format::{self, Ref};
+use envstore_remote::record::RecordHead;
+use envstore_tree::{ObjectId, SnapshotId};
 
 use crate::remote::blocks::{BATCH, Brought, RemoteChunks, bring};
+use crate::remote::incoming::Received;
 use crate::remote::open::Remote;
-use crate::store::files::unix_secs;
 use crate::{Error, Result, Store};
 
 /// What `pull` did.
@@ -48,13 +48,6 @@ impl PullReport {
             local_chunks: b.local_chunks,
         }
     }
-}
-
-/// A snapshot's trees, checked, and what it needs: distinct (object, exec) pairs with sizes.
-struct Checked {
-    trees: HashMap<TreeId, Tree>,
-    needs: Vec<(ObjectId, bool, u64)>,
-    meta: SnapshotMeta,
 }
 
 /// The ref `name` on `remote`, checked against the trusted keys when the store has any,
@@ -121,54 +114,6 @@ pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<Pu
         crate::store::records::touch(store, id);
         return Ok(PullReport::of(id, true, Brought::default()));
     }
-    let bytes = remote
-        .storage()
-        .get(&format::record_key(id), format::MAX_RECORD)?
-        .ok_or_else(|| Error::RemoteMissing {
-            remote: remote.label(),
-            what: format!("snapshot {id}"),
-        })?;
-    remote.check_marker(false)?;
-    let record = Record::decode(&bytes, id).map_err(|e| remote.refused(e.to_string()))?;
-    drop(bytes);
-    let checked = check_trees(store, remote, id, record.trees)?;
-
-    // Where the remote keeps each chunk (sized once: this map grows with the snapshot).
-    let indexes = crate::remote::open::pack_indexes(store, remote, &record.packs)?;
-    let packs: Vec<PackId> = indexes.keys().copied().collect();
-    let count = indexes
-        .values()
-        .flat_map(|idx| &idx.blocks)
-        .flat_map(|b| &b.entries)
-        .filter(|e| e.kind == EntryKind::Chunk)
-        .count();
-    let mut chunks = RemoteChunks {
-        packs,
-        chunk_at: HashMap::with_capacity(count),
-        recipes: HashMap::new(),
-    };
-    for (n, pack) in chunks.packs.iter().enumerate() {
-        for block in &indexes[pack].blocks {
-            let mut r = block.recipes.iter();
-            let len = u32::try_from(block.len)
-                .map_err(|_| remote.refused(format!("a block of pack {pack} is too long")))?;
-            for e in &block.entries {
-                match e.kind {
-                    EntryKind::Chunk => {
-                        chunks
-                            .chunk_at
-                            .insert(ChunkId::from_bytes(e.id), (n as u32, len, block.offset));
-                    }
-                    EntryKind::Recipe => {
-                        if let Some(recipe) = r.next().and_then(|b| decode_recipe(b)) {
-                            chunks.recipes.insert(ObjectId::from_bytes(e.id), recipe);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    drop(indexes);
     let tmp = tempfile::Builder::new()
         .prefix("pull-")
         .tempdir_in(store.root().join("tmp"))
@@ -176,10 +121,40 @@ pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<Pu
             "create a temporary directory in",
             &store.root().join("tmp"),
         ))?;
+    // The record, streamed to disk and read back a tree at a time: it grows with the files.
+    let record_path = tmp.path().join("record");
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&record_path)
+        .map_err(Error::io("create", &record_path))?;
+    let len = remote
+        .storage()
+        .get_into(&format::record_key(id), &file, format::MAX_RECORD)?
+        .ok_or_else(|| Error::RemoteMissing {
+            remote: remote.label(),
+            what: format!("snapshot {id}"),
+        })?;
+    remote.check_marker(false)?;
+    let mut reader = BufReader::with_capacity(64 << 10, &file);
+    let head = RecordHead::read(&mut reader, id).map_err(|e| remote.refused(e.to_string()))?;
+    let text_len = reader
+        .stream_position()
+        .map_err(Error::io("read", &record_path))?;
+    let trees = head
+        .trees(reader, len.saturating_sub(text_len), id)
+        .map_err(|e| remote.refused(e.to_string()))?;
+    let received = Received::receive(remote, trees, &tmp.path().join("trees"))?;
+    drop(file);
+    let _ = std::fs::remove_file(&record_path);
+
+    let chunks = RemoteChunks::build(store, remote, &head.packs, tmp.path())?;
     let mut brought = Brought::default();
-    // What the store lacks, a batch at a time (an object written by one batch is found in
-    // the store by the next, so one needed both plain and executable is written once).
-    for batch in checked.needs.chunks(BATCH) {
+    // What the store lacks, a batch at a time, in the order of the trees (an object written
+    // by one batch is found in the store by the next, so one needed twice is written once).
+    let mut batch: Vec<(ObjectId, bool, u64)> = Vec::with_capacity(BATCH);
+    let mut flush = |batch: &mut Vec<(ObjectId, bool, u64)>| -> Result<()> {
         let mut seen = HashSet::new();
         let missing: Vec<(ObjectId, bool, u64)> = batch
             .iter()
@@ -195,14 +170,20 @@ pub(crate) fn pull(store: &Store, remote: &Remote, id: &SnapshotId) -> Result<Pu
             tmp.path(),
             &mut brought,
         )?;
-    }
-    for (object, executable, _) in &checked.needs {
-        store.objects().ensure_variant(object, *executable)?;
-    }
-    for tree in checked.trees.values() {
-        store.trees().insert(tree)?;
-    }
-    let mut meta = checked.meta;
+        for (object, executable, _) in batch.drain(..) {
+            store.objects().ensure_variant(&object, executable)?;
+        }
+        Ok(())
+    };
+    let mut meta = received.walk(store, remote, id, |object, executable, size| {
+        batch.push((object, executable, size));
+        if batch.len() >= BATCH {
+            flush(&mut batch)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut batch)?;
+    received.store_trees(store)?;
     meta.source = format!("pulled from {}", remote.url);
     store.write_file_atomic(&store.snapshot_file(id), meta.to_text().as_bytes())?;
     let _ = store.update_index(|index| index.put_snapshots(&[(*id, meta)]));
@@ -232,70 +213,4 @@ fn mark_used(store: &Store, remote: &Remote, id: &SnapshotId) {
     {
         let _ = store.write_file_atomic(&seen, b"");
     }
-}
-
-/// Checks the record's trees against their ids and that, with the store's own trees, they
-/// are every tree snapshot `id` needs; counts what it holds.
-fn check_trees(
-    store: &Store,
-    remote: &Remote,
-    id: &SnapshotId,
-    sent: Vec<(TreeId, Vec<u8>)>,
-) -> Result<Checked> {
-    let mut trees = HashMap::new();
-    for (tid, bytes) in sent {
-        let tree = Tree::decode(&bytes)
-            .map_err(|e| remote.refused(format!("tree {tid} does not decode: {e}")))?;
-        if tree.id() != tid || tree.encode() != bytes {
-            return Err(remote.refused(format!("tree {tid} does not match its id")));
-        }
-        trees.insert(tid, tree);
-    }
-    let mut meta = SnapshotMeta {
-        created: unix_secs(SystemTime::now()),
-        files: 0,
-        dirs: 0,
-        symlinks: 0,
-        bytes: 0,
-        source: String::new(),
-        packed: 0,
-    };
-    let mut needs = Vec::new();
-    let mut pairs = HashSet::new();
-    let mut local = HashMap::new();
-    let mut stack = vec![id.root()];
-    while let Some(tid) = stack.pop() {
-        meta.dirs += 1;
-        let tree = match trees.get(&tid) {
-            Some(t) => t,
-            None if store.trees().contains(&tid) => {
-                local.insert(tid, store.trees().get(&tid)?);
-                &local[&tid]
-            }
-            None => {
-                return Err(remote.refused(format!(
-                    "the record of {id} lacks tree {tid}, which the snapshot needs"
-                )));
-            }
-        };
-        for entry in tree.entries() {
-            match &entry.kind {
-                TreeEntry::File {
-                    object,
-                    size,
-                    executable,
-                    ..
-                } => {
-                    meta.files += 1;
-                    meta.bytes += size;
-                    if pairs.insert((*object, *executable)) {
-                        needs.push((*object, *executable, *size));
-                    }
-                }
-                TreeEntry::Dir { tree } => stack.push(*tree),
-                TreeEntry::Symlink { .. } => meta.symlinks += 1,
-            }
-        }
-    }
-    Ok(Checked { trees, needs, meta })
 }

@@ -4,14 +4,17 @@
 //! reuses and `remote prune` removes after its grace period.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use envstore_remote::config::valid_name;
-use envstore_remote::format::{self, Record, Ref};
+use envstore_remote::format::{self, Ref};
+use envstore_remote::record::{Record, RecordHead, RecordWriter};
 use envstore_remote::sign::SecretKey;
 use envstore_remote::summary::Summary;
-use envstore_tree::{PackId, SnapshotId, TreeId};
+use envstore_tree::{PackId, SnapshotId};
 
 use crate::remote::negotiate::{Shape, check_packs, negotiate};
 use crate::remote::open::Remote;
@@ -135,18 +138,19 @@ pub(crate) fn push(
                 .storage()
                 .put(&of.key(), Summary { of, packs }.encode())?;
         }
-        let record = Record {
+        let head = RecordHead {
             files: meta.files,
             dirs: meta.dirs,
             symlinks: meta.symlinks,
             bytes: meta.bytes,
             packs: needed.into_iter().collect(),
-            trees: shape.encoded(),
+            ..RecordHead::default()
         };
-        let bytes = record
-            .encode()
-            .map_err(Error::io("compress the trees of", Path::new(&id.to_hex())))?;
-        remote.storage().put(&format::record_key(id), bytes)?;
+        let record = write_record(&shape, head, tmp.path())?;
+        remote
+            .storage()
+            .put_file(&format::record_key(id), &record)?;
+        let _ = std::fs::remove_file(&record);
         published = true;
         break;
     }
@@ -213,12 +217,28 @@ fn base_packs(remote: &Remote, id: &SnapshotId, name: Option<&str>) -> Result<Ve
     Ok(packs)
 }
 
-impl Shape {
-    /// Every tree, encoded, for the record.
-    fn encoded(&self) -> Vec<(TreeId, Vec<u8>)> {
-        let mut trees: Vec<(TreeId, Vec<u8>)> =
-            self.trees.iter().map(|(id, t)| (*id, t.encode())).collect();
-        trees.sort_unstable_by_key(|(id, _)| *id);
-        trees
-    }
+/// Writes the record of `shape` into a file in `dir` (the trees compressed one at a time,
+/// then the text lines and the trees together) and returns its path: a large snapshot's
+/// record is tens of megabytes, and memory must not follow it.
+fn write_record(shape: &Shape, mut head: RecordHead, dir: &Path) -> Result<PathBuf> {
+    let frame_path = dir.join("record-trees");
+    let frame = File::create(&frame_path).map_err(Error::io("create", &frame_path))?;
+    let mut out = RecordWriter::new(BufWriter::with_capacity(256 << 10, frame))
+        .map_err(Error::io("write", &frame_path))?;
+    shape.write_trees(&mut out)?;
+    let frame = out
+        .finish(&mut head)
+        .map_err(Error::io("write", &frame_path))?
+        .into_inner()
+        .map_err(|e| Error::io("write", &frame_path)(e.into_error()))?;
+    drop(frame);
+    let path = dir.join("record");
+    let mut record = File::create(&path).map_err(Error::io("create", &path))?;
+    record
+        .write_all(&head.encode())
+        .map_err(Error::io("write", &path))?;
+    let mut frame = File::open(&frame_path).map_err(Error::io("read", &frame_path))?;
+    std::io::copy(&mut frame, &mut record).map_err(Error::io("write", &path))?;
+    let _ = std::fs::remove_file(&frame_path);
+    Ok(path)
 }

@@ -12,6 +12,7 @@ use envstore_remote::summary::Of;
 use envstore_tree::{ChunkId, ObjectId, PackId, TreeId};
 
 use crate::cold::packs::pack_err;
+use crate::remote::homes::Homes;
 use crate::remote::negotiate::{BIG_OBJECT, Found, Part, Shape};
 use crate::remote::open::{CACHE_DIR, Remote};
 use crate::{Error, Result, Store};
@@ -27,26 +28,33 @@ const PACK_ENTRIES: usize = 1 << 16;
 const STREAM_OBJECT: u64 = 16 << 20;
 /// What a push uploaded: the summaries to publish, and the packs its record lists.
 pub(super) type Uploaded = (Vec<(Of, Vec<PackId>)>, BTreeSet<PackId>);
-/// What the remote holds, from its pack indexes: each chunk's pack, each recipe.
+/// What the remote holds of the base's packs, from their indexes: each chunk's pack (as a
+/// slot), each recipe.
 struct Held {
-    chunks: HashMap<ChunkId, PackId>,
-    recipes: HashMap<ObjectId, (PackId, Vec<ChunkId>)>,
+    chunks: Homes,
+    recipes: HashMap<ObjectId, (u32, Vec<ChunkId>)>,
 }
 
-impl From<HashMap<PackId, PackIndex>> for Held {
-    fn from(indexes: HashMap<PackId, PackIndex>) -> Held {
+impl Held {
+    /// Reads the indexes of `packs`, one at a time.
+    fn read(
+        store: &Store,
+        remote: &Remote,
+        packs: &[PackId],
+        slots: &mut Slots,
+        dir: &Path,
+    ) -> Result<Held> {
         let mut held = Held {
-            chunks: HashMap::new(),
+            chunks: Homes::new(dir)?,
             recipes: HashMap::new(),
         };
-        for (pack, idx) in indexes {
+        crate::remote::open::for_each_pack_index(store, remote, packs, |pack, idx| {
+            let slot = slots.of(*pack);
             for block in idx.blocks {
                 let mut recipes = block.recipes.into_iter();
                 for e in block.entries {
                     match e.kind {
-                        EntryKind::Chunk => {
-                            held.chunks.insert(ChunkId::from_bytes(e.id), pack);
-                        }
+                        EntryKind::Chunk => held.chunks.insert(ChunkId::from_bytes(e.id), slot)?,
                         EntryKind::Recipe => {
                             let chunks = recipes
                                 .next()
@@ -54,28 +62,32 @@ impl From<HashMap<PackId, PackIndex>> for Held {
                                 .map(|(_, c)| c)
                                 .unwrap_or_default();
                             held.recipes
-                                .insert(ObjectId::from_bytes(e.id), (pack, chunks));
+                                .insert(ObjectId::from_bytes(e.id), (slot, chunks));
                         }
                     }
                 }
             }
-        }
-        held
+            Ok(())
+        })?;
+        Ok(held)
     }
-}
 
-impl Held {
-    /// The packs that hold everything to rebuild `object`, when the remote has it all.
-    fn object(&self, object: &ObjectId) -> Option<Vec<PackId>> {
-        if let Some(pack) = self.chunks.get(&ChunkId::from(*object)) {
-            return Some(vec![*pack]);
-        }
-        let (pack, chunks) = self.recipes.get(object)?;
-        let mut packs = vec![*pack];
+    /// The slots of the packs that hold everything to rebuild chunked `object`, when the
+    /// remote has it all.
+    fn chunked(&self, object: &ObjectId) -> Result<Option<Vec<u32>>> {
+        let Some((slot, chunks)) = self.recipes.get(object) else {
+            return Ok(None);
+        };
+        let mut slots = vec![*slot];
         for c in chunks {
-            packs.push(*self.chunks.get(c)?);
+            match self.chunks.get(c)? {
+                Some(s) => slots.push(s),
+                None => return Ok(None),
+            }
         }
-        Some(packs)
+        slots.sort_unstable();
+        slots.dedup();
+        Ok(Some(slots))
     }
 }
 
@@ -135,7 +147,7 @@ pub(super) struct Outgoing<'s> {
     /// Recipe bytes of the pack being written (the index carries them).
     recipes: HashMap<[u8; 32], Vec<u8>>,
     /// Chunks already in a pack of this attempt, and that pack's slot.
-    new_chunks: HashMap<ChunkId, u32>,
+    new_chunks: Option<Homes>,
     slots: Slots,
     /// The slot of the pack being written, and the entries queued for it.
     open_slot: Option<u32>,
@@ -152,7 +164,7 @@ impl<'s> Outgoing<'s> {
             writer: None,
             block: BlockBuilder::default(),
             recipes: HashMap::new(),
-            new_chunks: HashMap::new(),
+            new_chunks: None,
             slots: Slots::default(),
             open_slot: None,
             pack_entries: 0,
@@ -164,10 +176,10 @@ impl<'s> Outgoing<'s> {
     /// the summaries to publish (each such tree, and each large object below it the remote did
     /// not have, with the packs holding it; the root last) and the packs the snapshot needs.
     pub(super) fn upload_missing(&mut self, shape: &Shape, found: &Found) -> Result<Uploaded> {
-        self.new_chunks.clear();
+        self.new_chunks = Some(Homes::new(&self.dir)?);
         self.slots = Slots::default();
         self.tally.reused_objects = 0;
-        let order = shape.post_order(&found.present);
+        let order = shape.post_order(&found.present)?;
         if order.is_empty() {
             let needed = found.present.get(&shape.root).cloned().unwrap_or_default();
             return Ok((Vec::new(), needed.into_iter().collect()));
@@ -175,61 +187,43 @@ impl<'s> Outgoing<'s> {
         // Small objects below trees the remote lacks are looked for in the base's packs only:
         // reading the indexes of every pack a present tree lists would cost what those packs
         // hold, not what this push moves.
-        let base: Vec<PackId> = found.base.iter().copied().collect();
-        let held = Held::from(crate::remote::open::pack_indexes(
-            self.store,
-            self.remote,
-            &base,
-        )?);
+        let mut base: Vec<PackId> = found.base.iter().copied().collect();
+        base.sort_unstable();
+        let held = Held::read(self.store, self.remote, &base, &mut self.slots, &self.dir)?;
+        // The slots of objects that are not one chunk found by its id: large ones (their
+        // summaries list them) and chunked ones. Others are found by their chunk each time.
         let mut objects: HashMap<ObjectId, Vec<u32>> = HashMap::new();
         let mut sets: HashMap<TreeId, BTreeSet<u32>> = HashMap::new();
         let mut large = Vec::new();
         for big in &order {
             let mut set = BTreeSet::new();
-            let mut failed = None;
-            shape.region(big, |part| match part {
-                Part::File(object, executable, size) => {
-                    if failed.is_some() {
-                        return;
-                    }
-                    if let std::collections::hash_map::Entry::Vacant(entry) = objects.entry(object)
-                    {
-                        let slots = if let Some(packs) = found.objects.get(&object) {
-                            self.tally.reused_objects += 1;
-                            packs.iter().map(|p| self.slots.of(*p)).collect()
-                        } else {
-                            if size >= BIG_OBJECT {
+            shape.region(big, |part| {
+                match part {
+                    Part::File(object, executable, size) => {
+                        if let Some(slots) = objects.get(&object) {
+                            set.extend(slots.iter().copied());
+                            return Ok(());
+                        }
+                        let slots = self.object_slots(object, executable, size, found, &held)?;
+                        set.extend(slots.iter().copied());
+                        if size >= BIG_OBJECT || slots.len() > 1 {
+                            if size >= BIG_OBJECT && !found.objects.contains_key(&object) {
                                 large.push(object);
                             }
-                            match held.object(&object) {
-                                Some(packs) => {
-                                    self.tally.reused_objects += 1;
-                                    packs.into_iter().map(|p| self.slots.of(p)).collect()
-                                }
-                                None => match self.add_object(object, executable, size, &held) {
-                                    Ok(slots) => slots,
-                                    Err(e) => {
-                                        failed = Some(e);
-                                        return;
-                                    }
-                                },
-                            }
-                        };
-                        entry.insert(slots);
+                            objects.insert(object, slots);
+                        }
                     }
-                    set.extend(objects[&object].iter().copied());
+                    Part::Big(tree) => match found.present.get(&tree) {
+                        Some(packs) => set.extend(packs.iter().map(|p| self.slots.of(*p))),
+                        None => set.extend(sets[&tree].iter().copied()),
+                    },
                 }
-                Part::Big(tree) => match found.present.get(&tree) {
-                    Some(packs) => set.extend(packs.iter().map(|p| self.slots.of(*p))),
-                    None => set.extend(sets[&tree].iter().copied()),
-                },
-            });
-            if let Some(e) = failed {
-                return Err(e);
-            }
+                Ok(())
+            })?;
             sets.insert(*big, set);
         }
         self.finish_pack()?;
+        self.new_chunks = None;
         let needed = self.slots.packs(&sets[&shape.root]).into_iter().collect();
         let mut summaries: Vec<(Of, Vec<PackId>)> = large
             .into_iter()
@@ -244,6 +238,42 @@ impl<'s> Outgoing<'s> {
                 .map(|t| (Of::Tree(t), self.slots.packs(&sets[&t]))),
         );
         Ok((summaries, needed))
+    }
+
+    /// The slots of the packs that hold `object`: where the remote has it (by a summary, in
+    /// the base's packs), where this push put it already, else where it goes now.
+    fn object_slots(
+        &mut self,
+        object: ObjectId,
+        executable: bool,
+        size: u64,
+        found: &Found,
+        held: &Held,
+    ) -> Result<Vec<u32>> {
+        if let Some(packs) = found.objects.get(&object) {
+            self.tally.reused_objects += 1;
+            return Ok(packs.iter().map(|p| self.slots.of(*p)).collect());
+        }
+        // An object of one chunk is that chunk (the same hash of the same bytes).
+        let whole = ChunkId::from(object);
+        if let Some(slot) = held.chunks.get(&whole)? {
+            self.tally.reused_objects += 1;
+            return Ok(vec![slot]);
+        }
+        if let Some(slot) = self.homes().get(&whole)? {
+            return Ok(vec![slot]);
+        }
+        if let Some(slots) = held.chunked(&object)? {
+            self.tally.reused_objects += 1;
+            return Ok(slots);
+        }
+        self.add_object(object, executable, size, held)
+    }
+
+    fn homes(&mut self) -> &mut Homes {
+        self.new_chunks
+            .as_mut()
+            .expect("upload_missing sets the push's chunk homes")
     }
 
     /// Reads a local object (checking it against its id), cuts it, and queues what the remote
@@ -268,15 +298,16 @@ impl<'s> Outgoing<'s> {
             hasher.update(chunk);
             let cid = ChunkId::from(blake3::hash(chunk));
             chunks.push(cid);
-            if let Some(pack) = held.chunks.get(&cid) {
-                slots.push(this.slots.of(*pack));
-            } else if let Some(slot) = this.new_chunks.get(&cid) {
-                slots.push(*slot);
+            if let Some(slot) = held.chunks.get(&cid)? {
+                slots.push(slot);
+            } else if let Some(slot) = this.homes().get(&cid)? {
+                slots.push(slot);
             } else {
                 this.tally.new_chunks += 1;
                 this.tally.new_chunk_bytes += chunk.len() as u64;
-                slots.push(this.add(EntryKind::Chunk, *cid.as_bytes(), chunk)?);
-                this.new_chunks.insert(cid, *slots.last().expect("pushed"));
+                let slot = this.add(EntryKind::Chunk, *cid.as_bytes(), chunk)?;
+                slots.push(slot);
+                this.homes().insert(cid, slot)?;
             }
             Ok(())
         };
