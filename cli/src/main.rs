@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    bound_malloc();
     let cli = cli::Cli::parse();
     let printer = printer::Printer::new(&cli);
     let result = commands::run(cli, &printer);
@@ -33,6 +34,24 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc's malloc raises its mmap threshold to the largest block freed so far (up to 32 MiB),
+/// after which large, short-lived buffers (a pack index, a decompressed block, a sort buffer)
+/// come from its arenas and are kept there once freed: a pull of a million files peaked at
+/// 74 MiB while at most 23 MiB was ever allocated at once. A fixed threshold returns such
+/// buffers to the system when freed (37 MiB). Other C libraries do not need this.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn bound_malloc() {
+    // SAFETY: mallopt only sets a tuning parameter of glibc's allocator; it is called before
+    // any other thread exists, and a refused value (return 0) leaves the default in place.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn bound_malloc() {}
 
 /// Whether `err` is a closed stdout (an export to `-` whose reader stopped reading).
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

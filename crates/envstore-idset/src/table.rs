@@ -3,7 +3,8 @@
 //! one sorted file that answers lookups in any order with one positioned read each.
 //!
 //! Memory: the build buffer while building; afterwards a sparse index of every
-//! [`STRIDE`]th key (1/64 of the keys) and one stride of records per lookup. The records
+//! [`STRIDE`]th key (1/64 of the keys), a Bloom filter of about 10 bits per key (so that most
+//! lookups of an absent id read nothing), and one stride of records per lookup. The records
 //! live in an anonymous temporary file (nothing named is left behind), read with `pread`, so
 //! the page cache holds them, not the process.
 
@@ -35,6 +36,45 @@ pub struct Table<const N: usize> {
     len: usize,
     /// The first id of every `STRIDE` records.
     sparse: Vec<Id>,
+    bloom: Bloom,
+}
+
+/// A Bloom filter over ids that are hashes already: its probes are the id's own bits.
+#[derive(Debug, Default)]
+struct Bloom {
+    bits: Vec<u64>,
+}
+
+impl Bloom {
+    /// About 10 bits per id for `ids` ids (1% false positives with 4 probes).
+    fn with_capacity(ids: usize) -> Bloom {
+        let bits = (ids.saturating_mul(10)).next_power_of_two().max(64);
+        Bloom {
+            bits: vec![0; bits / 64],
+        }
+    }
+
+    fn probes(&self, id: &Id) -> impl Iterator<Item = (usize, u64)> + use<> {
+        let mask = (self.bits.len() * 64 - 1) as u64;
+        let id = *id;
+        (0..4).map(move |i| {
+            let p = u64::from_le_bytes(id[i * 8..i * 8 + 8].try_into().expect("8 bytes")) & mask;
+            ((p >> 6) as usize, 1 << (p & 63))
+        })
+    }
+
+    fn insert(&mut self, id: &Id) {
+        for (word, bit) in self.probes(id) {
+            self.bits[word] |= bit;
+        }
+    }
+
+    fn may_contain(&self, id: &Id) -> bool {
+        !self.bits.is_empty()
+            && self
+                .probes(id)
+                .all(|(word, bit)| self.bits[word] & bit != 0)
+    }
 }
 
 impl<const N: usize> TableBuilder<N> {
@@ -101,7 +141,13 @@ impl<const N: usize> TableBuilder<N> {
                 file: None,
                 len: 0,
                 sparse: Vec::new(),
+                bloom: Bloom::default(),
             });
+        }
+        // At most this many ids (fewer when some repeat).
+        let mut most = self.buf.len();
+        for run in &self.runs {
+            most += (run.metadata()?.len() / N as u64) as usize;
         }
         // Runs in the order written, then the buffer (inserted last): ties go to the earliest.
         let mut sources: Vec<Box<dyn Iterator<Item = io::Result<[u8; N]>>>> = Vec::new();
@@ -129,6 +175,7 @@ impl<const N: usize> TableBuilder<N> {
             file: None,
             len: 0,
             sparse: Vec::new(),
+            bloom: Bloom::with_capacity(most),
         };
         let mut last: Option<Id> = None;
         while let Some(Reverse((Key(r), i))) = heap.pop() {
@@ -143,6 +190,7 @@ impl<const N: usize> TableBuilder<N> {
             if table.len % STRIDE == 0 {
                 table.sparse.push(id);
             }
+            table.bloom.insert(&id);
             out.write_all(&r)?;
             table.len += 1;
         }
@@ -212,6 +260,9 @@ impl<const N: usize> Table<N> {
         let Some(file) = &self.file else {
             return Ok(None);
         };
+        if !self.bloom.may_contain(id) {
+            return Ok(None);
+        }
         // The last stride whose first id is <= id.
         let stride = self.sparse.partition_point(|first| first <= id);
         if stride == 0 {
