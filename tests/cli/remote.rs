@@ -252,6 +252,42 @@ fn push_and_pull_with_their_tables_on_disk_round_trip() {
 }
 
 #[test]
+fn a_large_file_goes_up_in_parts_or_streamed_and_comes_back_whole() {
+    // A snapshot record of a million files is tens of megabytes: S3 and directories take it in
+    // 5 MiB parts, WebDAV as one PUT streamed from the file, so no backend holds it whole.
+    // 20 MiB is over the 16 MiB from which they do.
+    for remote in backends("putfile") {
+        let storage = open(&remote.url);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let data = pseudo_random(20 << 20, 11);
+        std::fs::write(&path, &data).unwrap();
+        // A directory the remote has not seen yet: WebDAV servers may want it made first.
+        let key = format!("fresh-{}/big", remote.kind);
+        let before = storage.counters();
+        storage.put_file(&key, &path).unwrap();
+        assert_eq!(
+            storage.counters().bytes_up - before.bytes_up,
+            data.len() as u64,
+            "{}",
+            remote.kind
+        );
+        let back = storage.get(&key, 64 << 20).unwrap().unwrap();
+        assert!(back == data, "{}: what came back differs", remote.kind);
+        let got = tempfile::tempfile().unwrap();
+        let len = storage.get_into(&key, &got, 64 << 20).unwrap().unwrap();
+        assert_eq!(len, data.len() as u64, "{}", remote.kind);
+        assert!(
+            storage.get_into(&key, &got, 1 << 20).is_err(),
+            "{}: over the limit",
+            remote.kind
+        );
+        assert_eq!(storage.get_into("fresh/none", &got, 1 << 20).unwrap(), None);
+        storage.delete(&key).unwrap();
+    }
+}
+
+#[test]
 fn two_pushes_of_one_snapshot_at_once_both_succeed() {
     for remote in backends("concurrent") {
         let envs: Vec<Env> = (0..3).map(|_| Env::new()).collect();

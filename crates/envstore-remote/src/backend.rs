@@ -18,6 +18,7 @@ use object_store::{
     local::LocalFileSystem, path::Path as Key, prefix::PrefixStore,
 };
 
+use crate::webdav::StreamedPut;
 use crate::{Counters, FailKind, Listed, RemoteError, RemoteUrl, Result, Storage, unhex};
 
 /// How many transfers run at once.
@@ -47,6 +48,8 @@ struct ObjectStorage {
     /// HTTP/WebDAV: create-if-absent is a PUT to a temporary name and a COPY with
     /// `Overwrite: F`, since nginx ignores `If-None-Match` on PUT.
     copy_to_create: bool,
+    /// HTTP/WebDAV: large files are PUT from a stream (object_store sends only from memory).
+    streamed: Option<StreamedPut>,
     requests: AtomicU64,
     down: AtomicU64,
     up: AtomicU64,
@@ -107,6 +110,7 @@ pub fn open(url: &RemoteUrl) -> Result<Box<dyn Storage>> {
         .with_connect_timeout(idle.min(Duration::from_secs(5)))
         .with_read_timeout(idle)
         .with_timeout(Duration::from_secs(3600));
+    let mut streamed = None;
     let (store, copy_to_create): (Arc<dyn ObjectStore>, bool) = match url {
         RemoteUrl::S3 { bucket, prefix } => {
             let mut builder = AmazonS3Builder::from_env()
@@ -130,20 +134,32 @@ pub fn open(url: &RemoteUrl) -> Result<Box<dyn Storage>> {
         }
         RemoteUrl::Http { base, user } => {
             let mut client = client.with_allow_http(true);
+            let mut authorization = None;
             if let Some(user) = user {
                 use base64::Engine;
                 let token = base64::engine::general_purpose::STANDARD.encode(percent_decode(user));
                 let mut headers = object_store::HeaderMap::new();
-                let value = format!("Basic {token}").parse().map_err(|_| RemoteError {
+                let value: object_store::HeaderValue =
+                    format!("Basic {token}").parse().map_err(|_| RemoteError {
+                        remote: describe.clone(),
+                        op: "open",
+                        key: String::new(),
+                        kind: FailKind::Other,
+                        message: "the user name or password cannot be sent in a header".into(),
+                    })?;
+                headers.insert("authorization", value.clone());
+                client = client.with_default_headers(headers);
+                authorization = Some(value);
+            }
+            streamed = Some(
+                StreamedPut::new(base, authorization, idle).map_err(|message| RemoteError {
                     remote: describe.clone(),
                     op: "open",
                     key: String::new(),
                     kind: FailKind::Other,
-                    message: "the user name or password cannot be sent in a header".into(),
-                })?;
-                headers.insert("authorization", value);
-                client = client.with_default_headers(headers);
-            }
+                    message,
+                })?,
+            );
             let http = HttpBuilder::new()
                 .with_url(base.clone())
                 .with_retry(retry)
@@ -168,6 +184,7 @@ pub fn open(url: &RemoteUrl) -> Result<Box<dyn Storage>> {
         store,
         describe,
         copy_to_create,
+        streamed,
         requests: AtomicU64::new(0),
         down: AtomicU64::new(0),
         up: AtomicU64::new(0),
@@ -555,11 +572,27 @@ impl Storage for ObjectStorage {
         };
         let mut file = std::fs::File::open(path).map_err(unreadable)?;
         let len = file.metadata().map_err(unreadable)?.len();
-        // HTTP (WebDAV) has no multipart upload: through memory, as `put`.
-        if len <= STREAM_PUT_OVER || self.copy_to_create {
+        if len <= STREAM_PUT_OVER {
             let mut data = Vec::with_capacity(len as usize);
             std::io::Read::read_to_end(&mut file, &mut data).map_err(unreadable)?;
             return self.put(key, data);
+        }
+        // HTTP (WebDAV) has no multipart upload: one PUT whose body streams from the file.
+        if let Some(streamed) = &self.streamed {
+            self.key(key)?;
+            return match runtime().block_on(streamed.put_file(key, path, len)) {
+                Ok(()) => {
+                    self.count(0, len);
+                    Ok(())
+                }
+                Err((kind, message)) => Err(RemoteError {
+                    remote: self.describe.clone(),
+                    op: "write",
+                    key: key.to_owned(),
+                    kind,
+                    message,
+                }),
+            };
         }
         let dest = self.key(key)?;
         let result: std::result::Result<std::io::Result<()>, object_store::Error> = runtime()

@@ -17,6 +17,8 @@ pub mod record;
 pub mod sign;
 pub mod summary;
 mod url;
+#[cfg(feature = "backends")]
+mod webdav;
 
 #[cfg(feature = "backends")]
 pub use backend::open;
