@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""envstore at scale (issue 16): peak memory and time per file at 100k and 1M files.
+"""envstore at scale (issues 16 and 25): peak memory and time per file at 100k and 1M files.
 
 Workloads (generated once, cached under bench/.cache; not run in CI):
   scale-N     N small files nested like a large site-packages (lib/python3.11/site-packages/
@@ -11,7 +11,7 @@ Workloads (generated once, cached under bench/.cache; not run in CI):
 For each size it runs, each as a child process timed by GNU time (wall seconds, peak RSS):
 ingest, verify, pack, first-time materialize, warm materialize (median of --runs), diff of the
 snapshot against its directory, export to tar.zst, prune (mark and sweep, nothing to remove),
-and three baselines over the same files: b3sum, `cp -r` and `tar | zstd -3`. Each command runs
+push to a remote directory and pull into a fresh store (issue 25), and three baselines over the same files: b3sum, `cp -r` and `tar | zstd -3`. Each command runs
 after the page cache has written back what the previous one wrote, with its inputs read once
 (so a 1M-file run does not pay for its predecessor's writes or start from a cold cache), and
 its growth in time per file is printed beside its baseline's, measured in the same run. On the 20-snapshot store: verify, diff of the first
@@ -226,6 +226,15 @@ def one_size(exe, files, runs, work):
     rows["materialize, first time"] = run(exe, fresh, "materialize", src, runs=reps, inputs=[src],
                                           reset=lambda: move(fresh))
     rows["materialize, warm"] = run(exe, fresh, "materialize", src, runs=runs, inputs=[src])
+
+    # Push to a remote directory and pull into a fresh store (issue 25): what they track of
+    # chunks and trees lives on disk, so memory stays flat as files grow.
+    remote = work / "remote"
+    rows["push (file://)"] = run(exe, store, "push", sid, "--to", f"file://{remote}", runs=reps,
+                                 reset=lambda: move(remote))
+    pulled = work / "store-pulled"
+    rows["pull (file://)"] = run(exe, pulled, "pull", sid, "--from", f"file://{remote}",
+                                 runs=reps, reset=lambda: move(pulled))
 
     def unpacked_store():
         move(store)
