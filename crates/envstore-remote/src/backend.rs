@@ -263,6 +263,61 @@ fn classify(e: &object_store::Error) -> FailKind {
 }
 
 impl ObjectStorage {
+    /// GETs `key` and hands its body to `sink` piece by piece, with each piece's offset;
+    /// returns its length, or `None` when there is none. An object over `limit` bytes is
+    /// refused, by its announced length before any byte is read, and by what arrives.
+    fn get_with(
+        &self,
+        key: &str,
+        limit: u64,
+        mut sink: impl FnMut(u64, &[u8]) -> std::io::Result<()>,
+    ) -> Result<Option<u64>> {
+        let path = self.key(key)?;
+        // Ok(Ok(len)), Ok(Err(Ok(size))): over the limit, Ok(Err(Err(e))): the sink failed.
+        type Got = std::result::Result<u64, std::result::Result<u64, std::io::Error>>;
+        let result: std::result::Result<Got, object_store::Error> = runtime().block_on(async {
+            let got = self.store.get(&path).await?;
+            if got.meta.size > limit {
+                return Ok(Err(Ok(got.meta.size)));
+            }
+            let mut body = got.into_stream();
+            let mut received = 0u64;
+            while let Some(bytes) = body.next().await {
+                let bytes = bytes?;
+                if received + bytes.len() as u64 > limit {
+                    return Ok(Err(Ok(received + bytes.len() as u64)));
+                }
+                if let Err(e) = sink(received, &bytes) {
+                    return Ok(Err(Err(e)));
+                }
+                received += bytes.len() as u64;
+            }
+            Ok(Ok(received))
+        });
+        match result {
+            Ok(Ok(len)) => {
+                self.count(len, 0);
+                Ok(Some(len))
+            }
+            Ok(Err(Ok(size))) => {
+                self.count(0, 0);
+                Err(self.too_large(key, size, limit))
+            }
+            Ok(Err(Err(e))) => Err(RemoteError {
+                remote: self.describe.clone(),
+                op: "read",
+                key: key.to_owned(),
+                kind: FailKind::Other,
+                message: format!("cannot write what it sent to a local file: {e}"),
+            }),
+            Err(e @ object_store::Error::NotFound { .. }) if !no_bucket(&e) => {
+                self.count(0, 0);
+                Ok(None)
+            }
+            Err(e) => Err(self.err("read", key, e)),
+        }
+    }
+
     fn err(&self, op: &'static str, key: &str, e: object_store::Error) -> RemoteError {
         let kind = classify(&e);
         if kind == FailKind::Unreachable {
@@ -365,32 +420,12 @@ impl Storage for ObjectStorage {
     }
 
     fn get(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        let path = self.key(key)?;
-        let result = runtime().block_on(async {
-            let got = self.store.get(&path).await?;
-            if got.meta.size > limit {
-                return Ok(Err(got.meta.size));
-            }
-            got.bytes().await.map(Ok)
-        });
-        match result {
-            Ok(Ok(bytes)) => {
-                self.count(bytes.len() as u64, 0);
-                if bytes.len() as u64 > limit {
-                    return Err(self.too_large(key, bytes.len() as u64, limit));
-                }
-                Ok(Some(bytes.to_vec()))
-            }
-            Ok(Err(size)) => {
-                self.count(0, 0);
-                Err(self.too_large(key, size, limit))
-            }
-            Err(e @ object_store::Error::NotFound { .. }) if !no_bucket(&e) => {
-                self.count(0, 0);
-                Ok(None)
-            }
-            Err(e) => Err(self.err("read", key, e)),
-        }
+        let mut data = Vec::new();
+        let got = self.get_with(key, limit, |_, bytes| {
+            data.extend_from_slice(bytes);
+            Ok(())
+        })?;
+        Ok(got.map(|_| data))
     }
 
     fn get_many(&self, keys: &[String], limit: u64) -> Result<Vec<Option<Vec<u8>>>> {
@@ -482,48 +517,7 @@ impl Storage for ObjectStorage {
 
     fn get_into(&self, key: &str, file: &std::fs::File, limit: u64) -> Result<Option<u64>> {
         use std::os::unix::fs::FileExt as _;
-        let path = self.key(key)?;
-        let result = runtime().block_on(async {
-            let got = self.store.get(&path).await?;
-            if got.meta.size > limit {
-                return Ok(Err(got.meta.size));
-            }
-            let mut body = got.into_stream();
-            let mut received = 0u64;
-            while let Some(bytes) = body.next().await {
-                let bytes = bytes?;
-                if received + bytes.len() as u64 > limit {
-                    return Ok(Err(received + bytes.len() as u64));
-                }
-                if let Err(e) = file.write_all_at(&bytes, received) {
-                    return Ok(Ok(Err(e)));
-                }
-                received += bytes.len() as u64;
-            }
-            Ok(Ok(Ok(received)))
-        });
-        match result {
-            Ok(Ok(Ok(len))) => {
-                self.count(len, 0);
-                Ok(Some(len))
-            }
-            Ok(Ok(Err(e))) => Err(RemoteError {
-                remote: self.describe.clone(),
-                op: "read",
-                key: key.to_owned(),
-                kind: FailKind::Other,
-                message: format!("cannot write what it sent to a local file: {e}"),
-            }),
-            Ok(Err(size)) => {
-                self.count(0, 0);
-                Err(self.too_large(key, size, limit))
-            }
-            Err(e @ object_store::Error::NotFound { .. }) if !no_bucket(&e) => {
-                self.count(0, 0);
-                Ok(None)
-            }
-            Err(e) => Err(self.err("read", key, e)),
-        }
+        self.get_with(key, limit, |at, bytes| file.write_all_at(bytes, at))
     }
 
     fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Listed>>> {

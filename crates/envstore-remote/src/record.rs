@@ -26,8 +26,9 @@ use envstore_tree::{PackId, SnapshotId, TreeId};
 use crate::format::{FormatError, bad};
 
 const RECORD_HEADER: &str = "envstore-remote-snapshot 1";
-/// The most uncompressed tree bytes a record may announce (about 40 million files).
-const MAX_TREES_RAW: u64 = 4 << 30;
+/// The most uncompressed tree bytes a record may announce (about ten million files): a hostile
+/// record cannot make a reader decompress more than this.
+const MAX_TREES_RAW: u64 = 1 << 30;
 /// The longest text line read.
 const MAX_LINE: u64 = 4096;
 
