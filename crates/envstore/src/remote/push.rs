@@ -34,7 +34,8 @@ pub struct PushReport {
     /// Chunks uploaded (new to the remote) and their uncompressed bytes.
     pub new_chunks: u64,
     pub new_chunk_bytes: u64,
-    /// Objects the remote had already, found one by one in its packs.
+    /// Files below directories the remote lacked whose objects it had already (in the base's
+    /// packs, or by a large object's summary): found one by one, each occurrence counted.
     pub reused_objects: u64,
     /// Directories the remote had whole (skipped without looking inside), and the tree
     /// summaries asked for to find them.

@@ -100,7 +100,7 @@ pub(super) struct Tally {
     /// Chunks uploaded and their uncompressed bytes.
     pub(super) new_chunks: u64,
     pub(super) new_chunk_bytes: u64,
-    /// Objects found in the remote's packs one by one (in the last attempt).
+    /// Files whose objects the remote had, found one by one (in the last attempt).
     pub(super) reused_objects: u64,
 }
 
