@@ -29,8 +29,9 @@ pub struct TableBuilder<const N: usize> {
     runs: Vec<File>,
 }
 
-/// A finished table: records sorted by id, one per id (the first inserted wins).
-#[derive(Debug)]
+/// A finished table: records sorted by id, one per id (the first inserted wins). The default
+/// is the empty table.
+#[derive(Debug, Default)]
 pub struct Table<const N: usize> {
     file: Option<File>,
     len: usize,
@@ -137,12 +138,7 @@ impl<const N: usize> TableBuilder<N> {
     pub fn finish(mut self) -> io::Result<Table<N>> {
         self.sort();
         if self.runs.is_empty() && self.buf.is_empty() {
-            return Ok(Table {
-                file: None,
-                len: 0,
-                sparse: Vec::new(),
-                bloom: Bloom::default(),
-            });
+            return Ok(Table::default());
         }
         // At most this many ids (fewer when some repeat).
         let mut most = self.buf.len();
@@ -163,10 +159,13 @@ impl<const N: usize> TableBuilder<N> {
             })));
         }
         sources.push(Box::new(std::mem::take(&mut self.buf).into_iter().map(Ok)));
+        // Ordered by id, then by source: the earliest source wins among equal ids (the record
+        // itself is never compared, as no two entries share both).
+        let id_of = |r: &[u8; N]| -> Id { r[..32].try_into().expect("32 bytes") };
         let mut heap = BinaryHeap::new();
         for (i, s) in sources.iter_mut().enumerate() {
             if let Some(r) = s.next().transpose()? {
-                heap.push(Reverse((Key(r), i)));
+                heap.push(Reverse((id_of(&r), i, r)));
             }
         }
         let file = tempfile::tempfile_in(&self.dir)?;
@@ -178,11 +177,10 @@ impl<const N: usize> TableBuilder<N> {
             bloom: Bloom::with_capacity(most),
         };
         let mut last: Option<Id> = None;
-        while let Some(Reverse((Key(r), i))) = heap.pop() {
+        while let Some(Reverse((id, i, r))) = heap.pop() {
             if let Some(next) = sources[i].next().transpose()? {
-                heap.push(Reverse((Key(next), i)));
+                heap.push(Reverse((id_of(&next), i, next)));
             }
-            let id: Id = r[..32].try_into().expect("32 bytes");
             if last == Some(id) {
                 continue;
             }
@@ -201,27 +199,6 @@ impl<const N: usize> TableBuilder<N> {
 
 /// Read and write buffer of a run.
 const RUN_BUF: usize = 64 << 10;
-
-/// A record ordered by its id, then by nothing: the heap's tie-break is the source's index,
-/// so the earliest source wins among equal ids.
-struct Key<const N: usize>([u8; N]);
-
-impl<const N: usize> PartialEq for Key<N> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0[..32] == other.0[..32]
-    }
-}
-impl<const N: usize> Eq for Key<N> {}
-impl<const N: usize> PartialOrd for Key<N> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<const N: usize> Ord for Key<N> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0[..32].cmp(&other.0[..32])
-    }
-}
 
 impl<const N: usize> Table<N> {
     /// How many ids it holds.

@@ -129,9 +129,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Listed>>>;
     /// Writes `data` at `key`, replacing what was there.
     fn put(&self, key: &str, data: Vec<u8>) -> Result<()>;
-    /// Writes the file at `path` to `key`, replacing what was there. Backends that can
-    /// (S3, a directory) stream a large file in parts, so memory does not grow with it; the
-    /// default, and WebDAV (which has no multipart upload), read it into memory.
+    /// Writes the file at `path` to `key`, replacing what was there. The backends stream a
+    /// large file (in parts on S3 and directories, as one streamed PUT on WebDAV), so memory
+    /// does not grow with it; the default reads it into memory.
     fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
         let data = std::fs::read(path).map_err(|e| RemoteError {
             remote: self.describe().to_owned(),

@@ -13,13 +13,13 @@ use std::path::Path;
 
 use envstore_idset::{Table, TableBuilder};
 use envstore_index::ChunkLoc;
-use envstore_pack::{EntryKind, PACK_MAGIC, PackReader, decode_recipe, pack_path};
+use envstore_pack::{EntryKind, PACK_MAGIC, PackReader, pack_path};
 use envstore_remote::format;
 use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId};
 
 use crate::cold::packs::{cold_lookup, pack_err};
 use crate::cold::rehydrate::Plan;
-use crate::remote::open::Remote;
+use crate::remote::open::{Indexed, Remote, index_entries};
 use crate::{Error, Result, Store};
 
 /// Objects planned and written together.
@@ -66,23 +66,21 @@ impl RemoteChunks {
         crate::remote::open::for_each_pack_index(store, remote, packs, |pack, index| {
             let n = listed.len() as u32;
             listed.push(*pack);
-            for block in &index.blocks {
-                let mut r = block.recipes.iter();
-                let len = u32::try_from(block.len)
-                    .map_err(|_| remote.refused(format!("a block of pack {pack} is too long")))?;
-                for e in &block.entries {
-                    match e.kind {
-                        EntryKind::Chunk => {
-                            let mut at = [0; 16];
-                            at[..4].copy_from_slice(&n.to_le_bytes());
-                            at[4..8].copy_from_slice(&len.to_le_bytes());
-                            at[8..].copy_from_slice(&block.offset.to_le_bytes());
-                            table.insert(&e.id, &at).map_err(&table_err)?;
-                        }
-                        EntryKind::Recipe => {
-                            if let Some(recipe) = r.next().and_then(|b| decode_recipe(b)) {
-                                recipes.insert(ObjectId::from_bytes(e.id), recipe);
-                            }
+            for entry in index_entries(&index) {
+                match entry {
+                    Indexed::Chunk { id, offset, len } => {
+                        let len = u32::try_from(len).map_err(|_| {
+                            remote.refused(format!("a block of pack {pack} is too long"))
+                        })?;
+                        let mut at = [0; 16];
+                        at[..4].copy_from_slice(&n.to_le_bytes());
+                        at[4..8].copy_from_slice(&len.to_le_bytes());
+                        at[8..].copy_from_slice(&offset.to_le_bytes());
+                        table.insert(id.as_bytes(), &at).map_err(&table_err)?;
+                    }
+                    Indexed::Recipe { object, recipe } => {
+                        if let Some(recipe) = recipe {
+                            recipes.insert(object, recipe);
                         }
                     }
                 }

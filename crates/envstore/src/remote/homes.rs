@@ -25,16 +25,13 @@ pub(super) struct Homes {
 
 impl Homes {
     /// Spills its table into anonymous files in `dir`.
-    pub(super) fn new(dir: &Path) -> Result<Homes> {
-        let cap = envstore_idset::buffer().min(RECENT);
-        Ok(Homes {
+    pub(super) fn new(dir: &Path) -> Homes {
+        Homes {
             dir: dir.to_owned(),
-            cap,
+            cap: envstore_idset::buffer().min(RECENT),
             recent: HashMap::new(),
-            sealed: TableBuilder::new(dir, cap)
-                .finish()
-                .map_err(Error::io("write a temporary table in", dir))?,
-        })
+            sealed: Table::default(),
+        }
     }
 
     /// The slot of the pack holding `chunk`, if any.
@@ -61,8 +58,7 @@ impl Homes {
     /// Merges the map into the table.
     fn seal(&mut self) -> Result<()> {
         let err = |e: std::io::Error| Error::io("write a temporary table in", &self.dir)(e);
-        let empty = TableBuilder::new(&self.dir, 1).finish().map_err(err)?;
-        let sealed = std::mem::replace(&mut self.sealed, empty);
+        let sealed = std::mem::take(&mut self.sealed);
         let mut builder = TableBuilder::from_table(sealed, &self.dir, self.cap).map_err(err)?;
         for (chunk, slot) in self.recent.drain() {
             builder

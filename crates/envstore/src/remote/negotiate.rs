@@ -11,8 +11,8 @@ use envstore_remote::record::RecordWriter;
 use envstore_remote::summary::{MAX_SUMMARY, Of, Summary};
 use envstore_tree::{EntryKind, ObjectId, PackId, SnapshotId, Tree, TreeId};
 
-use crate::remote::incoming::{Counts, count_trees};
 use crate::remote::open::Remote;
+use crate::store::reach::{Counts, count_trees};
 use crate::{Error, Result, Store};
 
 /// A tree is *big*, and gets a summary, when its subtree holds at least this many files or

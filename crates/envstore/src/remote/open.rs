@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 
+use envstore_pack::{EntryKind, decode_recipe};
 use envstore_remote::format::{self, Marked, PackIndex};
 use envstore_remote::{Counters, RemoteError, RemoteUrl, Storage};
-use envstore_tree::{PackId, SnapshotId};
+use envstore_tree::{ChunkId, ObjectId, PackId, SnapshotId};
 
 use crate::{Error, Result, Store};
 
@@ -216,6 +217,35 @@ pub(super) fn for_each_pack_index(
         }
     }
     Ok(())
+}
+
+/// One entry of a pack index.
+pub(super) enum Indexed {
+    /// A chunk, in the block of `len` bytes at `offset`.
+    Chunk { id: ChunkId, offset: u64, len: u64 },
+    /// A chunked object's recipe: its size and chunks, `None` when it does not decode.
+    Recipe {
+        object: ObjectId,
+        recipe: Option<(u64, Vec<ChunkId>)>,
+    },
+}
+
+/// The entries of `index`, in order.
+pub(super) fn index_entries(index: &PackIndex) -> impl Iterator<Item = Indexed> + '_ {
+    index.blocks.iter().flat_map(|block| {
+        let mut recipes = block.recipes.iter();
+        block.entries.iter().map(move |e| match e.kind {
+            EntryKind::Chunk => Indexed::Chunk {
+                id: ChunkId::from_bytes(e.id),
+                offset: block.offset,
+                len: block.len,
+            },
+            EntryKind::Recipe => Indexed::Recipe {
+                object: ObjectId::from_bytes(e.id),
+                recipe: recipes.next().and_then(|r| decode_recipe(r)),
+            },
+        })
+    })
 }
 
 impl From<RemoteError> for Error {

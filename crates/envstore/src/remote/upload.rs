@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use envstore_pack::{BlockBuilder, EntryKind, PackWriter, decode_recipe, encode_recipe};
+use envstore_pack::{BlockBuilder, EntryKind, PackWriter, encode_recipe};
 use envstore_remote::format::{self, IndexBlock, PackIndex};
 use envstore_remote::summary::Of;
 use envstore_tree::{ChunkId, ObjectId, PackId, TreeId};
@@ -14,7 +14,7 @@ use envstore_tree::{ChunkId, ObjectId, PackId, TreeId};
 use crate::cold::packs::pack_err;
 use crate::remote::homes::Homes;
 use crate::remote::negotiate::{BIG_OBJECT, Found, Part, Shape};
-use crate::remote::open::{CACHE_DIR, Remote};
+use crate::remote::open::{CACHE_DIR, Indexed, Remote, index_entries};
 use crate::{Error, Result, Store};
 
 /// Remote packs are closed at this size (even in the middle of a large file): a pack is held
@@ -45,25 +45,17 @@ impl Held {
         dir: &Path,
     ) -> Result<Held> {
         let mut held = Held {
-            chunks: Homes::new(dir)?,
+            chunks: Homes::new(dir),
             recipes: HashMap::new(),
         };
         crate::remote::open::for_each_pack_index(store, remote, packs, |pack, idx| {
             let slot = slots.of(*pack);
-            for block in idx.blocks {
-                let mut recipes = block.recipes.into_iter();
-                for e in block.entries {
-                    match e.kind {
-                        EntryKind::Chunk => held.chunks.insert(ChunkId::from_bytes(e.id), slot)?,
-                        EntryKind::Recipe => {
-                            let chunks = recipes
-                                .next()
-                                .and_then(|r| decode_recipe(&r))
-                                .map(|(_, c)| c)
-                                .unwrap_or_default();
-                            held.recipes
-                                .insert(ObjectId::from_bytes(e.id), (slot, chunks));
-                        }
+            for entry in index_entries(&idx) {
+                match entry {
+                    Indexed::Chunk { id, .. } => held.chunks.insert(id, slot)?,
+                    Indexed::Recipe { object, recipe } => {
+                        let chunks = recipe.map(|(_, c)| c).unwrap_or_default();
+                        held.recipes.insert(object, (slot, chunks));
                     }
                 }
             }
@@ -147,7 +139,7 @@ pub(super) struct Outgoing<'s> {
     /// Recipe bytes of the pack being written (the index carries them).
     recipes: HashMap<[u8; 32], Vec<u8>>,
     /// Chunks already in a pack of this attempt, and that pack's slot.
-    new_chunks: Option<Homes>,
+    new_chunks: Homes,
     slots: Slots,
     /// The slot of the pack being written, and the entries queued for it.
     open_slot: Option<u32>,
@@ -164,7 +156,7 @@ impl<'s> Outgoing<'s> {
             writer: None,
             block: BlockBuilder::default(),
             recipes: HashMap::new(),
-            new_chunks: None,
+            new_chunks: Homes::new(dir),
             slots: Slots::default(),
             open_slot: None,
             pack_entries: 0,
@@ -176,7 +168,7 @@ impl<'s> Outgoing<'s> {
     /// the summaries to publish (each such tree, and each large object below it the remote did
     /// not have, with the packs holding it; the root last) and the packs the snapshot needs.
     pub(super) fn upload_missing(&mut self, shape: &Shape, found: &Found) -> Result<Uploaded> {
-        self.new_chunks = Some(Homes::new(&self.dir)?);
+        self.new_chunks = Homes::new(&self.dir);
         self.slots = Slots::default();
         self.tally.reused_objects = 0;
         let order = shape.post_order(&found.present)?;
@@ -223,7 +215,8 @@ impl<'s> Outgoing<'s> {
             sets.insert(*big, set);
         }
         self.finish_pack()?;
-        self.new_chunks = None;
+        // Free what it knows of this attempt's chunks: the record comes next.
+        self.new_chunks = Homes::new(&self.dir);
         let needed = self.slots.packs(&sets[&shape.root]).into_iter().collect();
         let mut summaries: Vec<(Of, Vec<PackId>)> = large
             .into_iter()
@@ -260,7 +253,7 @@ impl<'s> Outgoing<'s> {
             self.tally.reused_objects += 1;
             return Ok(vec![slot]);
         }
-        if let Some(slot) = self.homes().get(&whole)? {
+        if let Some(slot) = self.new_chunks.get(&whole)? {
             return Ok(vec![slot]);
         }
         if let Some(slots) = held.chunked(&object)? {
@@ -268,12 +261,6 @@ impl<'s> Outgoing<'s> {
             return Ok(slots);
         }
         self.add_object(object, executable, size, held)
-    }
-
-    fn homes(&mut self) -> &mut Homes {
-        self.new_chunks
-            .as_mut()
-            .expect("upload_missing sets the push's chunk homes")
     }
 
     /// Reads a local object (checking it against its id), cuts it, and queues what the remote
@@ -300,14 +287,14 @@ impl<'s> Outgoing<'s> {
             chunks.push(cid);
             if let Some(slot) = held.chunks.get(&cid)? {
                 slots.push(slot);
-            } else if let Some(slot) = this.homes().get(&cid)? {
+            } else if let Some(slot) = this.new_chunks.get(&cid)? {
                 slots.push(slot);
             } else {
                 this.tally.new_chunks += 1;
                 this.tally.new_chunk_bytes += chunk.len() as u64;
                 let slot = this.add(EntryKind::Chunk, *cid.as_bytes(), chunk)?;
                 slots.push(slot);
-                this.homes().insert(cid, slot)?;
+                this.new_chunks.insert(cid, slot)?;
             }
             Ok(())
         };
